@@ -1,0 +1,185 @@
+//! AdmissionReview `admission.k8s.io/v1` on the wire.
+//!
+//! Only the fields the decision needs are deserialised; the pod itself is kept as raw JSON
+//! until we know it is a Pod CREATE worth looking at, and `oldObject`, `userInfo` and
+//! `options` are skipped without building values. The answer echoes the request uid and
+//! carries the patch as the base64 string the API server expects.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::admit::{self, Decision};
+use crate::config::Config;
+use crate::modes::Mode;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// A request that cannot be answered with an AdmissionReview at all (HTTP 400).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ReviewError {
+    #[error("body is not an AdmissionReview: {0}")]
+    NotJson(String),
+    #[error("unsupported AdmissionReview {0:?}; this webhook speaks admission.k8s.io/v1 (set admissionReviewVersions: [\"v1\"])")]
+    Version(String),
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: Option<String>,
+    kind: Option<GroupVersionKind>,
+    sub_resource: Option<String>,
+    namespace: Option<String>,
+    operation: Option<String>,
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+/// The answer to one review, with what metrics and logs need to know about it.
+#[derive(Debug)]
+pub struct Reviewed {
+    /// Serialised AdmissionReview response.
+    pub body: Vec<u8>,
+    pub uid: String,
+    pub namespace: String,
+    pub mode: Option<Mode>,
+    /// `skipped`, `injected`, `unchanged`, `mirror`, `denied`, `ignored` (not a Pod CREATE).
+    pub outcome: &'static str,
+    /// Bytes of the JSON patch before base64 (0 when none).
+    pub patch_bytes: usize,
+    pub dry_run: bool,
+}
+
+/// Answers one AdmissionReview body.
+pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
+    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    let version = review.api_version.unwrap_or_default();
+    let kind = review.kind.unwrap_or_default();
+    if version != API_VERSION || kind != KIND {
+        return Err(ReviewError::Version(format!("{version} {kind}").trim().to_string()));
+    }
+    let request = review.request.ok_or(ReviewError::NoRequest)?;
+    let uid = request.uid.filter(|u| !u.is_empty()).ok_or(ReviewError::NoUid)?;
+    let request_namespace = request.namespace.unwrap_or_default();
+
+    let is_pod_create = request.kind.as_ref().is_some_and(|k| k.group.is_empty() && k.kind == "Pod")
+        && request.operation.as_deref() == Some("CREATE")
+        && request.sub_resource.as_deref().unwrap_or_default().is_empty();
+    let object = request.object.filter(|o| o.get() != "null");
+    let (Some(object), true) = (object, is_pod_create) else {
+        return Ok(answer(uid, request_namespace, None, "ignored", &Decision::allow_nothing(), request.dry_run));
+    };
+
+    let pod: Value = match serde_json::from_str(object.get()) {
+        Ok(pod @ Value::Object(_)) => pod,
+        _ => {
+            let denial = Decision::Deny { message: "request.object is not a JSON object".into(), mode: None };
+            return Ok(answer(uid, request_namespace, None, "denied", &denial, request.dry_run));
+        }
+    };
+    // generateName pods and some clients leave metadata.namespace empty.
+    let namespace = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .unwrap_or(request_namespace);
+    let decision = admit::admit_pod(&pod, &namespace, config);
+    let outcome = decision.outcome_label();
+    Ok(answer(uid, namespace, decision.mode(), outcome, &decision, request.dry_run))
+}
+
+impl Decision {
+    fn allow_nothing() -> Decision {
+        Decision::Allow { patch: Vec::new(), warnings: Vec::new(), mode: None, outcome: admit::Outcome::Skipped }
+    }
+}
+
+fn answer(
+    uid: String,
+    namespace: String,
+    mode: Option<Mode>,
+    outcome: &'static str,
+    decision: &Decision,
+    dry_run: bool,
+) -> Reviewed {
+    let (allowed, message, patch, warnings): (bool, Option<&str>, Option<Vec<u8>>, &[String]) = match decision {
+        Decision::Allow { patch, warnings, .. } => {
+            let bytes = if patch.is_empty() { None } else { serde_json::to_vec(patch).ok() };
+            (true, None, bytes, warnings)
+        }
+        Decision::Deny { message, .. } => (false, Some(message.as_str()), None, &[]),
+    };
+    let patch_bytes = patch.as_ref().map_or(0, Vec::len);
+    let response = ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: ResponseOut {
+            uid: &uid,
+            allowed,
+            status: message.map(|message| StatusOut { code: 403, message }),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            warnings,
+        },
+    };
+    // Serialising a struct of strings, bools and a byte string cannot fail.
+    let body = serde_json::to_vec(&response).unwrap_or_default();
+    Reviewed { body, uid, namespace, mode, outcome, patch_bytes, dry_run }
+}

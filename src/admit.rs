@@ -1,0 +1,216 @@
+//! The one place that decides what happens to a pod: annotations → policy → injection → patch.
+//!
+//! Pure and shared by `serve` (per AdmissionReview) and `mutate` (offline), so the offline
+//! answer is the webhook's answer.
+
+use serde_json::Value;
+
+use crate::annotations::{self, Plan};
+use crate::config::Config;
+use crate::inject::{self, InjectError, RESERVED_PREFIX};
+use crate::modes::Mode;
+use crate::patch::{self, PatchOp};
+use crate::policy::Enforcement;
+
+/// Annotation the kubelet puts on mirror pods of static pods.
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+/// Kubernetes cuts each warning at 120 characters; stay below.
+const MAX_WARNING_LEN: usize = 119;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Allow {
+        /// Empty when the pod is not ours or already injected.
+        patch: Vec<PatchOp>,
+        warnings: Vec<String>,
+        /// Set when the pod opted in.
+        mode: Option<Mode>,
+        /// Short machine-readable reason for metrics and logs.
+        outcome: Outcome,
+    },
+    Deny {
+        message: String,
+        mode: Option<Mode>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// No `<prefix>/` annotations.
+    Skipped,
+    /// Patched.
+    Injected,
+    /// Already carried the injection: nothing to do.
+    Unchanged,
+    /// A mirror pod, which the API server will not let us change.
+    Mirror,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Skipped => "skipped",
+            Outcome::Injected => "injected",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Mirror => "mirror",
+        }
+    }
+}
+
+impl Decision {
+    pub fn mode(&self) -> Option<Mode> {
+        match self {
+            Decision::Allow { mode, .. } | Decision::Deny { mode, .. } => *mode,
+        }
+    }
+
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            Decision::Allow { outcome, .. } => outcome.as_str(),
+            Decision::Deny { .. } => "denied",
+        }
+    }
+}
+
+fn skip(outcome: Outcome, warnings: Vec<String>) -> Decision {
+    Decision::Allow { patch: Vec::new(), warnings, mode: None, outcome }
+}
+
+/// Decides for a pod in `namespace` (the pod's own, or the request's for `generateName` pods).
+pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
+    let prefix = config.annotation_prefix.as_str();
+    let pod_annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let parsed = match annotations::parse(pod_annotations, prefix) {
+        Ok(parsed) => parsed,
+        Err(e) => return Decision::Deny { message: e.to_string(), mode: None },
+    };
+    let Some(parsed) = parsed else {
+        if let Some(name) = reserved_name(pod) {
+            return Decision::Deny {
+                message: format!(
+                    "{name} uses a name reserved for secretmode but the pod has no {prefix}/ annotations; fix: rename it, or declare {prefix}/mode and {prefix}/item.<name> so policy can judge it"
+                ),
+                mode: None,
+            };
+        }
+        return skip(Outcome::Skipped, Vec::new());
+    };
+    if pod_annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
+        return skip(
+            Outcome::Mirror,
+            vec![format!("secretmode: mirror pods of static pods cannot be injected; {prefix}/ annotations ignored")],
+        );
+    }
+
+    let mode = match parsed.mode.or_else(|| config.policy.default_mode(namespace)) {
+        Some(mode) => mode,
+        None => {
+            return Decision::Deny {
+                message: format!(
+                    "annotation {prefix}/mode: missing, and namespace {namespace} has no default mode; fix: set {prefix}/mode to one of eso, csi, init, sidecar"
+                ),
+                mode: None,
+            }
+        }
+    };
+    let plan = match annotations::resolve(&parsed, mode, config) {
+        Ok(plan) => plan,
+        Err(e) => return Decision::Deny { message: e.to_string(), mode: Some(mode) },
+    };
+
+    let verdict = config.policy.evaluate(namespace, &plan, config);
+    let mut warnings = Vec::new();
+    let mut note = injected_note(&plan, parsed.mode.is_none());
+    if !verdict.is_clean() {
+        match verdict.enforcement {
+            Enforcement::Enforce => return Decision::Deny { message: verdict.denial(), mode: Some(mode) },
+            Enforcement::Warn => {
+                let rule = verdict.rule.as_deref().unwrap_or("-");
+                for v in &verdict.violations {
+                    warnings.push(format!("secretmode policy {rule}: {}: {}", v.annotation, v.message));
+                }
+                note.push_str(&format!(",policy=warn:{rule}"));
+            }
+            Enforcement::Audit => {
+                let rule = verdict.rule.as_deref().unwrap_or("-");
+                let keys: Vec<&str> = verdict.violations.iter().map(|v| v.annotation.as_str()).collect();
+                note.push_str(&format!(",policy=audit:{rule}:{}", keys.join("+")));
+            }
+        }
+    }
+    if config.warnings.failure_mode {
+        warnings.push(mode.failure_warning(plan.fallback_secret.is_some()));
+    }
+
+    let ctx = inject::Context { namespace, injected_note: &note };
+    let mutated = match inject::inject(pod, &plan, config, &ctx) {
+        Ok(mutated) => mutated,
+        Err(e @ InjectError::Denied { .. }) => {
+            return Decision::Deny { message: format!("{prefix}/mode {mode}: {e}"), mode: Some(mode) }
+        }
+        Err(e @ InjectError::Malformed(_)) => return Decision::Deny { message: e.to_string(), mode: Some(mode) },
+    };
+    let ops = patch::diff(pod, &mutated);
+    let outcome =
+        if ops.iter().all(|op| is_annotation_op(op, prefix)) { Outcome::Unchanged } else { Outcome::Injected };
+    // An already-injected pod gets no patch at all, even if the note would read differently.
+    let ops = if outcome == Outcome::Unchanged { Vec::new() } else { ops };
+    Decision::Allow {
+        patch: ops,
+        warnings: warnings.into_iter().map(truncate_warning).collect(),
+        mode: Some(mode),
+        outcome,
+    }
+}
+
+fn injected_note(plan: &Plan, defaulted: bool) -> String {
+    let mut note = format!("mode={},items={}", plan.mode, plan.items.len());
+    if let Some(p) = &plan.provider {
+        note.push_str(&format!(",provider={p}"));
+    }
+    if plan.fallback_secret.is_some() {
+        note.push_str(",fallback=true");
+    }
+    if defaulted {
+        note.push_str(",mode-from=policy");
+    }
+    note
+}
+
+/// Whether an op only touches the `<prefix>/injected` annotation (or creates the annotations
+/// map holding nothing else).
+fn is_annotation_op(op: &PatchOp, prefix: &str) -> bool {
+    let injected = format!("/metadata/annotations/{prefix}~1injected");
+    match op {
+        PatchOp::Add { path, value } | PatchOp::Replace { path, value } => {
+            path == &injected || path == "/metadata/annotations" && value.as_object().is_some_and(|m| m.len() == 1)
+        }
+        PatchOp::Remove { .. } => false,
+    }
+}
+
+fn reserved_name(pod: &Value) -> Option<String> {
+    let spec = pod.get("spec")?;
+    for field in ["volumes", "containers", "initContainers"] {
+        for entry in spec.get(field).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(name) = entry.get("name").and_then(Value::as_str) {
+                if name.starts_with(RESERVED_PREFIX) {
+                    return Some(format!("spec.{field} entry {name}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn truncate_warning(mut w: String) -> String {
+    if w.len() > MAX_WARNING_LEN {
+        let mut cut = MAX_WARNING_LEN - 3;
+        while !w.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        w.truncate(cut);
+        w.push_str("...");
+    }
+    w
+}

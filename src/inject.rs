@@ -1,0 +1,539 @@
+//! The pure mutation: pod JSON + plan + config in, new pod JSON or a typed denial out.
+//!
+//! The pod is edited as raw JSON (never round-tripped through typed structs) so fields newer
+//! than any k8s-openapi version survive. Idempotence is read from the pod's own spec: an
+//! object with a reserved `secretmode-` name counts as already injected only if it still holds
+//! everything this injection would write; anything else under a reserved name is a collision.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+
+use crate::agent_spec::{self, AgentItem, AgentSpec};
+use crate::annotations::{paths_overlap, ItemSource, Plan};
+use crate::config::{AwsAuth, Config, ProviderConfig, VaultAuth};
+use crate::modes::Mode;
+use crate::quantity;
+
+pub const RESERVED_PREFIX: &str = "secretmode-";
+pub const SECRETS_VOLUME: &str = "secretmode-secrets";
+pub const TOKEN_VOLUME: &str = "secretmode-token";
+pub const FALLBACK_VOLUME: &str = "secretmode-fallback";
+pub const INIT_CONTAINER: &str = "secretmode-init";
+pub const SIDECAR_CONTAINER: &str = "secretmode-sidecar";
+/// Name of the sidecar's declared port (at most 15 characters).
+pub const PORT_NAME: &str = "secretmode";
+/// Kubernetes `defaultMode` 0440 for secret volumes: owner and group read.
+const MODE_0440: u32 = 0o440;
+/// The fallback Secret is read by the agent's non-root user, which owns no files in a Secret
+/// volume; it is mounted into the agent container only.
+const MODE_0444: u32 = 0o444;
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum InjectError {
+    #[error("the pod is malformed: {0}")]
+    Malformed(String),
+    #[error("{problem}; fix: {fix}")]
+    Denied { problem: String, fix: String },
+}
+
+fn deny<T>(problem: impl Into<String>, fix: impl Into<String>) -> Result<T, InjectError> {
+    Err(InjectError::Denied { problem: problem.into(), fix: fix.into() })
+}
+
+/// Per-request facts the injector needs besides the pod.
+pub struct Context<'a> {
+    /// The pod's namespace (`metadata.namespace`, or the request's for `generateName` pods).
+    pub namespace: &'a str,
+    /// Value written to `<prefix>/injected`.
+    pub injected_note: &'a str,
+}
+
+/// What one injection adds, computed once from plan and config.
+struct Desired {
+    volumes: Vec<Value>,
+    /// The agent container and whether it goes into `initContainers`.
+    agent: Option<(Value, bool)>,
+    mount: Value,
+    env: Vec<Value>,
+}
+
+/// Returns the mutated copy of `pod`. Equal to `pod` (bar the annotation) when it already
+/// carries this injection.
+pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Value, InjectError> {
+    let spec = pod
+        .get("spec")
+        .and_then(Value::as_object)
+        .ok_or_else(|| InjectError::Malformed("spec is missing or not an object".into()))?;
+    let app_containers = named_list(spec, "containers")?;
+    if app_containers.is_empty() {
+        return Err(InjectError::Malformed("spec.containers is empty".into()));
+    }
+    let init_containers = named_list(spec, "initContainers")?;
+    let volumes = named_list(spec, "volumes")?;
+
+    check_platform(spec, plan, config)?;
+    let desired = desired(pod, plan, config, ctx)?;
+    check_reserved(&volumes, &app_containers, &init_containers, &desired)?;
+    let targets = target_containers(&app_containers, plan)?;
+
+    let mut out = pod.clone();
+    let spec = out
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| InjectError::Malformed("spec is not an object".into()))?;
+
+    let containers = spec
+        .get_mut("containers")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| InjectError::Malformed("spec.containers is not a list".into()))?;
+    for index in targets {
+        if let Some(container) = containers.get_mut(index).and_then(Value::as_object_mut) {
+            wire_container(container, &desired, &plan.mount_path)?;
+        }
+    }
+
+    for volume in &desired.volumes {
+        let name = volume["name"].as_str().unwrap_or_default();
+        if !volumes.iter().any(|(n, _)| *n == name) {
+            push_to(spec, "volumes", volume.clone());
+        }
+    }
+    if let Some((agent, as_init)) = &desired.agent {
+        let list = if *as_init { "initContainers" } else { "containers" };
+        let name = agent["name"].as_str().unwrap_or_default();
+        let present = if *as_init { &init_containers } else { &app_containers };
+        if !present.iter().any(|(n, _)| *n == name) {
+            insert_first(spec, list, agent.clone());
+        }
+    }
+
+    let annotations = out
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Malformed("pod is not an object".into()))?
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Malformed("metadata is not an object".into()))?
+        .entry("annotations")
+        .or_insert_with(|| json!({}));
+    let annotations = annotations
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Malformed("metadata.annotations is not an object".into()))?;
+    annotations.insert(format!("{}/injected", config.annotation_prefix), Value::String(ctx.injected_note.to_string()));
+    Ok(out)
+}
+
+/// `(name, object)` pairs of a named list; missing list = empty.
+fn named_list<'a>(spec: &'a Map<String, Value>, field: &str) -> Result<Vec<(&'a str, &'a Value)>, InjectError> {
+    match spec.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|entry| {
+                entry
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(|n| (n, entry))
+                    .ok_or_else(|| InjectError::Malformed(format!("an entry of spec.{field} has no name")))
+            })
+            .collect(),
+        Some(_) => Err(InjectError::Malformed(format!("spec.{field} is not a list"))),
+    }
+}
+
+fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
+    let os = spec.get("os").and_then(|o| o.get("name")).and_then(Value::as_str);
+    if plan.mode.uses_agent() && os == Some("windows") {
+        return deny(
+            format!(
+                "mode {} injects a Linux agent container, and this is a Windows pod (spec.os.name: windows)",
+                plan.mode
+            ),
+            "use mode eso or csi for Windows pods",
+        );
+    }
+    if plan.mode == Mode::Sidecar {
+        if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+            return deny(
+                format!(
+                    "mode sidecar would bind the agent's port {} on the node (hostNetwork: true)",
+                    config.agent.health_port
+                ),
+                "use mode init, eso or csi for hostNetwork pods",
+            );
+        }
+        for list in ["containers", "initContainers"] {
+            for (name, c) in named_list(spec, list)? {
+                let ports = c.get("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                for port in ports {
+                    if port.get("containerPort").and_then(Value::as_u64) == Some(u64::from(config.agent.health_port)) {
+                        return deny(
+                            format!(
+                                "container {name} uses port {}, which the secretmode sidecar needs",
+                                config.agent.health_port
+                            ),
+                            "move the container to another port, or use mode init",
+                        );
+                    }
+                    if port.get("name").and_then(Value::as_str) == Some(PORT_NAME) && !name.starts_with(RESERVED_PREFIX)
+                    {
+                        return deny(
+                            format!("container {name} declares a port named {PORT_NAME:?}, which is reserved"),
+                            "rename the port",
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn desired(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Desired, InjectError> {
+    let mount_path = plan.mount_path.as_str();
+    let mut env = Vec::with_capacity(plan.items.len() * 2);
+    for item in &plan.items {
+        env.push(json!({"name": format!("{}_FILE", item.env_stem), "value": format!("{mount_path}/{}", item.file)}));
+    }
+    if plan.env_values {
+        if let Some(secret) = &plan.eso_secret {
+            for item in &plan.items {
+                if let ItemSource::SecretKey(key) = &item.source {
+                    env.push(
+                        json!({"name": item.env_stem, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}),
+                    );
+                }
+            }
+        }
+    }
+    // Mounted read-only and never with subPath: a subPath mount never sees rotation.
+    let mount = json!({"name": SECRETS_VOLUME, "mountPath": mount_path, "readOnly": true});
+
+    let mut volumes = Vec::new();
+    let mut agent = None;
+    match plan.mode {
+        Mode::Eso => {
+            let items: Vec<Value> = plan
+                .items
+                .iter()
+                .filter_map(|i| match &i.source {
+                    ItemSource::SecretKey(key) => Some(json!({"key": key, "path": i.file})),
+                    _ => None,
+                })
+                .collect();
+            let secret = plan.eso_secret.as_deref().unwrap_or_default();
+            volumes.push(json!({"name": SECRETS_VOLUME, "secret": {"secretName": secret, "items": items, "defaultMode": MODE_0440}}));
+        }
+        Mode::Csi => {
+            // Only secretProviderClass: any other attribute silently overrides the class's
+            // parameters, which would let a pod re-point the driver.
+            let class = plan.csi_class.as_deref().unwrap_or_default();
+            volumes.push(json!({"name": SECRETS_VOLUME, "csi": {
+                "driver": "secrets-store.csi.k8s.io",
+                "readOnly": true,
+                "volumeAttributes": {"secretProviderClass": class},
+            }}));
+        }
+        Mode::Init | Mode::Sidecar => {
+            let provider =
+                plan.provider_config(config).ok_or_else(|| InjectError::Malformed("provider not resolved".into()))?;
+            volumes.push(json!({"name": SECRETS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": config.agent.memory_volume_size_limit}}));
+            let mut agent_mounts = vec![json!({"name": SECRETS_VOLUME, "mountPath": mount_path})];
+            if let Some(audience) = provider.token_audience() {
+                volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+                    "audience": audience,
+                    "expirationSeconds": config.agent.token_expiration_seconds,
+                    "path": "token",
+                }}]}}));
+                agent_mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": agent_spec::TOKEN_DIR, "readOnly": true}));
+            }
+            if let Some(secret) = &plan.fallback_secret {
+                volumes.push(json!({"name": FALLBACK_VOLUME, "secret": {"secretName": secret, "optional": true, "defaultMode": MODE_0444}}));
+                agent_mounts
+                    .push(json!({"name": FALLBACK_VOLUME, "mountPath": agent_spec::FALLBACK_DIR, "readOnly": true}));
+            }
+            agent = Some(agent_container(pod, plan, config, ctx, provider, agent_mounts)?);
+        }
+    }
+    Ok(Desired { volumes, agent, mount, env })
+}
+
+fn agent_container(
+    pod: &Value,
+    plan: &Plan,
+    config: &Config,
+    ctx: &Context<'_>,
+    provider: &ProviderConfig,
+    mounts: Vec<Value>,
+) -> Result<(Value, bool), InjectError> {
+    let a = &config.agent;
+    let service_account =
+        pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default");
+    let spec = AgentSpec {
+        version: agent_spec::SPEC_VERSION,
+        provider_name: plan.provider.clone().unwrap_or_default(),
+        provider: personalise(provider, ctx.namespace, service_account),
+        items: plan
+            .items
+            .iter()
+            .filter_map(|i| match &i.source {
+                ItemSource::Provider { path, key } => {
+                    Some(AgentItem { name: i.name.clone(), path: path.clone(), key: key.clone() })
+                }
+                _ => None,
+            })
+            .collect(),
+        mount_path: plan.mount_path.clone(),
+        token_file: provider.token_audience().map(|_| agent_spec::TOKEN_FILE.to_string()),
+        fallback_dir: plan.fallback_secret.as_ref().map(|_| agent_spec::FALLBACK_DIR.to_string()),
+        refresh_interval_seconds: plan.refresh_interval.as_secs().max(1),
+        max_staleness_seconds: plan.max_staleness.as_secs().max(1),
+        start_deadline_seconds: a.start_deadline.0.as_secs().max(1),
+        health_port: a.health_port,
+    };
+    let spec_json = serde_json::to_string(&spec).map_err(|e| InjectError::Malformed(format!("agent spec: {e}")))?;
+    let mut env = vec![json!({"name": agent_spec::SPEC_ENV, "value": spec_json})];
+    if let ProviderConfig::Vault(v) = provider {
+        if let VaultAuth::Token { secret_ref } = &v.auth {
+            env.push(json!({"name": "VAULT_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_ref.name, "key": secret_ref.key}}}));
+        }
+    }
+    let mut c = json!({
+        "name": if plan.mode == Mode::Init { INIT_CONTAINER } else { SIDECAR_CONTAINER },
+        "image": a.image,
+        "imagePullPolicy": a.image_pull_policy,
+        "command": [a.binary],
+        "args": if plan.mode == Mode::Init { json!(["agent", "--once"]) } else { json!(["agent"]) },
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": a.run_as_user,
+            "runAsGroup": a.run_as_group,
+            "allowPrivilegeEscalation": false,
+            "privileged": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    });
+    let obj = c.as_object_mut().ok_or_else(|| InjectError::Malformed("agent container".into()))?;
+    if a.resources != Default::default() {
+        obj.insert("resources".into(), json!(a.resources));
+    }
+    if plan.mode == Mode::Init {
+        return Ok((c, true));
+    }
+    let port = a.health_port;
+    obj.insert("ports".into(), json!([{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}]));
+    // Passes after the first sync or fallback seed; generous enough to cover the start
+    // deadline, after which the kubelet restarts the sidecar with back-off.
+    let startup_budget = a.start_deadline.0.as_secs().saturating_add(30).min(3600);
+    obj.insert(
+        "startupProbe".into(),
+        json!({
+            "httpGet": {"path": agent_spec::STARTUP_PATH, "port": port},
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": startup_budget,
+        }),
+    );
+    // Liveness says "the process works", never "the provider answers": restarting a sidecar
+    // into an outage only loses its last good values.
+    obj.insert(
+        "livenessProbe".into(),
+        json!({
+            "httpGet": {"path": agent_spec::HEALTH_PATH, "port": port},
+            "periodSeconds": 10,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        }),
+    );
+    if a.native_sidecar {
+        obj.insert("restartPolicy".into(), json!("Always"));
+        Ok((c, true))
+    } else {
+        // Plain container placed first: the kubelet starts containers in order and waits for a
+        // postStart hook, so the app starts only after the first sync.
+        obj.insert(
+            "lifecycle".into(),
+            json!({"postStart": {"exec": {"command": [
+                a.binary, "agent-wait", "--port", port.to_string(), "--timeout-seconds", startup_budget.to_string(),
+            ]}}}),
+        );
+        Ok((c, false))
+    }
+}
+
+/// The provider definition with per-pod placeholders (`{namespace}`, `{serviceAccount}`)
+/// filled in. Only config-defined text is substituted, never annotation text.
+fn personalise(provider: &ProviderConfig, namespace: &str, service_account: &str) -> ProviderConfig {
+    let fill = |s: &str| s.replace("{namespace}", namespace).replace("{serviceAccount}", service_account);
+    let mut p = provider.clone();
+    match &mut p {
+        ProviderConfig::Vault(v) => {
+            if let VaultAuth::Kubernetes { role, .. } | VaultAuth::Jwt { role, .. } = &mut v.auth {
+                *role = fill(role);
+            }
+        }
+        ProviderConfig::Aws(a) => {
+            if let AwsAuth::WebIdentity { role_arn, .. } = &mut a.auth {
+                *role_arn = fill(role_arn);
+            }
+        }
+    }
+    p
+}
+
+/// Every object under a reserved name must be one this injection would write, holding at
+/// least what it would write (the API server may have added defaults since).
+fn check_reserved(
+    volumes: &[(&str, &Value)],
+    containers: &[(&str, &Value)],
+    init_containers: &[(&str, &Value)],
+    desired: &Desired,
+) -> Result<(), InjectError> {
+    let fix = "names starting with secretmode- are reserved: rename yours, or remove the copied injection and let the webhook add it";
+    for (name, existing) in volumes.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
+        match desired.volumes.iter().find(|v| v["name"] == *name) {
+            Some(wanted) if covers(existing, wanted, "") => {}
+            Some(_) => {
+                return deny(
+                    format!("volume {name} exists but differs from what secretmode injects for these annotations"),
+                    fix,
+                )
+            }
+            None => return deny(format!("volume {name} is not one secretmode injects for these annotations"), fix),
+        }
+    }
+    for (list, entries, as_init) in [("containers", containers, false), ("initContainers", init_containers, true)] {
+        for (name, existing) in entries.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
+            match &desired.agent {
+                Some((wanted, init)) if *init == as_init && wanted["name"] == *name => {
+                    if !covers(existing, wanted, "") {
+                        return deny(format!("{list} entry {name} exists but differs from what secretmode injects (another version or settings?)"), fix);
+                    }
+                }
+                _ => {
+                    return deny(
+                        format!("{list} entry {name} is not one secretmode injects for these annotations"),
+                        fix,
+                    )
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Indices of the regular containers that receive mount and env.
+fn target_containers(containers: &[(&str, &Value)], plan: &Plan) -> Result<Vec<usize>, InjectError> {
+    match &plan.containers {
+        None => Ok(containers
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| !name.starts_with(RESERVED_PREFIX))
+            .map(|(i, _)| i)
+            .collect()),
+        Some(wanted) => wanted
+            .iter()
+            .map(|w| {
+                containers.iter().position(|(n, _)| n == w).ok_or_else(|| InjectError::Denied {
+                    problem: format!("secrets/containers names {w:?}, which is not a container of this pod"),
+                    fix: format!("name one of: {}", containers.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Adds the read-only mount and the env vars to one app container, once.
+fn wire_container(container: &mut Map<String, Value>, desired: &Desired, mount_path: &str) -> Result<(), InjectError> {
+    let name = container.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mounts = container.get("volumeMounts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut has_mount = false;
+    for m in mounts {
+        let m_name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+        let m_path = m.get("mountPath").and_then(Value::as_str).unwrap_or_default();
+        if m_name == SECRETS_VOLUME {
+            if !covers(m, &desired.mount, "") || m.get("subPath").is_some() || m.get("subPathExpr").is_some() {
+                return deny(
+                    format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects"),
+                    "remove that volumeMount and let the webhook add it",
+                );
+            }
+            has_mount = true;
+        } else if !m_name.starts_with(RESERVED_PREFIX) && paths_overlap(m_path, mount_path) {
+            return deny(
+                format!("container {name} already mounts {m_name} at {m_path}, which overlaps the secrets directory {mount_path}"),
+                "set secrets/mount-path to a directory of its own",
+            );
+        }
+    }
+    if !has_mount {
+        push_to(container, "volumeMounts", desired.mount.clone());
+    }
+
+    let existing: HashSet<&str> = container
+        .get("env")
+        .and_then(Value::as_array)
+        .map(|env| env.iter().filter_map(|e| e.get("name").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    let mut to_add = Vec::new();
+    for var in &desired.env {
+        let var_name = var["name"].as_str().unwrap_or_default();
+        if existing.contains(var_name) {
+            let env = container.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            let same =
+                env.iter().any(|e| e.get("name").and_then(Value::as_str) == Some(var_name) && covers(e, var, ""));
+            if !same {
+                return deny(
+                    format!("container {name} already sets {var_name} to something else"),
+                    "remove that variable (secretmode sets it), or rename the item",
+                );
+            }
+        } else {
+            to_add.push(var.clone());
+        }
+    }
+    for var in to_add {
+        push_to(container, "env", var);
+    }
+    Ok(())
+}
+
+fn push_to(obj: &mut Map<String, Value>, field: &str, value: Value) {
+    match obj.get_mut(field) {
+        Some(Value::Array(list)) => list.push(value),
+        _ => {
+            obj.insert(field.to_string(), Value::Array(vec![value]));
+        }
+    }
+}
+
+fn insert_first(obj: &mut Map<String, Value>, field: &str, value: Value) {
+    match obj.get_mut(field) {
+        Some(Value::Array(list)) => list.insert(0, value),
+        _ => {
+            obj.insert(field.to_string(), Value::Array(vec![value]));
+        }
+    }
+}
+
+/// Whether `existing` holds everything in `wanted` (extra fields allowed: API-server defaults).
+/// Quantities compare by value because the API server canonicalises them.
+fn covers(existing: &Value, wanted: &Value, key: &str) -> bool {
+    match (existing, wanted) {
+        (Value::Object(e), Value::Object(w)) => w.iter().all(|(k, wv)| e.get(k).is_some_and(|ev| covers(ev, wv, k))),
+        (Value::Array(e), Value::Array(w)) => e.len() == w.len() && e.iter().zip(w).all(|(ev, wv)| covers(ev, wv, key)),
+        (Value::String(e), Value::String(w)) if matches!(key, "cpu" | "memory" | "ephemeral-storage" | "sizeLimit") => {
+            quantity::same(e, w)
+        }
+        _ => existing == wanted,
+    }
+}
+
+#[cfg(test)]
+mod tests;

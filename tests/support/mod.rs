@@ -1,0 +1,59 @@
+//! Helpers shared by the integration tests: finding the real tools that `scripts/test`
+//! installs into `.venv`, free loopback ports, and strict schema validation.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The virtualenv with OpenBao, moto, Helm's SDK and kubernetes-validate.
+pub fn venv() -> PathBuf {
+    std::env::var_os("SECRETMODE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"))
+}
+
+/// Path of a tool in the virtualenv; panics with the fix if the venv is missing, so a test
+/// that needs a real component never silently passes without it.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = venv().join("bin").join(name);
+    assert!(path.exists(), "{} not found: run scripts/test (it installs the test tools into .venv)", path.display());
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+}
+
+/// Kubernetes versions every mutated pod and rendered manifest is checked against: the oldest
+/// we support and the newest kubernetes-validate ships.
+pub const KUBE_VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+
+/// Runs `kubernetes-validate --strict` on the given files for every version in
+/// [`KUBE_VERSIONS`]; panics with its output on any failure.
+pub fn kubernetes_validate(files: &[PathBuf]) {
+    assert!(!files.is_empty(), "nothing to validate");
+    for version in KUBE_VERSIONS {
+        let out = Command::new(venv_bin("kubernetes-validate"))
+            .args(["--strict", "--quiet", "--kubernetes-version", version])
+            .args(files)
+            .output()
+            .expect("run kubernetes-validate");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && !text.contains("ERROR"), "kubernetes-validate {version} failed:\n{text}");
+    }
+}
+
+/// Writes each JSON value to its own file in `dir` and validates them all in one run.
+pub fn validate_objects(dir: &Path, objects: &[(String, serde_json::Value)]) {
+    let files: Vec<PathBuf> = objects
+        .iter()
+        .map(|(name, obj)| {
+            let path = dir.join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_vec_pretty(obj).expect("serialise")).expect("write");
+            path
+        })
+        .collect();
+    kubernetes_validate(&files);
+}
