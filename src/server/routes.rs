@@ -1,0 +1,165 @@
+//! HTTP routes: `POST /mutate` on the TLS port; `/healthz`, `/readyz`, `/metrics` on the admin
+//! port. The handler is thin: read the body within limits, hand it to [`admission::review`],
+//! record the outcome.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use super::metrics::{AdmissionLabels, Metrics, ReasonLabels};
+use super::tls::CertResolver;
+use crate::admission;
+use crate::config::Config;
+
+pub struct WebhookState {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+}
+
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub resolver: Arc<CertResolver>,
+    /// Set on SIGTERM so endpoints stop sending new requests before we stop accepting.
+    pub draining: Arc<AtomicBool>,
+}
+
+pub fn webhook_router(state: Arc<WebhookState>) -> Router {
+    harden(Router::new().route("/mutate", post(mutate)).with_state(state))
+}
+
+pub fn admin_router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// A panic in a handler becomes a 500 for that request; the process keeps serving.
+pub fn harden(router: Router) -> Router {
+    router.layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+        tracing::error!("handler panicked; answered 500");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
+    }))
+}
+
+#[derive(Deserialize)]
+struct MutateQuery {
+    /// The API server appends `?timeout=10s`: its whole budget for this call.
+    timeout: Option<String>,
+}
+
+async fn mutate(
+    State(state): State<Arc<WebhookState>>,
+    Query(query): Query<MutateQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let reject = |reason: &'static str, status: StatusCode, message: String| {
+        state.metrics.rejected.get_or_create(&ReasonLabels { reason }).inc();
+        tracing::warn!(reason, %status, "rejected admission request");
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], message + "\n")
+            .into_response()
+    };
+
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return reject(
+            "content_type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json".into(),
+        );
+    }
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.max_body_bytes as u64) {
+        return reject(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {} bytes", state.max_body_bytes),
+        );
+    }
+    let budget = query
+        .timeout
+        .as_deref()
+        .and_then(|t| crate::duration::parse(t).ok())
+        .map_or(state.body_timeout, |t| t.min(state.body_timeout));
+    // Limited stops reading as soon as the cap is passed: an oversized chunked body is never
+    // buffered whole.
+    let bytes: Bytes = match tokio::time::timeout(budget, Limited::new(body, state.max_body_bytes).collect()).await {
+        Err(_) => return reject("body_timeout", StatusCode::REQUEST_TIMEOUT, "body not received in time".into()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return reject(
+                "too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {} bytes", state.max_body_bytes),
+            );
+        }
+        Ok(Err(_)) => return reject("body_read", StatusCode::BAD_REQUEST, "body could not be read".into()),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    match admission::review(&bytes, &state.config) {
+        Err(e) => reject("bad_review", StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(reviewed) => {
+            let elapsed = started.elapsed();
+            let mode = reviewed.mode.map_or("none", |m| m.as_str());
+            state.metrics.admissions.get_or_create(&AdmissionLabels { mode, outcome: reviewed.outcome }).inc();
+            state.metrics.duration.observe(elapsed.as_secs_f64());
+            if reviewed.patch_bytes > 0 {
+                state.metrics.patch_bytes.observe(reviewed.patch_bytes as f64);
+            }
+            // One line per admission; never the pod spec, never env values.
+            let duration_us = elapsed.as_micros() as u64;
+            match reviewed.outcome {
+                "injected" | "denied" | "mirror" => tracing::info!(
+                    uid = %reviewed.uid, namespace = %reviewed.namespace, mode, outcome = reviewed.outcome,
+                    duration_us, patch_bytes = reviewed.patch_bytes, dry_run = reviewed.dry_run, "admission"
+                ),
+                _ => tracing::debug!(
+                    uid = %reviewed.uid, namespace = %reviewed.namespace, mode, outcome = reviewed.outcome,
+                    duration_us, "admission"
+                ),
+            }
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], reviewed.body).into_response()
+        }
+    }
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    if state.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !state.resolver.is_loaded() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no certificate loaded\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
