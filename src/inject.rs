@@ -165,7 +165,8 @@ fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Re
             );
         }
         for list in ["containers", "initContainers"] {
-            for (name, c) in named_list(spec, list)? {
+            // Our own sidecar is judged by check_reserved, not here.
+            for (name, c) in named_list(spec, list)?.into_iter().filter(|(n, _)| !n.starts_with(RESERVED_PREFIX)) {
                 let ports = c.get("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
                 for port in ports {
                     if port.get("containerPort").and_then(Value::as_u64) == Some(u64::from(config.agent.health_port)) {
