@@ -183,3 +183,133 @@ fn answer(
     let body = serde_json::to_vec(&response).unwrap_or_default();
     Reviewed { body, uid, namespace, mode, outcome, patch_bytes, dry_run }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An AdmissionReview shaped the way kube-apiserver sends it.
+    fn request(object: Value, operation: &str, kind: &str, namespace: &str) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0df28fbd-5f5f-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": kind},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": namespace,
+                "operation": operation,
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "x", "groups": ["system:serviceaccounts"]},
+                "object": object,
+                "oldObject": null,
+                "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        })
+    }
+
+    fn pod(annotations: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "annotations": annotations},
+               "spec": {"containers": [{"name": "app", "image": "nginx"}]}})
+    }
+
+    fn answer(review: &Value) -> Value {
+        let out = super::review(&serde_json::to_vec(review).unwrap(), &Config::builtin().unwrap()).unwrap();
+        serde_json::from_slice(&out.body).unwrap()
+    }
+
+    #[test]
+    fn patch_is_base64_json_and_uid_is_echoed() {
+        let a = answer(&request(
+            pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"})),
+            "CREATE",
+            "Pod",
+            "payments",
+        ));
+        assert_eq!(a["apiVersion"], API_VERSION);
+        assert_eq!(a["kind"], KIND);
+        let r = &a["response"];
+        assert_eq!(r["uid"], "0df28fbd-5f5f-11e8-b7cc-42010a800002");
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap();
+        let ops: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+        assert!(!ops.is_empty());
+        assert!(r["warnings"][0].as_str().unwrap().starts_with("secretmode init"));
+        // generateName pod without metadata.namespace: the request's namespace is used.
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains(r#"\"role\":\"payments\""#), "{text}");
+    }
+
+    #[test]
+    fn denial_is_allowed_false_with_a_message_and_no_patch() {
+        let a = answer(&request(pod(json!({"secrets/mode": "bogus"})), "CREATE", "Pod", "ns"));
+        let r = &a["response"];
+        assert_eq!(r["allowed"], false);
+        assert_eq!(r["status"]["code"], 403);
+        assert!(r["status"]["message"].as_str().unwrap().contains("secrets/mode"));
+        assert!(r.get("patch").is_none() && r.get("patchType").is_none());
+    }
+
+    #[test]
+    fn not_our_business_is_allowed_without_patch() {
+        let opted_in = pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}));
+        for review in [
+            request(opted_in.clone(), "UPDATE", "Pod", "ns"),
+            request(json!(null), "DELETE", "Pod", "ns"),
+            request(opted_in.clone(), "CREATE", "Deployment", "ns"),
+            request(pod(json!({"other": "x"})), "CREATE", "Pod", "ns"),
+        ] {
+            let r = answer(&review)["response"].clone();
+            assert_eq!(r["allowed"], true, "{review}");
+            assert!(r.get("patch").is_none());
+        }
+        let mut sub = request(opted_in, "CREATE", "Pod", "ns");
+        sub["request"]["subResource"] = json!("binding");
+        assert!(answer(&sub)["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn dry_run_gets_the_same_answer() {
+        let mut review =
+            request(pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"})), "CREATE", "Pod", "ns");
+        let normal = answer(&review);
+        review["request"]["dryRun"] = json!(true);
+        assert_eq!(answer(&review), normal);
+    }
+
+    #[test]
+    fn unreadable_reviews_are_errors_not_panics() {
+        let cfg = Config::builtin().unwrap();
+        let full = serde_json::to_vec(&request(pod(json!({})), "CREATE", "Pod", "ns")).unwrap();
+        let cases: Vec<(Vec<u8>, fn(&ReviewError) -> bool)> = vec![
+            (b"".to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
+            (b"not json".to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
+            (full[..full.len() / 2].to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u"}}"#.to_vec(),
+                |e| matches!(e, ReviewError::Version(_)),
+            ),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), |e| {
+                *e == ReviewError::NoRequest
+            }),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#.to_vec(), |e| {
+                *e == ReviewError::NoUid
+            }),
+            (br#"[1,2]"#.to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
+        ];
+        for (body, expected) in cases {
+            let e = review(&body, &cfg).unwrap_err();
+            assert!(expected(&e), "{}: {e}", String::from_utf8_lossy(&body));
+        }
+    }
+
+    #[test]
+    fn non_object_pod_is_denied() {
+        let a = answer(&request(json!("a string"), "CREATE", "Pod", "ns"));
+        assert_eq!(a["response"]["allowed"], false);
+    }
+}
