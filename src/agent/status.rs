@@ -1,0 +1,334 @@
+//! What the agent knows about its own freshness: one shared record behind the status file,
+//! the health endpoints and the metrics, so the three always agree. It holds references and
+//! versions only, never a value.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+
+use crate::agent_spec::AgentSpec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No files yet and no attempt has failed.
+    Starting,
+    /// Files from the provider, younger than max-staleness, last attempt succeeded.
+    Fresh,
+    /// The last attempt failed; files (if any) are still within max-staleness.
+    Failing,
+    /// No success for longer than max-staleness.
+    Stale,
+    /// Files seeded from the fallback Secret; the provider has not answered yet.
+    Fallback,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Fresh => "fresh",
+            State::Failing => "failing",
+            State::Stale => "stale",
+            State::Fallback => "fallback",
+        }
+    }
+    pub const ALL: [State; 5] = [State::Starting, State::Fresh, State::Failing, State::Stale, State::Fallback];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Provider,
+    Fallback,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemVersion {
+    pub name: String,
+    /// KV version (Vault) or VersionId (AWS) of the value currently on disk.
+    pub version: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    source: Option<Source>,
+    last_success: Option<SystemTime>,
+    seeded_at: Option<SystemTime>,
+    last_attempt: Option<SystemTime>,
+    last_error: Option<String>,
+    consecutive_failures: u64,
+    versions: Vec<ItemVersion>,
+}
+
+/// Prometheus metrics; `requests` is handed to the provider client, which counts every
+/// request it sends.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub refreshes: Family<Vec<(String, String)>, Counter>,
+    pub requests: Counter,
+    cache_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    state: Family<Vec<(String, String)>, Gauge>,
+}
+
+#[derive(Debug)]
+pub struct Status {
+    spec_items: Vec<(String, String, Option<String>)>,
+    provider_name: String,
+    provider_kind: &'static str,
+    max_staleness: Duration,
+    inner: Mutex<Inner>,
+    pub metrics: Metrics,
+}
+
+impl Status {
+    pub fn new(spec: &AgentSpec) -> Status {
+        Status {
+            spec_items: spec.items.iter().map(|i| (i.name.clone(), i.path.clone(), i.key.clone())).collect(),
+            provider_name: spec.provider_name.clone(),
+            provider_kind: spec.provider.kind(),
+            max_staleness: Duration::from_secs(spec.max_staleness_seconds),
+            inner: Mutex::new(Inner {
+                source: None,
+                last_success: None,
+                seeded_at: None,
+                last_attempt: None,
+                last_error: None,
+                consecutive_failures: 0,
+                versions: Vec::new(),
+            }),
+            metrics: Metrics::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the health endpoints down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record_success(&self, versions: Vec<ItemVersion>) {
+        let now = SystemTime::now();
+        let mut i = self.lock();
+        i.source = Some(Source::Provider);
+        i.last_success = Some(now);
+        i.last_attempt = Some(now);
+        i.last_error = None;
+        i.consecutive_failures = 0;
+        i.versions = versions;
+        drop(i);
+        self.count("success");
+    }
+
+    /// `message` must already be free of values (provider errors are built that way).
+    pub fn record_failure(&self, message: String) {
+        let mut i = self.lock();
+        i.last_attempt = Some(SystemTime::now());
+        i.last_error = Some(message);
+        i.consecutive_failures = i.consecutive_failures.saturating_add(1);
+        drop(i);
+        self.count("failure");
+    }
+
+    pub fn record_fallback(&self) {
+        let now = SystemTime::now();
+        let mut i = self.lock();
+        i.source = Some(Source::Fallback);
+        i.seeded_at = Some(now);
+        i.versions = self.spec_items.iter().map(|(n, _, _)| ItemVersion { name: n.clone(), version: None }).collect();
+        drop(i);
+        self.count("fallback");
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics.refreshes.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]).inc();
+    }
+
+    pub fn has_data(&self) -> bool {
+        self.lock().source.is_some()
+    }
+
+    pub fn state(&self) -> State {
+        let i = self.lock();
+        Self::state_of(&i, self.max_staleness, SystemTime::now())
+    }
+
+    fn state_of(i: &Inner, max_staleness: Duration, now: SystemTime) -> State {
+        match i.source {
+            None if i.last_error.is_some() => State::Failing,
+            None => State::Starting,
+            Some(Source::Fallback) => State::Fallback,
+            Some(Source::Provider) => {
+                let age = i.last_success.and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+                if age > max_staleness {
+                    State::Stale
+                } else if i.last_error.is_some() {
+                    State::Failing
+                } else {
+                    State::Fresh
+                }
+            }
+        }
+    }
+
+    /// Age of the files on disk: since the last provider success, else since the fallback seed.
+    pub fn cache_age(&self) -> Option<Duration> {
+        let i = self.lock();
+        let since = match i.source? {
+            Source::Provider => i.last_success?,
+            Source::Fallback => i.seeded_at?,
+        };
+        Some(SystemTime::now().duration_since(since).unwrap_or_default())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+
+    /// The status file's content.
+    pub fn to_json(&self) -> Value {
+        let now = SystemTime::now();
+        let i = self.lock();
+        let state = Self::state_of(&i, self.max_staleness, now);
+        let items: Vec<Value> = self
+            .spec_items
+            .iter()
+            .map(|(name, path, key)| {
+                let version = i.versions.iter().find(|v| &v.name == name).and_then(|v| v.version.clone());
+                json!({"name": name, "path": path, "key": key, "version": version})
+            })
+            .collect();
+        json!({
+            "provider": self.provider_name,
+            "providerType": self.provider_kind,
+            "state": state.as_str(),
+            "source": i.source.map(|s| match s { Source::Provider => "provider", Source::Fallback => "fallback" }),
+            "lastSuccess": i.last_success.map(rfc3339),
+            "lastAttempt": i.last_attempt.map(rfc3339),
+            "seededFromFallbackAt": i.seeded_at.map(rfc3339),
+            "lastError": i.last_error,
+            "consecutiveFailures": i.consecutive_failures,
+            "maxStalenessSeconds": self.max_staleness.as_secs(),
+            "items": items,
+        })
+    }
+
+    /// Prometheus text exposition; gauges are computed at scrape time so they are never stale.
+    pub fn render_metrics(&self) -> String {
+        let state = self.state();
+        let last_success = self.lock().last_success;
+        let age_secs = self.cache_age().map(|d| d.as_secs_f64()).unwrap_or(-1.0);
+        self.metrics.cache_age.set(age_secs);
+        let last_ts = last_success.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
+        self.metrics.last_success.set(last_ts.unwrap_or(0.0));
+        for s in State::ALL {
+            let v = i64::from(s == state);
+            self.metrics.state.get_or_create(&vec![("state".to_string(), s.as_str().to_string())]).set(v);
+        }
+        let mut registry = Registry::with_prefix("secretmode_agent");
+        let labels = [
+            ("provider".into(), self.provider_name.clone().into()),
+            ("provider_type".into(), self.provider_kind.into()),
+        ];
+        let sub = registry.sub_registry_with_labels(labels.into_iter());
+        sub.register(
+            "cache_age_seconds",
+            "Seconds since the files on disk were fetched (-1: no files yet)",
+            self.metrics.cache_age.clone(),
+        );
+        sub.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful refresh from the provider (0: never)",
+            self.metrics.last_success.clone(),
+        );
+        sub.register(
+            "refreshes",
+            "Refresh attempts by outcome (success, failure, fallback)",
+            self.metrics.refreshes.clone(),
+        );
+        sub.register("provider_requests", "HTTP requests sent to the provider", self.metrics.requests.clone());
+        sub.register(
+            "state",
+            "1 for the current state (starting, fresh, failing, stale, fallback)",
+            self.metrics.state.clone(),
+        );
+        let mut out = String::new();
+        if encode(&mut out, &registry).is_err() {
+            return String::from("# metrics encoding failed\n");
+        }
+        out
+    }
+}
+
+/// UTC `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let ((y, mo, d), (h, mi, s)) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Unix seconds to ((year, month, day), (hour, minute, second)) in UTC (Howard Hinnant's
+/// days-to-civil algorithm; avoids a date crate for two call sites).
+pub fn civil(secs: u64) -> ((i64, u32, u32), (u32, u32, u32)) {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let time = ((rem / 3600) as u32, ((rem % 3600) / 60) as u32, (rem % 60) as u32);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    ((y, m, d), time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inner() -> Inner {
+        Inner {
+            source: None,
+            last_success: None,
+            seeded_at: None,
+            last_attempt: None,
+            last_error: None,
+            consecutive_failures: 0,
+            versions: vec![],
+        }
+    }
+
+    #[test]
+    fn state_machine() {
+        let now = SystemTime::now();
+        let max = Duration::from_secs(10);
+        let mut i = inner();
+        assert_eq!(Status::state_of(&i, max, now), State::Starting);
+        i.last_error = Some("x".into());
+        assert_eq!(Status::state_of(&i, max, now), State::Failing);
+        i.source = Some(Source::Fallback);
+        assert_eq!(Status::state_of(&i, max, now), State::Fallback);
+        i.source = Some(Source::Provider);
+        i.last_success = Some(now - Duration::from_secs(5));
+        assert_eq!(Status::state_of(&i, max, now), State::Failing);
+        i.last_success = Some(now - Duration::from_secs(11));
+        assert_eq!(Status::state_of(&i, max, now), State::Stale);
+        i.last_error = None;
+        i.last_success = Some(now);
+        assert_eq!(Status::state_of(&i, max, now), State::Fresh);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
+    }
+}
