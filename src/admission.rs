@@ -285,7 +285,8 @@ mod tests {
     fn unreadable_reviews_are_errors_not_panics() {
         let cfg = Config::builtin().unwrap();
         let full = serde_json::to_vec(&request(pod(json!({})), "CREATE", "Pod", "ns")).unwrap();
-        let cases: Vec<(Vec<u8>, fn(&ReviewError) -> bool)> = vec![
+        type Check = fn(&ReviewError) -> bool;
+        let cases: Vec<(Vec<u8>, Check)> = vec![
             (b"".to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
             (b"not json".to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
             (full[..full.len() / 2].to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
