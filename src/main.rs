@@ -55,7 +55,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format, &cli.log_level);
+    let log_level = match &cli.command {
+        Command::Agent(_) => agent::log_directives(&cli.log_level),
+        _ => cli.log_level.clone(),
+    };
+    telemetry::init(cli.log_format, &log_level);
     let result = match cli.command {
         Command::Serve(args) => server::run(args),
         Command::Mutate { file, namespace, patch, config } => {

@@ -49,6 +49,12 @@ pub fn rooted(root: Option<&Path>, path: &str) -> PathBuf {
     }
 }
 
+/// The agent's log filter: the user's level, with vaultrs/rustify span errors silenced (they
+/// repeat, without detail, every error the agent itself reports once with its cause).
+pub fn log_directives(level: &str) -> String {
+    format!("{level},vaultrs=off,rustify=off")
+}
+
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let spec = AgentSpec::from_json(&args.spec).map_err(anyhow::Error::msg)?;
     if spec.items.is_empty() {

@@ -76,7 +76,20 @@ impl Agent {
                 a.endpoint.clone().unwrap_or_else(|| format!("region {}", a.region))
             }
         };
-        format!("provider {} ({kind} at {at})", self.spec.provider_name)
+        let mut paths: Vec<String> = self
+            .spec
+            .items
+            .iter()
+            .take(3)
+            .map(|i| match &i.key {
+                Some(k) => format!("{}#{k}", i.path),
+                None => i.path.clone(),
+            })
+            .collect();
+        if self.spec.items.len() > 3 {
+            paths.push(format!("and {} more", self.spec.items.len() - 3));
+        }
+        format!("provider {} ({kind} at {at}) fetching {}", self.spec.provider_name, paths.join(", "))
     }
 
     /// One refresh: fetch every item, write the set if it changed. Nothing on disk changes

@@ -1,0 +1,300 @@
+//! The agent against a real OpenBao dev server: JWT auth with a test signing key (the same
+//! code path as Kubernetes auth), KV v2, and the failure drills of issue 3.
+
+mod agent_common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use agent_common::*;
+use secretmode::config::{ProviderConfig, SecretKeyRef, VaultAuth};
+use serde_json::json;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn db_items() -> Vec<secretmode::agent_spec::AgentItem> {
+    vec![item("db-user", "app/db", Some("username")), item("db-pass", "app/db", Some("password"))]
+}
+
+fn started(agent: &AgentProc) {
+    wait_for("startup probe to pass", LONG, || (agent.get("/startup").0 == 200).then_some(()));
+}
+
+fn wait_state(agent: &AgentProc, state: &str, timeout: Duration) {
+    wait_for(&format!("state {state}"), timeout, || (agent.state() == state).then_some(()))
+}
+
+#[test]
+fn sidecar_keeps_last_good_files_through_an_outage_and_recovers() {
+    let signer = Signer::new();
+    let mut bao = Bao::start();
+    bao.configure_jwt(&signer);
+    bao.put("app/db", json!({"username": "user-one", "password": "pass-one"}));
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(bao.provider(), db_items(), free_port());
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+
+    started(&agent);
+    assert_eq!(agent.file("db-user").as_deref(), Some("user-one"));
+    assert_eq!(agent.file("db-pass").as_deref(), Some("pass-one"));
+    let status = agent.status();
+    assert_eq!(status["state"], "fresh", "{status}");
+    assert_eq!(status["items"][0]["version"], "1");
+    assert_eq!(agent.get("/healthz").0, 200);
+    assert_eq!(agent.get("/readyz").0, 200);
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"fresh\""), Some(1.0));
+    assert!(agent.metric("secretmode_agent_refreshes_total", "outcome=\"success\"").unwrap_or(0.0) >= 1.0);
+    assert!(agent.metric("secretmode_agent_last_success_timestamp_seconds", "").unwrap_or(0.0) > 1.0e9);
+    assert!(agent.metric("secretmode_agent_provider_requests_total", "").unwrap_or(0.0) >= 2.0, "login + read");
+
+    bao.stop();
+    wait_state(&agent, "failing", LONG);
+    assert_eq!(agent.file("db-user").as_deref(), Some("user-one"), "last good file kept");
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"failing\""), Some(1.0));
+    let err = agent.status()["lastError"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("unreachable"), "{err}");
+
+    wait_state(&agent, "stale", LONG);
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"stale\""), Some(1.0));
+    assert!(agent.metric("secretmode_agent_cache_age_seconds", "").unwrap_or(0.0) > 6.0);
+    assert!(agent.metric("secretmode_agent_refreshes_total", "outcome=\"failure\"").unwrap_or(0.0) >= 1.0);
+    assert_eq!(agent.file("db-pass").as_deref(), Some("pass-one"), "still the last good value");
+    assert_eq!(agent.get("/healthz").0, 200, "liveness never reflects the provider");
+    assert_eq!(agent.get("/startup").0, 200);
+
+    bao.restart();
+    bao.configure_jwt(&signer);
+    bao.put("app/db", json!({"username": "user-two", "password": "pass-two"}));
+    wait_state(&agent, "fresh", LONG);
+    assert_eq!(agent.file("db-pass").as_deref(), Some("pass-two"));
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"fresh\""), Some(1.0));
+    assert!(agent.metric("secretmode_agent_cache_age_seconds", "").unwrap_or(99.0) < 6.0);
+    agent.assert_no_values(&["user-one", "pass-one", "user-two", "pass-two"]);
+}
+
+#[test]
+fn rotation_switches_the_whole_set_within_one_interval() {
+    let signer = Signer::new();
+    let bao = Bao::start();
+    bao.configure_jwt(&signer);
+    bao.put("app/db", json!({"username": "u1", "password": "p1"}));
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(bao.provider(), db_items(), free_port());
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+    started(&agent);
+
+    // Readers that resolve ..data once see one generation: never u1 with p2.
+    let mount = agent.mount();
+    let read_set = || -> Option<(String, String)> {
+        let dir = mount.join(std::fs::read_link(mount.join("..data")).ok()?);
+        Some((std::fs::read_to_string(dir.join("db-user")).ok()?, std::fs::read_to_string(dir.join("db-pass")).ok()?))
+    };
+    assert_eq!(read_set(), Some(("u1".into(), "p1".into())));
+    let version = bao.put("app/db", json!({"username": "u2", "password": "p2"}));
+    let rotated = Instant::now();
+    let mut seen = Vec::new();
+    wait_for("the rotated set", LONG, || {
+        let pair = read_set()?;
+        seen.push(pair.clone());
+        (pair == ("u2".into(), "p2".into())).then_some(())
+    });
+    let interval = Duration::from_secs(spec.refresh_interval_seconds);
+    assert!(rotated.elapsed() < interval + Duration::from_secs(3), "picked up within one interval (+ slack)");
+    for pair in &seen {
+        assert!(pair == &("u1".into(), "p1".into()) || pair == &("u2".into(), "p2".into()), "mixed set {pair:?}");
+    }
+    assert_eq!(agent.file("db-user").as_deref(), Some("u2"));
+    wait_for("status version", LONG, || (agent.status()["items"][1]["version"] == version.to_string()).then_some(()));
+    let timestamped: Vec<_> = std::fs::read_dir(&mount)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("..") && e.file_name() != "..data")
+        .collect();
+    assert_eq!(timestamped.len(), 1, "old generations are cleaned up");
+}
+
+#[test]
+fn bad_answers_leave_the_good_files_and_say_why() {
+    let signer = Signer::new();
+    let bao = Bao::start();
+    bao.configure_jwt(&signer);
+    let good = json!({"username": "good-user", "password": "good-pass"});
+    bao.put("app/db", good.clone());
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = spec(bao.provider(), db_items(), free_port());
+    spec.max_staleness_seconds = 300;
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+    started(&agent);
+
+    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+        (
+            "wrong type",
+            Box::new(|| {
+                bao.put("app/db", json!({"username": {"nested": "x"}, "password": "p"}));
+            }),
+            "holds an object",
+        ),
+        (
+            "empty value",
+            Box::new(|| {
+                bao.put("app/db", json!({"username": "", "password": "p"}));
+            }),
+            "value is empty",
+        ),
+        (
+            "missing key",
+            Box::new(|| {
+                bao.put("app/db", json!({"password": "p"}));
+            }),
+            "key `username` not found",
+        ),
+        (
+            "unknown path",
+            Box::new(|| drop(bao.api("DELETE", "secret/metadata/app/db", None))),
+            "secret/app/db: not found",
+        ),
+        ("auth denied", Box::new(|| drop(bao.api("DELETE", "sys/policies/acl/app", None))), "auth denied"),
+    ];
+    for (what, break_it, expect) in cases {
+        break_it();
+        wait_for(&format!("{what} reported"), LONG, || {
+            let s = agent.status();
+            (s["state"] == "failing" && s["lastError"].as_str().is_some_and(|e| e.contains(expect))).then_some(())
+        });
+        assert_eq!(agent.file("db-user").as_deref(), Some("good-user"), "{what}: good file untouched");
+        assert_eq!(agent.file("db-pass").as_deref(), Some("good-pass"), "{what}: good file untouched");
+        // Repair, and wait until the agent is fresh again before the next case.
+        bao.configure_jwt(&signer);
+        bao.put("app/db", good.clone());
+        wait_state(&agent, "fresh", LONG);
+    }
+    agent.assert_no_values(&["good-user", "good-pass"]);
+}
+
+#[test]
+fn an_erroring_provider_sees_a_bounded_request_rate() {
+    let proxy = Proxy::start(ProxyMode::Error);
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(vault_provider(&format!("http://127.0.0.1:{}", proxy.port)), db_items(), free_port());
+    let signer = Signer::new();
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+    wait_for("health server", LONG, || (agent.get("/healthz").0 == 200).then_some(()));
+    let before = proxy.count();
+    let window = Duration::from_secs(6);
+    std::thread::sleep(window);
+    let sent = proxy.count() - before;
+    // Backoff floor is 500 ms (interval / 4): at most one attempt (one login request) per
+    // 500 ms, so at most 12 in 6 s plus one in flight; without backoff this would be thousands.
+    assert!((2..=13).contains(&sent), "requests in {window:?}: {sent}");
+    assert_eq!(proxy.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1, "never concurrent");
+    assert_eq!(agent.state(), "failing");
+    assert_eq!(agent.get("/startup").0, 503, "no files: the app must not start");
+    let counted = agent.metric("secretmode_agent_provider_requests_total", "").unwrap_or(0.0) as usize;
+    assert!(counted.abs_diff(proxy.count()) <= 1, "metrics agree with the proxy: {counted} vs {}", proxy.count());
+}
+
+#[test]
+fn a_slow_provider_is_not_piled_on() {
+    let proxy = Proxy::start(ProxyMode::Slow(Duration::from_secs(3)));
+    let root = tempfile::tempdir().unwrap();
+    // A start deadline beyond the window: a request cut off by the deadline would still look
+    // "in flight" to the proxy while the next one arrives.
+    let mut spec = spec(vault_provider(&format!("http://127.0.0.1:{}", proxy.port)), db_items(), free_port());
+    spec.start_deadline_seconds = 60;
+    let signer = Signer::new();
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+    wait_for("health server", LONG, || (agent.get("/healthz").0 == 200).then_some(()));
+    std::thread::sleep(Duration::from_secs(7));
+    let sent = proxy.count();
+    // Each answer takes 3 s and the agent waits for it before backing off: 3 at most in 7 s.
+    assert!((1..=4).contains(&sent), "requests: {sent}");
+    assert_eq!(proxy.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1, "never concurrent");
+    drop(agent);
+}
+
+#[test]
+fn once_against_a_stopped_provider_fails_with_one_clear_line_within_the_deadline() {
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = spec(vault_provider(&format!("http://127.0.0.1:{}", free_port())), db_items(), 0);
+    spec.start_deadline_seconds = 3;
+    prepare_root(root.path(), &spec, Some(&Signer::new().token("vault")), None);
+    let (code, stderr, elapsed) = run_once(root.path(), &spec, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line:\n{stderr}");
+    let line = lines[0];
+    for part in ["provider vault", "app/db#username", "unreachable", "auth/jwt/login"] {
+        assert!(line.contains(part), "`{part}` missing from: {line}");
+    }
+    assert!(elapsed < Duration::from_secs(3 + 5), "deadline respected: {elapsed:?}");
+    assert!(!root.path().join("var/run/secrets-cache/db-user").exists());
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.path().join("var/run/secrets-cache/.secretmode/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["state"], "failing");
+}
+
+#[test]
+fn fallback_seeds_when_the_provider_is_down_and_live_values_take_over() {
+    let port = free_port();
+    let mut spec = spec(vault_provider(&format!("http://127.0.0.1:{port}")), db_items(), free_port());
+    spec.fallback_dir = Some(secretmode::agent_spec::FALLBACK_DIR.into());
+    spec.start_deadline_seconds = 2;
+    let signer = Signer::new();
+    let fallback = BTreeMap::from([("db-user", "fb-user"), ("db-pass", "fb-pass")]);
+
+    // init: exits 0 from the fallback and says so.
+    let once_root = tempfile::tempdir().unwrap();
+    prepare_root(once_root.path(), &spec, Some(&signer.token("vault")), Some(&fallback));
+    let (code, stderr, _) = run_once(once_root.path(), &spec, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("fallback"), "{stderr}");
+    let mount = once_root.path().join("var/run/secrets-cache");
+    assert_eq!(std::fs::read_to_string(mount.join("db-pass")).unwrap(), "fb-pass");
+    let status = std::fs::read_to_string(mount.join(".secretmode/status.json")).unwrap();
+    assert!(status.contains("\"state\": \"fallback\""), "{status}");
+
+    // sidecar: starts from the fallback, keeps trying, switches to live values.
+    let root = tempfile::tempdir().unwrap();
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), Some(&fallback), &[]);
+    started(&agent);
+    assert_eq!(agent.state(), "fallback");
+    assert_eq!(agent.file("db-user").as_deref(), Some("fb-user"));
+    assert_eq!(agent.metric("secretmode_agent_refreshes_total", "outcome=\"fallback\""), Some(1.0));
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"fallback\""), Some(1.0));
+    let bao = Bao::start_on(port);
+    bao.configure_jwt(&signer);
+    bao.put("app/db", json!({"username": "live-user", "password": "live-pass"}));
+    wait_state(&agent, "fresh", LONG);
+    assert_eq!(agent.file("db-user").as_deref(), Some("live-user"));
+    assert_eq!(agent.status()["source"], "provider");
+    agent.assert_no_values(&["fb-user", "fb-pass", "live-user", "live-pass"]);
+}
+
+#[test]
+fn once_with_token_auth_writes_files_and_versions() {
+    let bao = Bao::start();
+    bao.put("app/db", json!({"username": "first", "password": "x"}));
+    let v = bao.put("app/db", json!({"username": "tok-user", "password": "tok-pass"}));
+    let mut provider = bao.provider();
+    if let ProviderConfig::Vault(p) = &mut provider {
+        p.auth = VaultAuth::Token { secret_ref: SecretKeyRef { name: "vault-token".into(), key: "token".into() } };
+    }
+    let mut spec = spec(provider, db_items(), 0);
+    spec.token_file = None;
+    let root = tempfile::tempdir().unwrap();
+    let (code, stderr, _) = run_once(root.path(), &spec, &[("VAULT_TOKEN", ROOT_TOKEN)]);
+    assert_eq!(code, 0, "{stderr}");
+    let mount = root.path().join("var/run/secrets-cache");
+    assert_eq!(std::fs::read_to_string(mount.join("db-pass")).unwrap(), "tok-pass");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(mount.join("db-pass")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o440);
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mount.join(".secretmode/status.json")).unwrap()).unwrap();
+    assert_eq!(status["state"], "fresh");
+    assert_eq!(status["items"][0]["version"], v.to_string());
+    assert!(!status.to_string().contains("tok-pass"));
+    assert!(!stderr.contains("tok-pass"));
+}
