@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admit::{self, Decision};
@@ -39,48 +40,141 @@ pub fn run(args: &MutateArgs<'_>, config: &Config) -> Result<MutateOutput> {
 
 pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config: &Config) -> Result<MutateOutput> {
     let is_json = text.trim_start().starts_with('{');
-    let doc: Value = if is_json {
-        serde_json::from_str(text).context("input is not valid JSON")?
+    let docs: Vec<Value> = if is_json {
+        vec![serde_json::from_str(text).context("input is not valid JSON")?]
     } else {
-        serde_yaml::from_str(text).context("input is not valid YAML")?
+        serde_yaml::Deserializer::from_str(text)
+            .map(|doc| Value::deserialize(doc).context("input is not valid YAML"))
+            .filter(|doc| !matches!(doc, Ok(Value::Null)))
+            .collect::<Result<_>>()?
     };
-    let (pod, request_namespace) = match doc.get("kind").and_then(Value::as_str) {
-        Some("Pod") => (doc.clone(), None),
-        Some("AdmissionReview") => {
-            let Some(object) = doc.pointer("/request/object").filter(|o| o.is_object()) else {
-                bail!("AdmissionReview has no request.object");
-            };
-            (object.clone(), doc.pointer("/request/namespace").and_then(Value::as_str).map(str::to_string))
-        }
-        Some(other) => {
-            bail!("expected a Pod or an AdmissionReview, got kind {other:?} (use `secretmode audit` for workloads)")
-        }
-        None => bail!("input has no kind; expected a Pod or an AdmissionReview"),
-    };
-    let namespace = namespace
-        .map(str::to_string)
-        .or_else(|| {
-            pod.pointer("/metadata/namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string)
-        })
-        .or(request_namespace)
-        .unwrap_or_else(|| "default".to_string());
-
-    match admit::admit_pod(&pod, &namespace, config) {
-        Decision::Deny { message, .. } => {
-            Ok(MutateOutput { stdout: String::new(), denied: Some(message), warnings: Vec::new() })
-        }
-        Decision::Allow { patch, warnings, .. } => {
-            let stdout = if patch_only {
-                serde_json::to_string_pretty(&patch)? + "\n"
-            } else {
-                let patched = apply(&pod, &patch)?;
-                if is_json {
-                    serde_json::to_string_pretty(&patched)? + "\n"
+    if docs.is_empty() {
+        bail!("input holds no objects");
+    }
+    let mut outputs = Vec::with_capacity(docs.len());
+    let mut warnings = Vec::new();
+    let mut pods_seen = 0;
+    for doc in docs {
+        let Some(target) = locate_pod(&doc)? else {
+            // ExternalSecrets, SecretProviderClasses and the like pass through untouched.
+            outputs.push(if patch_only { None } else { Some(doc) });
+            continue;
+        };
+        pods_seen += 1;
+        let ns =
+            namespace.map(str::to_string).or_else(|| target.namespace(&doc)).unwrap_or_else(|| "default".to_string());
+        let pod = target.pod(&doc);
+        match admit::admit_pod(&pod, &ns, config) {
+            Decision::Deny { message, .. } => {
+                return Ok(MutateOutput { stdout: String::new(), denied: Some(message), warnings: Vec::new() })
+            }
+            Decision::Allow { patch, warnings: w, .. } => {
+                warnings.extend(w);
+                if patch_only {
+                    outputs.push(Some(serde_json::to_value(&patch)?));
                 } else {
-                    serde_yaml::to_string(&patched)?
+                    outputs.push(Some(target.replace(doc, apply(&pod, &patch)?)));
                 }
-            };
-            Ok(MutateOutput { stdout, denied: None, warnings })
+            }
+        }
+    }
+    if pods_seen == 0 {
+        bail!("no Pod, AdmissionReview or workload with a pod template in the input");
+    }
+    let outputs: Vec<Value> = outputs.into_iter().flatten().collect();
+    let stdout = if is_json || patch_only {
+        let mut text = String::new();
+        for out in &outputs {
+            text.push_str(&serde_json::to_string_pretty(out)?);
+            text.push('\n');
+        }
+        text
+    } else {
+        let mut parts = Vec::with_capacity(outputs.len());
+        for out in &outputs {
+            parts.push(serde_yaml::to_string(out)?);
+        }
+        parts.join("---\n")
+    };
+    Ok(MutateOutput { stdout, denied: None, warnings })
+}
+
+/// Where the pod is inside a document.
+enum Target {
+    Pod,
+    Review,
+    /// A workload; the JSON pointer of its pod template.
+    Template(&'static str),
+}
+
+fn locate_pod(doc: &Value) -> Result<Option<Target>> {
+    let target = match doc.get("kind").and_then(Value::as_str) {
+        Some("Pod") => Target::Pod,
+        Some("AdmissionReview") => {
+            if !doc.pointer("/request/object").is_some_and(Value::is_object) {
+                bail!("AdmissionReview has no request.object");
+            }
+            Target::Review
+        }
+        Some("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "ReplicationController") => {
+            Target::Template("/spec/template")
+        }
+        Some("CronJob") => Target::Template("/spec/jobTemplate/spec/template"),
+        Some(_) => return Ok(None),
+        None => bail!("a document has no kind; expected a Pod, an AdmissionReview or a workload"),
+    };
+    if let Target::Template(at) = target {
+        if !doc.pointer(at).is_some_and(Value::is_object) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(target))
+}
+
+impl Target {
+    fn namespace(&self, doc: &Value) -> Option<String> {
+        let own = |v: &Value| {
+            v.pointer("/metadata/namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string)
+        };
+        match self {
+            Target::Pod | Target::Template(_) => own(doc),
+            Target::Review => doc
+                .pointer("/request/object")
+                .and_then(own)
+                .or_else(|| doc.pointer("/request/namespace").and_then(Value::as_str).map(str::to_string)),
+        }
+    }
+
+    /// The pod to decide on: a template gets the Pod kind so it is judged as the pods it makes.
+    fn pod(&self, doc: &Value) -> Value {
+        match self {
+            Target::Pod => doc.clone(),
+            Target::Review => doc.pointer("/request/object").cloned().unwrap_or(Value::Null),
+            Target::Template(at) => {
+                let mut pod = doc.pointer(at).cloned().unwrap_or(Value::Null);
+                if let Value::Object(map) = &mut pod {
+                    map.insert("apiVersion".into(), Value::String("v1".into()));
+                    map.insert("kind".into(), Value::String("Pod".into()));
+                }
+                pod
+            }
+        }
+    }
+
+    /// The document with its pod replaced by `patched`. An AdmissionReview yields the pod.
+    fn replace(&self, mut doc: Value, mut patched: Value) -> Value {
+        match self {
+            Target::Pod | Target::Review => patched,
+            Target::Template(at) => {
+                if let Value::Object(map) = &mut patched {
+                    map.shift_remove("apiVersion");
+                    map.shift_remove("kind");
+                }
+                if let Some(slot) = doc.pointer_mut(at) {
+                    *slot = patched;
+                }
+                doc
+            }
         }
     }
 }
