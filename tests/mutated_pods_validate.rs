@@ -53,19 +53,60 @@ fn every_mutated_pod_passes_strict_schema_validation() {
 
     let sidecar = json!({"secrets/mode": "sidecar", "secrets/item.db-password": "team-a/db#password", "secrets/item.api.key": "team-a/api#key", "secrets/fallback-secret": "db-fallback"});
     let cases = vec![
-        ("eso", &config, pod("eso", json!({"secrets/mode": "eso", "secrets/eso-secret": "app", "secrets/item.db-password": "password", "secrets/env-values": "true"}), app())),
-        ("csi", &config, pod("csi", json!({"secrets/mode": "csi", "secrets/csi-class": "app-spc", "secrets/item.db-password": "dbPassword"}), app())),
-        ("init", &config, pod("init", json!({"secrets/mode": "init", "secrets/item.db-password": "team-a/db#password"}), app())),
+        (
+            "eso",
+            &config,
+            pod(
+                "eso",
+                json!({"secrets/mode": "eso", "secrets/eso-secret": "app", "secrets/item.db-password": "password", "secrets/env-values": "true"}),
+                app(),
+            ),
+        ),
+        (
+            "csi",
+            &config,
+            pod(
+                "csi",
+                json!({"secrets/mode": "csi", "secrets/csi-class": "app-spc", "secrets/item.db-password": "dbPassword"}),
+                app(),
+            ),
+        ),
+        (
+            "init",
+            &config,
+            pod("init", json!({"secrets/mode": "init", "secrets/item.db-password": "team-a/db#password"}), app()),
+        ),
         ("sidecar", &config, pod("sidecar", sidecar.clone(), app())),
         ("sidecar-plain", &plain, pod("sidecar-plain", sidecar.clone(), app())),
-        ("aws", &config, pod("aws", json!({"secrets/mode": "init", "secrets/provider": "aws", "secrets/item.db": "prod/db"}), app())),
-        ("windows-csi", &config, pod("windows-csi", json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}), windows)),
-        ("host-network-init", &config, pod("host-network-init", json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), host)),
+        (
+            "aws",
+            &config,
+            pod("aws", json!({"secrets/mode": "init", "secrets/provider": "aws", "secrets/item.db": "prod/db"}), app()),
+        ),
+        (
+            "windows-csi",
+            &config,
+            pod(
+                "windows-csi",
+                json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}),
+                windows,
+            ),
+        ),
+        (
+            "host-network-init",
+            &config,
+            pod("host-network-init", json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), host),
+        ),
         ("existing-fields", &config, pod("existing-fields", sidecar.clone(), existing)),
-        ("huge", &config, pod("huge", json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), json!({"containers": huge}))),
+        (
+            "huge",
+            &config,
+            pod("huge", json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), json!({"containers": huge})),
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
-    let mut objects: Vec<(String, Value)> = cases.iter().map(|(name, cfg, p)| (name.to_string(), mutated(cfg, p))).collect();
+    let mut objects: Vec<(String, Value)> =
+        cases.iter().map(|(name, cfg, p)| (name.to_string(), mutated(cfg, p))).collect();
     // Re-invoked after another webhook added a container: still valid, still one agent.
     let mut reinvoked = objects[3].1.clone();
     reinvoked["metadata"]["name"] = json!("reinvoked");
