@@ -444,3 +444,56 @@ impl Drop for Proxy {
         self.stop.store(true, Ordering::SeqCst);
     }
 }
+
+/// A real moto server (AWS APIs incl. Secrets Manager and STS) on a loopback port.
+pub struct Moto {
+    _child: KillOnDrop,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let child = KillOnDrop(child);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let url = format!("{endpoint}/moto-api/");
+        wait_for("moto to answer", Duration::from_secs(60), || {
+            http("GET", &url, &[], None).ok().filter(|(c, _)| *c == 200).map(|_| ())
+        });
+        Moto { _child: child, endpoint }
+    }
+
+    pub fn aws_provider(&self, auth: secretmode::config::AwsAuth) -> ProviderConfig {
+        ProviderConfig::Aws(secretmode::config::AwsProvider {
+            region: "us-east-1".into(),
+            endpoint: Some(self.endpoint.clone()),
+            version_stage: "AWSCURRENT".into(),
+            auth,
+        })
+    }
+
+    /// A Secrets Manager client for setting up the test (static test credentials).
+    pub async fn client(&self) -> aws_sdk_secretsmanager::Client {
+        let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "test");
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(creds)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(conf)
+    }
+}

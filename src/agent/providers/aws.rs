@@ -10,7 +10,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{self, error::CredentialsError, future, ProvideCredentials};
 use aws_credential_types::Credentials;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider as TlsProvider};
 use prometheus_client::metrics::counter::Counter;
@@ -140,8 +140,29 @@ enum SecretContent {
     Binary(Vec<u8>),
 }
 
+/// A one-line description of an SDK error that cannot carry a value. `DisplayErrorContext`
+/// is not used: it prints the raw response, body included, and a response that failed to
+/// parse may be a GetSecretValue answer.
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug + 'static>(
+    e: &SdkError<E, R>,
+) -> String {
+    match e {
+        SdkError::ServiceError(ctx) => {
+            let err = ctx.err();
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("service error"),
+                err.message().unwrap_or("no message").chars().take(300).collect::<String>()
+            )
+        }
+        SdkError::ConstructionFailure(_) | SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => super::chain(e),
+        SdkError::ResponseError(_) => "the response could not be parsed".to_string(),
+        _ => e.to_string(),
+    }
+}
+
 fn classify(e: &SdkError<GetSecretValueError>, id: &str) -> FetchError {
-    let text = DisplayErrorContext(e).to_string();
+    let text = describe(e);
     let kind = match e {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -156,6 +177,7 @@ fn classify(e: &SdkError<GetSecretValueError>, id: &str) -> FetchError {
         SdkError::TimeoutError(_) => ErrorKind::Unreachable,
         SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => ErrorKind::Unreachable,
         _ if text.contains("AssumeRoleWithWebIdentity") && text.contains("dispatch failure") => ErrorKind::Unreachable,
+        _ if text.contains("AssumeRoleWithWebIdentity") && text.contains("io error") => ErrorKind::Unreachable,
         _ if text.to_ascii_lowercase().contains("credential") => ErrorKind::Auth,
         SdkError::ResponseError(_) => ErrorKind::Malformed,
         _ => ErrorKind::Unreachable,
@@ -188,7 +210,7 @@ impl WebIdentity {
             .send()
             .await
             .map_err(|e| {
-                let text = format!("AssumeRoleWithWebIdentity {}: {}", self.role_arn, DisplayErrorContext(&e));
+                let text = format!("AssumeRoleWithWebIdentity {}: {}", self.role_arn, describe(&e));
                 CredentialsError::provider_error(text)
             })?;
         let c = out
