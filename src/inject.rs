@@ -312,7 +312,7 @@ fn agent_container(
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": a.run_as_user,
-            "runAsGroup": a.run_as_group,
+            "runAsGroup": app_group(pod, plan).unwrap_or(a.run_as_group),
             "allowPrivilegeEscalation": false,
             "privileged": false,
             "readOnlyRootFilesystem": true,
@@ -365,6 +365,49 @@ fn agent_container(
             ]}}}),
         );
         Ok((c, false))
+    }
+}
+
+/// The group the app runs as (first target container, else the pod), if set and not root.
+/// The agent joins it so the app can read the 0440 files without an `fsGroup`; only the
+/// group follows the pod, the agent's user id always comes from the config.
+fn app_group(pod: &Value, plan: &Plan) -> Option<i64> {
+    let spec = pod.get("spec")?;
+    let containers = spec.get("containers").and_then(Value::as_array)?;
+    let first = match &plan.containers {
+        Some(names) => containers.iter().find(|c| names.first().is_some_and(|n| c["name"] == n.as_str())),
+        None => containers.iter().find(|c| !c["name"].as_str().unwrap_or_default().starts_with(RESERVED_PREFIX)),
+    };
+    first
+        .and_then(|c| c.pointer("/securityContext/runAsGroup"))
+        .or_else(|| spec.pointer("/securityContext/runAsGroup"))
+        .and_then(Value::as_i64)
+        .filter(|g| *g > 0)
+}
+
+/// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
+pub fn readability_warning(pod: &Value, plan: &Plan) -> Option<String> {
+    let spec = pod.get("spec")?;
+    if spec.pointer("/securityContext/fsGroup").is_some() || plan.mode == Mode::Csi {
+        return None;
+    }
+    let non_root = |sc: Option<&Value>| {
+        sc.is_some_and(|sc| sc["runAsNonRoot"] == true || sc["runAsUser"].as_i64().is_some_and(|u| u > 0))
+    };
+    let first_app = spec.get("containers").and_then(Value::as_array).and_then(|c| c.first());
+    if !(non_root(spec.get("securityContext")) || non_root(first_app.and_then(|c| c.get("securityContext")))) {
+        return None;
+    }
+    match plan.mode {
+        Mode::Eso => Some(
+            "secretmode eso: files are mode 0440 and root-owned; set securityContext.fsGroup so the app can read them"
+                .into(),
+        ),
+        _ if app_group(pod, plan).is_none() => Some(format!(
+            "secretmode {}: files are mode 0440; set runAsGroup or fsGroup so the app can read them",
+            plan.mode
+        )),
+        _ => None,
     }
 }
 

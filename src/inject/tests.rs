@@ -448,3 +448,34 @@ fn patch_paths_escape_pointer_specials() {
     ));
     assert_eq!(out["metadata"]["annotations"]["a~b/c"], "keep");
 }
+
+#[test]
+fn agent_joins_the_app_group_so_0440_files_are_readable() {
+    let mut spec = app();
+    spec["securityContext"] = json!({"runAsUser": 10001, "runAsGroup": 10001});
+    let p = pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec.clone());
+    let (out, d) = admit(&p);
+    let Decision::Allow { warnings, .. } = d else { panic!() };
+    let agent = &out["spec"]["initContainers"][0];
+    assert_eq!(agent["securityContext"]["runAsGroup"], 10001);
+    assert_eq!(agent["securityContext"]["runAsUser"], 65532, "the uid never follows the pod");
+    assert!(warnings.iter().all(|w| !w.contains("0440")), "{warnings:?}");
+
+    // Root group is never adopted; a non-root app without group or fsGroup gets a warning.
+    spec["securityContext"] = json!({"runAsUser": 10001, "runAsGroup": 0});
+    let p = pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec);
+    let (out, d) = admit(&p);
+    let Decision::Allow { warnings, .. } = d else { panic!() };
+    assert_eq!(out["spec"]["initContainers"][0]["securityContext"]["runAsGroup"], 65532);
+    assert!(warnings.iter().any(|w| w.contains("runAsGroup or fsGroup") && w.len() < 120), "{warnings:?}");
+
+    let mut spec = app();
+    spec["securityContext"] = json!({"runAsNonRoot": true});
+    let p = pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}), spec.clone());
+    let Decision::Allow { warnings, .. } = admit(&p).1 else { panic!() };
+    assert!(warnings.iter().any(|w| w.contains("fsGroup") && w.len() < 120), "{warnings:?}");
+    spec["securityContext"]["fsGroup"] = json!(2000);
+    let p = pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}), spec);
+    let Decision::Allow { warnings, .. } = admit(&p).1 else { panic!() };
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
