@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, env = "SECRETMODE_NAMESPACE")]
         namespace: Option<String>,
         /// Print the JSON Patch instead of the patched pod.
-        #[arg(long)]
+        #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]
         patch: bool,
         /// Webhook config file (default: the built-in config).
         #[arg(long, env = "SECRETMODE_CONFIG")]

@@ -19,6 +19,6 @@ pub fn init(format: LogFormat, level: &str) {
     // try_init: tests may install a subscriber more than once.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
 }

@@ -126,18 +126,21 @@ async fn mutate(
             if reviewed.patch_bytes > 0 {
                 state.metrics.patch_bytes.observe(reviewed.patch_bytes as f64);
             }
-            // One line per admission; never the pod spec, never env values.
-            let duration_us = elapsed.as_micros() as u64;
-            match reviewed.outcome {
-                "injected" | "denied" | "mirror" => tracing::info!(
-                    uid = %reviewed.uid, namespace = %reviewed.namespace, mode, outcome = reviewed.outcome,
-                    duration_us, patch_bytes = reviewed.patch_bytes, dry_run = reviewed.dry_run, "admission"
-                ),
-                _ => tracing::debug!(
-                    uid = %reviewed.uid, namespace = %reviewed.namespace, mode, outcome = reviewed.outcome,
-                    duration_us, "admission"
-                ),
-            }
+            // One span and one line per admission; never the pod spec, never env values.
+            let span = tracing::info_span!(
+                "admission",
+                uid = %reviewed.uid,
+                namespace = %reviewed.namespace,
+                mode,
+                outcome = reviewed.outcome,
+                duration_us = elapsed.as_micros() as u64,
+                patch_bytes = reviewed.patch_bytes,
+                dry_run = reviewed.dry_run,
+            );
+            span.in_scope(|| match reviewed.outcome {
+                "injected" | "denied" | "mirror" => tracing::info!("admission"),
+                _ => tracing::debug!("admission"),
+            });
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], reviewed.body).into_response()
         }
     }
