@@ -1,0 +1,150 @@
+//! `secretmode audit --cluster` against kube's mock service (`tower_test::mock` behind
+//! `kube::Client::new`), answering with recorded API shapes from tests/fixtures/cluster/.
+//! No real API server can be had on these machines; the requests the audit makes (paths,
+//! pagination, read-only verbs) are asserted here instead.
+//!
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test audit_cluster`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use hyper::{Request, Response};
+use k8s_openapi::chrono::{DateTime, Utc};
+use kube::client::Body;
+use secretmode::audit::{self, ClusterError, Format, Report};
+use secretmode::config::Config;
+use tower_test::mock;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn config() -> Config {
+    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit/config.yaml")).unwrap()
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+/// Answers requests by path like an API server would; records every request line.
+/// `routes`: (path, fixture, status) — the first route whose path prefixes the URI wins.
+async fn serve(
+    handle: mock::Handle<Request<Body>, Response<Body>>,
+    routes: Vec<(&'static str, &'static str, u16)>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
+    let mut handle = handle;
+    while let Some((request, send)) = handle.next_request().await {
+        let uri = request.uri().to_string();
+        seen.lock().unwrap().push(format!("{} {uri}", request.method()));
+        let page2 = uri.contains("continue=");
+        let (file, status) = routes
+            .iter()
+            .find(|(path, file, _)| {
+                uri.starts_with(path) && (*path != "/api/v1/pods" || page2 == file.ends_with("page2.json"))
+            })
+            .map(|(_, f, s)| (*f, *s))
+            .unwrap_or(("not-found.json", 404));
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(fixture(file)))
+            .unwrap();
+        send.send_response(response);
+    }
+}
+
+const ALL: [(&str, &str, u16); 4] = [
+    ("/api/v1/pods", "pods-page1.json", 200),
+    ("/api/v1/pods", "pods-page2.json", 200),
+    ("/apis/external-secrets.io/v1/externalsecrets", "externalsecrets.json", 200),
+    ("/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses", "secretproviderclasses.json", 200),
+];
+
+async fn run(
+    routes: Vec<(&'static str, &'static str, u16)>,
+    namespace: Option<&str>,
+) -> (Result<Report, ClusterError>, Vec<String>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let server = tokio::spawn(serve(handle, routes, seen.clone()));
+    let client = kube::Client::new(service, "default");
+    let report = audit::audit_cluster(client, namespace, &config(), now()).await;
+    server.abort();
+    let seen = seen.lock().unwrap().clone();
+    (report, seen)
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; UPDATE_GOLDEN=1 creates it", path.display()));
+    assert!(want == actual, "{} differs (UPDATE_GOLDEN=1 regenerates):\n{actual}", path.display());
+}
+
+#[tokio::test]
+async fn cluster_audit_reads_pods_externalsecrets_and_classes() {
+    let (report, seen) = run(ALL.to_vec(), None).await;
+    let report = report.expect("audit succeeds");
+    // Read-only, paged, cluster-wide.
+    assert!(seen.iter().all(|r| r.starts_with("GET ")), "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen[0].starts_with("GET /api/v1/pods?") && seen[0].contains("limit=500"), "{seen:?}");
+    assert!(seen[1].contains("continue=eyJ2Ijoi"), "second page requested with the token: {seen:?}");
+
+    golden("report.txt", &audit::render(&report, Format::Table));
+    golden("report.json", &audit::render(&report, Format::Json));
+    assert_eq!(report.exit_code(), 1);
+
+    let pod = |name: &str| report.workloads.iter().find(|w| w.name == name).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(pod("api-7f9c6d8b5-x2k4q").injection.as_deref(), Some("injected"));
+    assert_eq!(pod("agent-9xq2z").injection.as_deref(), Some("injected"));
+    assert_eq!(pod("api-7f9c6d8b5-old01").injection.as_deref(), Some("not injected"));
+    assert_eq!(pod("nginx").injection.as_deref(), Some("-"));
+    assert_eq!(pod("agent-9xq2z").staleness.as_deref(), Some("ESO refresh 15m (ExternalSecret unhealthy)"));
+
+    let has = |id: &str, object: &str, text: &str| {
+        report.findings.iter().any(|f| f.check.id == id && f.object == object && f.message.contains(text))
+    };
+    assert!(has("SM008", "Pod/api-7f9c6d8b5-old01", "carries no injection"));
+    assert!(has("SM009", "Pod/reports-5d4c-abcde", "SecretProviderClass reports does not exist in analytics"));
+    assert!(!has("SM009", "Pod/ledger-0", ""), "ledger-db exists");
+    assert!(has("SM010", "ExternalSecret/api-fallback", "Ready is False (reason SecretSyncedError)"));
+    assert!(has("SM011", "ExternalSecret/agent-creds", "last refresh 2h ago, older than refreshInterval 15m"));
+    assert!(!has("SM011", "ExternalSecret/api-fallback", ""), "refreshed 30m ago with a 1h interval");
+    assert!(!has("SM011", "ExternalSecret/ledger-rotation", ""), "refreshInterval 0 never refreshes");
+    assert!(has("SM012", "ExternalSecret/agent-creds", "generation 3 is not synced yet (last synced generation 2)"));
+    assert!(has("SM001", "Pod/ledger-0", "mode csi, not allowed here"));
+
+    let es = |name: &str| report.external_secrets.iter().find(|e| e.name == name).unwrap();
+    assert!(es("agent-creds").stale && es("agent-creds").pending.is_some());
+    assert_eq!(es("api-fallback").reason.as_deref(), Some("SecretSyncedError"));
+}
+
+#[tokio::test]
+async fn namespace_scoped_and_missing_crds_are_notes() {
+    let routes = vec![("/api/v1/namespaces/team-a/pods", "pods-page2.json", 200)];
+    let (report, seen) = run(routes, Some("team-a")).await;
+    let report = report.expect("missing CRDs are not fatal");
+    assert!(seen.iter().all(|r| r.contains("/namespaces/team-a/")), "{seen:?}");
+    let notes: Vec<&str> =
+        report.findings.iter().filter(|f| f.check.id == "SM013").map(|f| f.message.as_str()).collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("ExternalSecret is not served")));
+    // Without the SecretProviderClass API, classes cannot be checked, so none is reported missing.
+    assert!(!report.findings.iter().any(|f| f.check.id == "SM009"));
+}
+
+#[tokio::test]
+async fn forbidden_names_the_resource_and_the_fix() {
+    let routes = vec![("/api/v1/pods", "forbidden.json", 403)];
+    let (report, _) = run(routes, None).await;
+    let err = report.expect_err("403 is an error").to_string();
+    assert!(err.contains("listing pods: forbidden") && err.contains("docs/AUDIT.md"), "{err}");
+}
