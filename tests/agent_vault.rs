@@ -104,7 +104,10 @@ fn rotation_switches_the_whole_set_within_one_interval() {
         assert!(pair == &("u1".into(), "p1".into()) || pair == &("u2".into(), "p2".into()), "mixed set {pair:?}");
     }
     assert_eq!(agent.file("db-user").as_deref(), Some("u2"));
-    wait_for("status version", LONG, || (agent.status()["items"][1]["version"] == version.to_string()).then_some(()));
+    wait_for("status version", LONG, || {
+        (agent.status()["items"][1]["version"].as_str().and_then(|v| v.parse::<u64>().ok()) == Some(version))
+            .then_some(())
+    });
     let timestamped: Vec<_> = std::fs::read_dir(&mount)
         .unwrap()
         .flatten()
@@ -126,7 +129,8 @@ fn bad_answers_leave_the_good_files_and_say_why() {
     let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
     started(&agent);
 
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    type Case<'a> = (&'static str, Box<dyn Fn() + 'a>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "wrong type",
             Box::new(|| {

@@ -70,7 +70,8 @@ pub struct Fetched {
 }
 
 pub enum Provider {
-    Vault(vault::Vault),
+    // Boxed: the vaultrs client is large and there is exactly one provider per agent.
+    Vault(Box<vault::Vault>),
     Aws(aws::Aws),
 }
 
@@ -82,7 +83,7 @@ impl Provider {
         requests: Counter,
     ) -> Result<Provider, FetchError> {
         Ok(match config {
-            ProviderConfig::Vault(v) => Provider::Vault(vault::Vault::new(v, token_file, requests)?),
+            ProviderConfig::Vault(v) => Provider::Vault(Box::new(vault::Vault::new(v, token_file, requests)?)),
             ProviderConfig::Aws(a) => Provider::Aws(aws::Aws::new(a, token_file, requests).await?),
         })
     }
