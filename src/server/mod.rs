@@ -1,6 +1,6 @@
 //! `secretmode serve`: the HTTPS webhook plus a plain-HTTP admin port.
 
-mod listener;
+pub mod listener;
 pub mod metrics;
 pub mod routes;
 pub mod tls;

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Load comparison (issue 6 item 1, issue 2 item 8): the release `secretmode serve` against a
+# ceiling server on the same stack (bench/ceiling.rs: read body, parse JSON, echo uid), both on
+# loopback over HTTPS with keep-alive, driven by the same load generator (oha, installed here
+# into bench/.tools). For each mode's realistic AdmissionReview (examples/admission, compact):
+#   fixed    RATE req/s (default 1000) with 50 connections  -> p50/p99/p99.9 latency
+#   saturate as fast as possible with CONNS connections    -> requests/s, ratio to the ceiling
+#   conns500 as fast as possible with 500 connections       -> peak RSS (VmHWM)
+# Prints a table, the secretmode/ceiling ratio and PASS/MISS per target; keeps everything under
+# bench/results/<timestamp>/.
+#
+#   bench/load.sh                 # full run (about 4 minutes with the defaults)
+#   bench/load.sh --ratio         # saturation only: prints the ratio (about 1.5 minutes)
+#   DURATION=10 REPEAT=3 CONNS=32 RATE=1000 bench/load.sh
+#
+# Every load run is bounded (DURATION seconds each) and only touches 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+DURATION=${DURATION:-8}
+REPEAT=${REPEAT:-1}
+CONNS=${CONNS:-32}
+RATE=${RATE:-1000}
+MODES=${MODES:-"eso csi init sidecar"}
+PHASES="fixed saturate conns500"
+[ "${1:-}" = "--ratio" ] && PHASES="saturate"
+
+tools="$root/bench/.tools"
+oha="$tools/bin/oha"
+if [ ! -x "$oha" ]; then
+  echo "==> installing oha (load generator) into bench/.tools"
+  cargo install oha --version 1.16.0 --locked --root "$tools" --quiet
+fi
+
+echo "==> building release binaries (secretmode, secretmode-ceiling)"
+cargo build --release --locked --features bench --bin secretmode --bin secretmode-ceiling --quiet
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/release"
+
+out="$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out/bodies" "$out/oha"
+python3 bench/make_reviews.py "$out/bodies" > "$out/bodies.txt"
+cat "$out/bodies.txt"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sm_port=$(free_port); sm_admin=$(free_port); ceil_port=$(free_port)
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+start_servers() {
+  "$bin/secretmode" serve --addr "127.0.0.1:$sm_port" --admin-addr "127.0.0.1:$sm_admin" \
+    --shutdown-grace 2s 2>>"$out/secretmode.log" >/dev/null &
+  sm_pid=$!
+  "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" >>"$out/ceiling.log" 2>&1 &
+  ceil_pid=$!
+  pids+=("$sm_pid" "$ceil_pid")
+  for _ in $(seq 1 100); do
+    if curl -fs "http://127.0.0.1:$sm_admin/readyz" >/dev/null 2>&1 && grep -q listening "$out/ceiling.log"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "servers did not become ready" >&2
+  exit 1
+}
+
+stop_servers() {
+  kill "$sm_pid" "$ceil_pid" 2>/dev/null || true
+  wait "$sm_pid" "$ceil_pid" 2>/dev/null || true
+  pids=()
+}
+
+hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# run SERVER PHASE MODE CONNS RATE REP
+run() {
+  local server=$1 phase=$2 mode=$3 conns=$4 rate=$5 rep=$6 port pid
+  if [ "$server" = secretmode ]; then port=$sm_port; pid=$sm_pid; else port=$ceil_port; pid=$ceil_pid; fi
+  local file="$out/oha/$server-$phase-$mode-$rep.json"
+  local rate_args=()
+  [ "$rate" != max ] && rate_args=(-q "$rate")
+  "$oha" --no-tui --output-format json --insecure -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
+    -m POST -T application/json -D "$out/bodies/$mode.json" \
+    "https://127.0.0.1:$port/mutate?timeout=10s" >"$file"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
+    >>"$out/runs.tsv"
+  printf '  %-10s %-9s %-8s c=%-4s rate=%-5s rep=%s done\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep"
+}
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc)"
+  lscpu | head -n 15
+  echo "load before: $(uptime)"
+  echo "oha: $("$oha" --version)"
+  echo "settings: DURATION=$DURATION REPEAT=$REPEAT CONNS=$CONNS RATE=$RATE MODES=$MODES PHASES=$PHASES"
+} >"$out/machine.txt"
+
+echo "==> load runs (results in ${out#"$root"/})"
+# Fresh servers per phase so that VmHWM belongs to that phase; servers alternate per run so
+# that background noise hits both alike.
+for phase in $PHASES; do
+  start_servers
+  for rep in $(seq 1 "$REPEAT"); do
+    for mode in $MODES; do
+      # warm-up: connections, TLS sessions, allocator
+      "$oha" --no-tui --output-format json --insecure -n 2000 -c 8 -m POST -T application/json \
+        -D "$out/bodies/$mode.json" "https://127.0.0.1:$sm_port/mutate" >/dev/null
+      case $phase in
+        fixed)
+          run ceiling fixed "$mode" 50 "$RATE" "$rep"
+          run secretmode fixed "$mode" 50 "$RATE" "$rep"
+          ;;
+        saturate)
+          run ceiling saturate "$mode" "$CONNS" max "$rep"
+          run secretmode saturate "$mode" "$CONNS" max "$rep"
+          ;;
+        conns500) run secretmode conns500 "$mode" 500 max "$rep" ;;
+      esac
+    done
+  done
+  stop_servers
+done
+echo "load after: $(uptime)" >>"$out/machine.txt"
+
+echo
+python3 bench/report.py "$out"

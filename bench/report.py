@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Summarises one bench/load.sh run: reads <dir>/runs.tsv (one line per oha run) and the oha
+JSON files beside it, prints a table, the secretmode/ceiling throughput ratio and the verdict
+on each target, and writes the same text to <dir>/summary.txt."""
+import json
+import pathlib
+import statistics
+import sys
+
+d = pathlib.Path(sys.argv[1])
+rows = []
+for line in (d / "runs.tsv").read_text().splitlines():
+    server, phase, mode, conns, rate, rep, rss_kb, path = line.split("\t")
+    data = json.loads(pathlib.Path(path).read_text())
+    summary = data["summary"]
+    codes = data.get("statusCodeDistribution", {})
+    ok = codes.get("200", 0)
+    errors = sum(data.get("errorDistribution", {}).values()) + sum(v for k, v in codes.items() if k != "200")
+    pct = data.get("latencyPercentiles", {})
+    rows.append(
+        dict(
+            server=server,
+            phase=phase,
+            mode=mode,
+            conns=int(conns),
+            rate=rate,
+            rep=int(rep),
+            rps=ok / summary["total"] if summary["total"] else 0.0,
+            p50=(pct.get("p50") or 0) * 1000,
+            p99=(pct.get("p99") or 0) * 1000,
+            p999=(pct.get("p99.9") or 0) * 1000,
+            errors=errors,
+            ok=ok,
+            hwm_mb=int(rss_kb) / 1024,
+        )
+    )
+
+lines = []
+say = lines.append
+say(f"{'server':<11} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8}")
+
+
+def med(group, key):
+    return statistics.median(r[key] for r in group)
+
+
+keys = []
+for r in rows:
+    k = (r["server"], r["phase"], r["mode"], r["conns"], r["rate"])
+    if k not in keys:
+        keys.append(k)
+agg = {}
+for k in keys:
+    group = [r for r in rows if (r["server"], r["phase"], r["mode"], r["conns"], r["rate"]) == k]
+    a = {f: med(group, f) for f in ["rps", "p50", "p99", "p999"]}
+    a["errors"] = sum(r["errors"] for r in group)
+    a["hwm_mb"] = max(r["hwm_mb"] for r in group)
+    a["n"] = len(group)
+    agg[k] = a
+    say(
+        f"{k[0]:<11} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
+        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f}"
+    )
+say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far)" % max(r["rep"] for r in rows))
+
+verdicts = []
+ratios = {}
+for (server, phase, mode, conns, rate), a in agg.items():
+    if server == "secretmode" and phase == "saturate":
+        c = agg.get(("ceiling", phase, mode, conns, rate))
+        if c and c["rps"]:
+            ratios[mode] = a["rps"] / c["rps"]
+if ratios:
+    say("")
+    for mode, r in ratios.items():
+        say(f"ratio {mode:<8} secretmode/ceiling = {r:.2f}")
+    worst = min(ratios.values())
+    mean = statistics.mean(ratios.values())
+    verdicts.append(("throughput >= 0.6 x ceiling at saturation (worst mode)", worst >= 0.6, f"{worst:.2f}"))
+    say(f"RATIO secretmode/ceiling at saturation: {mean:.2f} (mean over modes), {worst:.2f} (worst mode)")
+
+fixed = [a for (s, p, m, c, r), a in agg.items() if s == "secretmode" and p == "fixed"]
+if fixed:
+    worst_p99 = max(a["p99"] for a in fixed)
+    verdicts.append(("p99 < 5 ms at 1,000 req/s (worst mode)", worst_p99 < 5.0, f"{worst_p99:.2f} ms"))
+many = [a for (s, p, m, c, r), a in agg.items() if s == "secretmode" and p == "conns500"]
+if many:
+    hwm = max(a["hwm_mb"] for a in many)
+    verdicts.append(("RSS < 50 MB at 500 concurrent connections", hwm < 50.0, f"{hwm:.1f} MB"))
+errors = sum(a["errors"] for (s, *_), a in agg.items() if s == "secretmode")
+verdicts.append(("zero errors (secretmode, all runs)", errors == 0, str(errors)))
+say("")
+for name, ok, value in verdicts:
+    say(f"{'PASS' if ok else 'MISS'}  {name}: {value}")
+
+text = "\n".join(lines)
+print(text)
+(d / "summary.txt").write_text(text + "\n")

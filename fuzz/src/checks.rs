@@ -1,0 +1,255 @@
+//! Invariants checked on every input, shared by the `cargo fuzz` targets (fuzz/fuzz_targets)
+//! and the normal test suite (tests/properties.rs includes this file), so a crash found by the
+//! fuzzer replays as a plain test.
+//!
+//! - nothing panics, whatever the bytes;
+//! - an answer is an AdmissionReview echoing the request's uid;
+//! - a returned patch always applies to the pod it was computed for (json-patch, not ours);
+//! - deciding again on the patched pod gives no further patch (idempotence) and no denial;
+//! - the injected containers come from the config only (image, command, security settings),
+//!   whatever the annotations say;
+//! - nothing of the original pod is lost: stripping what the mode owns from the patched pod
+//!   gives back the original exactly.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use secretmode::admission;
+use secretmode::admit::{self, Decision};
+use secretmode::annotations;
+use secretmode::config::Config;
+
+#[derive(serde::Deserialize)]
+struct RequestOnly<'a> {
+    #[serde(borrow)]
+    request: RequestFields<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct RequestFields<'a> {
+    #[serde(borrow)]
+    object: &'a serde_json::value::RawValue,
+    namespace: Option<String>,
+}
+
+/// Applies RFC 6902 operations (as JSON) to `doc` with the json-patch crate.
+pub fn apply(doc: &Value, ops: &Value) -> Result<Value, String> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops.clone()).map_err(|e| format!("patch is not RFC 6902: {e}"))?;
+    let mut out = doc.clone();
+    json_patch::patch(&mut out, &patch).map_err(|e| format!("patch does not apply: {e}"))?;
+    Ok(out)
+}
+
+/// One AdmissionReview body, as the webhook receives it.
+pub fn check_review(data: &[u8], config: &Config) {
+    let Ok(reviewed) = admission::review(data, config) else {
+        return;
+    };
+    let answer: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
+    assert_eq!(answer["apiVersion"], admission::API_VERSION);
+    assert_eq!(answer["kind"], admission::KIND);
+    let response = &answer["response"];
+    assert_eq!(response["uid"].as_str(), Some(reviewed.uid.as_str()));
+    assert!(!reviewed.uid.is_empty());
+    if response["allowed"] == false {
+        assert!(response["status"]["message"].as_str().is_some_and(|m| !m.is_empty()), "denial without a message");
+        assert!(response.get("patch").is_none());
+        return;
+    }
+    assert_eq!(response["allowed"], true);
+    let Some(patch) = response.get("patch") else {
+        assert!(response.get("patchType").is_none(), "patchType without patch");
+        return;
+    };
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch.as_str().expect("patch is a string"))
+        .expect("patch is base64");
+    let ops: Value = serde_json::from_slice(&bytes).expect("patch is JSON");
+    // An independent read of the request. It borrows the object raw, as the webhook does: a
+    // whole-document parse would also reject bytes (e.g. invalid UTF-8) inside fields that
+    // neither reads, which the webhook rightly ignores.
+    let request: RequestOnly<'_> =
+        serde_json::from_slice(data).expect("the webhook answered a request it cannot have read");
+    let object: Value = serde_json::from_str(request.request.object.get()).expect("the patched object is JSON");
+    let patched = apply(&object, &ops).unwrap_or_else(|e| panic!("{e}\nops: {ops}"));
+    // The same request again (as after reinvocation), with the patched pod.
+    let review = json!({
+        "apiVersion": admission::API_VERSION,
+        "kind": admission::KIND,
+        "request": {
+            "uid": reviewed.uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": request.request.namespace,
+            "operation": "CREATE",
+            "object": patched,
+        }
+    });
+    let again = serde_json::to_vec(&review).expect("serialise");
+    let second = admission::review(&again, config).expect("the patched review is still a review");
+    let answer: Value = serde_json::from_slice(&second.body).expect("the answer is JSON");
+    assert_eq!(answer["response"]["allowed"], true, "the patched pod is denied: {}", answer["response"]);
+    assert!(answer["response"].get("patch").is_none(), "not idempotent: second patch {}", answer["response"]);
+}
+
+/// One pod decided in `namespace`: every invariant above on the decision.
+/// Returns the patched pod when the decision injected.
+pub fn check_pod(pod: &Value, namespace: &str, config: &Config) -> Option<Value> {
+    let decision = admit::admit_pod(pod, namespace, config);
+    let Decision::Allow { patch, .. } = decision else {
+        return None;
+    };
+    if patch.is_empty() {
+        return None;
+    }
+    let ops = serde_json::to_value(&patch).expect("serialise ops");
+    let patched = apply(pod, &ops).unwrap_or_else(|e| panic!("{e}\nops: {ops}\npod: {pod}"));
+    match admit::admit_pod(&patched, namespace, config) {
+        Decision::Allow { patch, .. } => assert!(patch.is_empty(), "not idempotent: {patch:?}"),
+        d => panic!("the patched pod is denied: {d:?}"),
+    }
+    check_injected_from_config(&patched, config);
+    let stripped = strip_owned(&patched, pod, &config.annotation_prefix);
+    assert_eq!(&stripped, pod, "the patch changed a field the mode does not own");
+    Some(patched)
+}
+
+/// The security-relevant fields of every injected container are the config's.
+pub fn check_injected_from_config(pod: &Value, config: &Config) {
+    for list in ["initContainers", "containers"] {
+        for c in pod["spec"][list].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let name = c["name"].as_str().unwrap_or_default();
+            if !name.starts_with("secretmode-") {
+                continue;
+            }
+            assert_eq!(c["image"], json!(config.agent.image), "{name}: image not from config");
+            assert_eq!(c["command"], json!([config.agent.binary]), "{name}: command not from config");
+            let sc = &c["securityContext"];
+            assert_eq!(sc["runAsUser"], json!(config.agent.run_as_user));
+            assert_eq!(sc["allowPrivilegeEscalation"], false);
+            assert_eq!(sc["privileged"], false);
+            assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}));
+        }
+    }
+    for v in pod["spec"]["volumes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        if v["name"].as_str().is_some_and(|n| n.starts_with("secretmode-")) {
+            assert!(v.get("hostPath").is_none(), "an injected volume is a hostPath");
+        }
+    }
+}
+
+/// The patched pod minus everything the mode owns: `secretmode-*` volumes and containers, the
+/// `secretmode-secrets` mount, the `<ITEM>_FILE` / `<ITEM>` env vars of the pod's items, the
+/// `<prefix>/injected` annotation, and any list or map that the injection had to create.
+pub fn strip_owned(patched: &Value, original: &Value, prefix: &str) -> Value {
+    let mut out = patched.clone();
+    let owned_env: Vec<String> = original["metadata"]["annotations"]
+        .as_object()
+        .map(|a| {
+            a.keys()
+                .filter_map(|k| k.strip_prefix(prefix)?.strip_prefix("/item."))
+                .flat_map(|item| {
+                    let stem = annotations::env_stem(item);
+                    [format!("{stem}_FILE"), stem]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let reserved = |e: &Value| e["name"].as_str().is_some_and(|n| n.starts_with("secretmode-"));
+
+    if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+        if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            ann.remove(&format!("{prefix}/injected"));
+        }
+        drop_if_created(meta, original.get("metadata"), "annotations");
+    }
+    let original_spec = original.get("spec");
+    if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+        for list in ["volumes", "initContainers", "containers"] {
+            let original_list = original_spec.and_then(|s| s.get(list)).and_then(Value::as_array);
+            if let Some(entries) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                // Keep reserved names the user already had (the injection never removes).
+                entries.retain(|e| !reserved(e) || original_list.is_some_and(|o| o.contains(e)));
+            }
+            drop_if_created(spec, original_spec, list);
+        }
+        let originals = original_spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+        for container in spec.get_mut("containers").and_then(Value::as_array_mut).into_iter().flatten() {
+            let before = originals
+                .and_then(|list| list.iter().find(|c| c.get("name") == container.get("name")))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let Some(c) = container.as_object_mut() else { continue };
+            if let Some(mounts) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
+                let had = before["volumeMounts"].as_array().cloned().unwrap_or_default();
+                mounts.retain(|m| m["name"] != "secretmode-secrets" || had.contains(m));
+            }
+            drop_if_created(c, Some(&before), "volumeMounts");
+            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+                let had = before["env"].as_array().cloned().unwrap_or_default();
+                env.retain(|e| {
+                    !e["name"].as_str().is_some_and(|n| owned_env.iter().any(|o| o == n)) || had.contains(e)
+                });
+            }
+            drop_if_created(c, Some(&before), "env");
+        }
+    }
+    out
+}
+
+/// Removes `map[key]` when the original did not have it and it is now empty.
+fn drop_if_created(map: &mut Map<String, Value>, original: Option<&Value>, key: &str) {
+    let had = original.and_then(|o| o.get(key)).is_some();
+    let empty = match map.get(key) {
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        _ => false,
+    };
+    if !had && empty {
+        map.remove(key);
+    }
+}
+
+/// The fuzz input format of the annotation target: one annotation per line, `key=value`
+/// (value may be empty; `\n` in a value stands for a newline). Lines without `=` are keys with
+/// an empty value.
+pub fn annotations_from_lines(data: &[u8]) -> Map<String, Value> {
+    let text = String::from_utf8_lossy(data);
+    let mut map = Map::new();
+    for line in text.lines() {
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        map.insert(key.to_string(), Value::String(value.replace("\\n", "\n")));
+    }
+    map
+}
+
+/// A realistic pod (the sidecar example's shape) carrying `annotations`.
+pub fn pod_with_annotations(annotations: Map<String, Value>) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "web-7f9c6d5b84-", "namespace": "demo", "labels": {"app": "web"}, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": "web",
+            "containers": [
+                {"name": "app", "image": "busybox:1.37", "env": [{"name": "LOG_LEVEL", "value": "info"}],
+                 "volumeMounts": [{"name": "kube-api-access-x7k2p", "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}],
+                 "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}]},
+                {"name": "proxy", "image": "envoy:1.30", "ports": [{"containerPort": 9901}]}
+            ],
+            "initContainers": [{"name": "migrate", "image": "busybox:1.37", "restartPolicy": "Never"}],
+            "volumes": [{"name": "kube-api-access-x7k2p", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+            "someFutureField": {"kept": [1, 2, {"x": null}]}
+        }
+    })
+}
+
+/// The annotation target: parsing alone must not panic, and the whole decision on a pod
+/// carrying these annotations keeps every invariant.
+pub fn check_annotations(data: &[u8], config: &Config) {
+    let map = annotations_from_lines(data);
+    let _ = annotations::parse(Some(&map), &config.annotation_prefix);
+    let pod = pod_with_annotations(map);
+    check_pod(&pod, "demo", config);
+}
