@@ -161,7 +161,7 @@ fn common_invariants(r: &Rendered) {
     assert_eq!(w["matchPolicy"], "Equivalent");
     assert_eq!(w["reinvocationPolicy"], "IfNeeded");
     let timeout = w["timeoutSeconds"].as_i64().unwrap();
-    assert!((1..=10).contains(&timeout));
+    assert!((2..=10).contains(&timeout));
     assert_eq!(w["clientConfig"]["service"]["namespace"], NS);
     assert_eq!(w["clientConfig"]["service"]["path"], "/mutate");
     assert_eq!(w["clientConfig"]["service"]["port"], 443);
@@ -468,7 +468,7 @@ fn the_values_schema_rejects_bad_values() {
         json!({"replicaCount": "3"}),
         json!({"webhook": {"failurePolicy": "Maybe"}}),
         json!({"webhook": {"timeoutSeconds": 40}}),
-        json!({"webhook": {"timeoutSeconds": 0}}),
+        json!({"webhook": {"timeoutSeconds": 1}}),
         json!({"image": {"digest": "sha256:xyz"}}),
         json!({"image": {"digest": "md5:0123456789abcdef0123456789abcdef"}}),
         json!({"agent": {"image": {"digest": format!("sha256:{}", "A".repeat(64))}}}),

@@ -73,6 +73,9 @@ pub struct Outcome {
 }
 
 pub fn run(args: BootstrapArgs) -> Result<std::process::ExitCode> {
+    // kube's TLS client takes rustls's process-wide provider; pin ring (the one this binary is
+    // built with) so a dependency enabling a second provider cannot make that ambiguous.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let client = Client::try_default().await.context("connecting to the Kubernetes API (in-cluster config)")?;
