@@ -20,17 +20,14 @@ const NS: &str = "team-a";
 
 fn config(bao: &Bao, health_port: u16, native: bool) -> Config {
     let mut c = Config::builtin().unwrap();
-    c.providers.insert(
-        "vault".into(),
-        ProviderConfig::Vault(VaultProvider {
-            address: bao.addr.clone(),
-            kv_mount: "secret".into(),
-            namespace: None,
-            ca_pem: None,
-            // The built-in shape: one role per namespace, filled in by the webhook.
-            auth: VaultAuth::Jwt { mount: "jwt".into(), role: "{namespace}".into(), audience: "vault".into() },
-        }),
-    );
+    // The built-in vault provider as shipped (Kubernetes auth, one role per namespace filled
+    // in by the webhook); only the address points at the test server.
+    match c.providers.get_mut("vault") {
+        Some(ProviderConfig::Vault(VaultProvider { address, auth: VaultAuth::Kubernetes { .. }, .. })) => {
+            *address = bao.addr.clone();
+        }
+        other => panic!("built-in vault provider changed shape: {other:?}"),
+    }
     c.refresh.min = HumanDuration(Duration::from_secs(1));
     c.agent.health_port = health_port;
     c.agent.start_deadline = HumanDuration(Duration::from_secs(10));
@@ -125,13 +122,8 @@ fn app_file(pod: &Value, agent: &Value, env_name: &str) -> String {
 fn setup() -> (Bao, Signer) {
     let signer = Signer::new();
     let bao = Bao::start();
-    bao.configure_jwt(&signer);
-    let (code, out) = bao.api(
-        "POST",
-        &format!("auth/jwt/role/{NS}"),
-        Some(json!({"role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub", "policies": ["app"]})),
-    );
-    assert!((200..300).contains(&code), "{code} {out}");
+    // The agent sends the Kubernetes auth login (`auth/kubernetes/login`, role = namespace).
+    bao.configure_jwt_at("kubernetes", &signer, NS);
     bao.put("app/db", json!({"password": "wh-pass"}));
     bao.put("app/api", json!({"key": "wh-key"}));
     (bao, signer)

@@ -180,10 +180,17 @@ impl Bao {
 
     /// JWT auth trusting `signer`, a role `app` for audience `vault` reading `secret/app/*`.
     pub fn configure_jwt(&self, signer: &Signer) {
+        self.configure_jwt_at("jwt", signer, ROLE);
+    }
+
+    /// The JWT auth method at `mount` with role `role`. Mounted at `kubernetes`, it answers
+    /// the Kubernetes auth method's login request (`POST auth/kubernetes/login {role, jwt}`)
+    /// while verifying the token against the test key instead of a TokenReview.
+    pub fn configure_jwt_at(&self, mount: &str, signer: &Signer, role: &str) {
         // Enabling twice answers 400 "path is already in use": fine when re-configuring.
-        let (code, out) = self.api("POST", "sys/auth/jwt", Some(json!({"type": "jwt"})));
+        let (code, out) = self.api("POST", &format!("sys/auth/{mount}"), Some(json!({"type": "jwt"})));
         assert!((200..300).contains(&code) || out.to_string().contains("already in use"), "enable jwt: {code} {out}");
-        self.ok("POST", "auth/jwt/config", json!({"jwt_validation_pubkeys": [signer.public_pem]}));
+        self.ok("POST", &format!("auth/{mount}/config"), json!({"jwt_validation_pubkeys": [signer.public_pem]}));
         self.ok(
             "PUT",
             "sys/policies/acl/app",
@@ -191,7 +198,7 @@ impl Bao {
         );
         self.ok(
             "POST",
-            &format!("auth/jwt/role/{ROLE}"),
+            &format!("auth/{mount}/role/{role}"),
             json!({"role_type": "jwt", "bound_audiences": ["vault"], "user_claim": "sub", "policies": ["app"], "token_ttl": "1h"}),
         );
     }
