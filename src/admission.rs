@@ -103,6 +103,8 @@ pub struct Reviewed {
     pub outcome: &'static str,
     /// Bytes of the JSON patch before base64 (0 when none).
     pub patch_bytes: usize,
+    /// The policy rule broken, if any, and at which enforcement level.
+    pub policy: Option<admit::PolicyHit>,
     pub dry_run: bool,
 }
 
@@ -129,7 +131,8 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
     let pod: Value = match serde_json::from_str(object.get()) {
         Ok(pod @ Value::Object(_)) => pod,
         _ => {
-            let denial = Decision::Deny { message: "request.object is not a JSON object".into(), mode: None };
+            let denial =
+                Decision::Deny { message: "request.object is not a JSON object".into(), mode: None, policy: None };
             return Ok(answer(uid, request_namespace, None, "denied", &denial, request.dry_run));
         }
     };
@@ -147,7 +150,13 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
 
 impl Decision {
     fn allow_nothing() -> Decision {
-        Decision::Allow { patch: Vec::new(), warnings: Vec::new(), mode: None, outcome: admit::Outcome::Skipped }
+        Decision::Allow {
+            patch: Vec::new(),
+            warnings: Vec::new(),
+            mode: None,
+            outcome: admit::Outcome::Skipped,
+            policy: None,
+        }
     }
 }
 
@@ -181,7 +190,7 @@ fn answer(
     };
     // Serialising a struct of strings, bools and a byte string cannot fail.
     let body = serde_json::to_vec(&response).unwrap_or_default();
-    Reviewed { body, uid, namespace, mode, outcome, patch_bytes, dry_run }
+    Reviewed { body, uid, namespace, mode, outcome, patch_bytes, dry_run, policy: decision.policy().cloned() }
 }
 
 #[cfg(test)]
@@ -306,6 +315,26 @@ mod tests {
             let e = review(&body, &cfg).unwrap_err();
             assert!(expected(&e), "{}: {e}", String::from_utf8_lossy(&body));
         }
+    }
+
+    #[test]
+    fn policy_hits_are_reported_for_metrics() {
+        let yaml = crate::config::DEFAULT_CONFIG_YAML
+            .replace("      enforcement: enforce", "      allowedModes: [eso]\n      enforcement: audit");
+        let cfg = Config::from_yaml(&yaml, "t").unwrap();
+        let body = serde_json::to_vec(&request(
+            pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"})),
+            "CREATE",
+            "Pod",
+            "ns",
+        ))
+        .unwrap();
+        let out = review(&body, &cfg).unwrap();
+        assert_eq!(out.outcome, "injected");
+        let hit = out.policy.expect("audit-level violation reported");
+        assert_eq!((hit.rule.as_str(), hit.enforcement), ("default", crate::policy::Enforcement::Audit));
+        let clean = review(&body, &Config::builtin().unwrap()).unwrap();
+        assert!(clean.policy.is_none());
     }
 
     #[test]

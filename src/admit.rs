@@ -25,11 +25,31 @@ pub enum Decision {
         mode: Option<Mode>,
         /// Short machine-readable reason for metrics and logs.
         outcome: Outcome,
+        /// A warn- or audit-level policy violation that was let through.
+        policy: Option<PolicyHit>,
     },
     Deny {
         message: String,
         mode: Option<Mode>,
+        /// Set when policy (not a malformed annotation) denied the pod.
+        policy: Option<PolicyHit>,
     },
+}
+
+/// Which rule a pod broke, at which level: what metrics count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyHit {
+    pub rule: String,
+    pub enforcement: Enforcement,
+}
+
+impl PolicyHit {
+    fn of(verdict: &Verdict) -> Option<PolicyHit> {
+        (!verdict.is_clean()).then(|| PolicyHit {
+            rule: verdict.rule.clone().unwrap_or_else(|| "-".into()),
+            enforcement: verdict.enforcement,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +76,12 @@ impl Outcome {
 }
 
 impl Decision {
+    pub fn policy(&self) -> Option<&PolicyHit> {
+        match self {
+            Decision::Allow { policy, .. } | Decision::Deny { policy, .. } => policy.as_ref(),
+        }
+    }
+
     pub fn mode(&self) -> Option<Mode> {
         match self {
             Decision::Allow { mode, .. } | Decision::Deny { mode, .. } => *mode,
@@ -71,7 +97,11 @@ impl Decision {
 }
 
 fn skip(outcome: Outcome, warnings: Vec<String>) -> Decision {
-    Decision::Allow { patch: Vec::new(), warnings, mode: None, outcome }
+    Decision::Allow { patch: Vec::new(), warnings, mode: None, outcome, policy: None }
+}
+
+fn skip_noting(warnings: Vec<String>, policy: Option<PolicyHit>) -> Decision {
+    Decision::Allow { patch: Vec::new(), warnings, mode: None, outcome: Outcome::Skipped, policy }
 }
 
 /// Decides for a pod in `namespace` (the pod's own, or the request's for `generateName` pods).
@@ -80,11 +110,12 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
     let pod_annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
     let parsed = match annotations::parse(pod_annotations, prefix) {
         Ok(parsed) => parsed,
-        Err(e) => return Decision::Deny { message: e.to_string(), mode: None },
+        Err(e) => return Decision::Deny { message: e.to_string(), mode: None, policy: None },
     };
     let Some(parsed) = parsed else {
         if let Some(name) = reserved_name(pod) {
             return Decision::Deny {
+                policy: None,
                 message: format!(
                     "{name} uses a name reserved for secretmode but the pod has no {prefix}/ annotations; fix: rename it, or declare {prefix}/mode and {prefix}/item.<name> so policy can judge it"
                 ),
@@ -98,12 +129,13 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
         // the same policy as one that asks the webhook.
         let verdict = config.policy.evaluate_pod(namespace, pod_spec(pod), None, config);
         log_verdict(namespace, &verdict);
+        let policy = PolicyHit::of(&verdict);
         return match verdict.enforcement {
             _ if verdict.is_clean() => skip(Outcome::Skipped, Vec::new()),
-            Enforcement::Enforce => Decision::Deny { message: verdict.denial(), mode: None },
-            Enforcement::Warn => skip(Outcome::Skipped, verdict.warnings()),
-            // Not our pod: nothing is patched, so the record is the log line above.
-            Enforcement::Audit => skip(Outcome::Skipped, Vec::new()),
+            Enforcement::Enforce => Decision::Deny { message: verdict.denial(), mode: None, policy },
+            Enforcement::Warn => skip_noting(verdict.warnings(), policy),
+            // Not our pod: nothing is patched, so the record is the log line and the metric.
+            Enforcement::Audit => skip_noting(Vec::new(), policy),
         };
     };
     if pod_annotations.is_some_and(|a| a.contains_key(MIRROR_ANNOTATION)) {
@@ -117,6 +149,7 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
         Some(mode) => mode,
         None => {
             return Decision::Deny {
+                policy: None,
                 message: format!(
                     "annotation {prefix}/mode: missing, and namespace {namespace} has no default mode; fix: set {prefix}/mode to one of eso, csi, init, sidecar"
                 ),
@@ -126,7 +159,7 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
     };
     let plan = match annotations::resolve(&parsed, mode, config) {
         Ok(plan) => plan,
-        Err(e) => return Decision::Deny { message: e.to_string(), mode: Some(mode) },
+        Err(e) => return Decision::Deny { message: e.to_string(), mode: Some(mode), policy: None },
     };
 
     let verdict = config.policy.evaluate_pod(namespace, pod_spec(pod), Some(&plan), config);
@@ -135,7 +168,9 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
     let mut note = injected_note(&plan, parsed.mode.is_none());
     if !verdict.is_clean() {
         match verdict.enforcement {
-            Enforcement::Enforce => return Decision::Deny { message: verdict.denial(), mode: Some(mode) },
+            Enforcement::Enforce => {
+                return Decision::Deny { message: verdict.denial(), mode: Some(mode), policy: PolicyHit::of(&verdict) }
+            }
             Enforcement::Warn => warnings.extend(verdict.warnings()),
             Enforcement::Audit => {}
         }
@@ -151,9 +186,11 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
     let mutated = match inject::inject(pod, &plan, config, &ctx) {
         Ok(mutated) => mutated,
         Err(e @ InjectError::Denied { .. }) => {
-            return Decision::Deny { message: format!("{prefix}/mode {mode}: {e}"), mode: Some(mode) }
+            return Decision::Deny { message: format!("{prefix}/mode {mode}: {e}"), mode: Some(mode), policy: None }
         }
-        Err(e @ InjectError::Malformed(_)) => return Decision::Deny { message: e.to_string(), mode: Some(mode) },
+        Err(e @ InjectError::Malformed(_)) => {
+            return Decision::Deny { message: e.to_string(), mode: Some(mode), policy: None }
+        }
     };
     let ops = patch::diff(pod, &mutated);
     let outcome =
@@ -165,6 +202,7 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
         warnings: warnings.into_iter().map(truncate_warning).collect(),
         mode: Some(mode),
         outcome,
+        policy: PolicyHit::of(&verdict),
     }
 }
 

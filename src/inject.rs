@@ -566,11 +566,29 @@ fn insert_first(obj: &mut Map<String, Value>, field: &str, value: Value) {
     }
 }
 
-/// Whether `existing` holds everything in `wanted` (extra fields allowed: API-server defaults).
-/// Quantities compare by value because the API server canonicalises them.
+/// Fields the API server fills in on objects like ours (container, probe, port, volume
+/// defaults). Anything else found on a reserved object was not written by us.
+const SERVER_DEFAULTS: [&str; 10] = [
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "timeoutSeconds",
+    "periodSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "scheme",
+    "protocol",
+    "defaultMode",
+];
+
+/// Whether `existing` is what we would write, plus only API-server defaults. Quantities
+/// compare by value because the API server canonicalises them.
 fn covers(existing: &Value, wanted: &Value, key: &str) -> bool {
     match (existing, wanted) {
-        (Value::Object(e), Value::Object(w)) => w.iter().all(|(k, wv)| e.get(k).is_some_and(|ev| covers(ev, wv, k))),
+        (Value::Object(e), Value::Object(w)) => {
+            w.iter().all(|(k, wv)| e.get(k).is_some_and(|ev| covers(ev, wv, k)))
+                && e.keys().all(|k| w.contains_key(k) || SERVER_DEFAULTS.contains(&k.as_str()))
+        }
         (Value::Array(e), Value::Array(w)) => e.len() == w.len() && e.iter().zip(w).all(|(ev, wv)| covers(ev, wv, key)),
         (Value::String(e), Value::String(w)) if matches!(key, "cpu" | "memory" | "ephemeral-storage" | "sizeLimit") => {
             quantity::same(e, w)

@@ -33,13 +33,19 @@ pub enum Enforcement {
     Audit,
 }
 
-impl fmt::Display for Enforcement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Enforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
             Enforcement::Enforce => "enforce",
             Enforcement::Warn => "warn",
             Enforcement::Audit => "audit",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Enforcement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -253,8 +253,25 @@ fn api_server_defaults_do_not_break_idempotence() {
     agent["startupProbe"]["successThreshold"] = json!(1);
     agent["resources"]["requests"]["cpu"] = json!("0.01");
     defaulted["spec"]["volumes"][1]["projected"]["defaultMode"] = json!(420);
-    defaulted["spec"]["containers"][0]["volumeMounts"][0]["mountPropagation"] = json!("None");
     no_patch(&defaulted);
+}
+
+#[test]
+fn a_pasted_agent_with_extra_fields_is_a_collision() {
+    let out = injected(&pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), app()));
+    let tampered = [
+        ("/spec/initContainers/0", "lifecycle", json!({"postStart": {"exec": {"command": ["sh", "-c", "curl evil"]}}})),
+        ("/spec/initContainers/0", "envFrom", json!([{"secretRef": {"name": "all-the-secrets"}}])),
+        ("/spec/initContainers/0/securityContext", "procMount", json!("Unmasked")),
+        ("/spec/volumes/1/projected/sources/0/serviceAccountToken", "audience", json!("other")),
+        ("/spec/containers/0/volumeMounts/0", "subPath", json!("a")),
+    ];
+    for (at, field, value) in tampered {
+        let mut p = out.clone();
+        p.pointer_mut(at).unwrap().as_object_mut().unwrap().insert(field.into(), value);
+        let m = denied(&p);
+        assert!(m.contains("differ") || m.contains("differently"), "{at}/{field}: {m}");
+    }
 }
 
 #[test]

@@ -26,6 +26,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub rule: String,
+    pub enforcement: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -35,6 +41,7 @@ pub struct Metrics {
     pub admissions: Family<AdmissionLabels, Counter>,
     pub duration: Histogram,
     pub patch_bytes: Histogram,
+    pub policy_violations: Family<PolicyLabels, Counter>,
     pub rejected: Family<ReasonLabels, Counter>,
     pub cert_expiry: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub cert_reloads: Family<ResultLabels, Counter>,
@@ -55,6 +62,12 @@ impl Metrics {
         );
         let patch_bytes = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(128.0, 4.0, 8));
         registry.register("patch_bytes", "Size of returned JSON patches before base64", patch_bytes.clone());
+        let policy_violations = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_violations",
+            "Pods that broke a policy rule, by rule and enforcement level (enforce = denied)",
+            policy_violations.clone(),
+        );
         let rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("requests_rejected", "Requests answered with an HTTP error, by reason", rejected.clone());
         let cert_expiry = Gauge::default();
@@ -78,6 +91,7 @@ impl Metrics {
             admissions,
             duration,
             patch_bytes,
+            policy_violations,
             rejected,
             cert_expiry,
             cert_reloads,

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use super::metrics::{AdmissionLabels, Metrics, ReasonLabels};
+use super::metrics::{AdmissionLabels, Metrics, PolicyLabels, ReasonLabels};
 use super::tls::CertResolver;
 use crate::admission;
 use crate::config::Config;
@@ -123,6 +123,10 @@ async fn mutate(
             let mode = reviewed.mode.map_or("none", |m| m.as_str());
             state.metrics.admissions.get_or_create(&AdmissionLabels { mode, outcome: reviewed.outcome }).inc();
             state.metrics.duration.observe(elapsed.as_secs_f64());
+            if let Some(hit) = &reviewed.policy {
+                let labels = PolicyLabels { rule: hit.rule.clone(), enforcement: hit.enforcement.as_str() };
+                state.metrics.policy_violations.get_or_create(&labels).inc();
+            }
             if reviewed.patch_bytes > 0 {
                 state.metrics.patch_bytes.observe(reviewed.patch_bytes as f64);
             }
