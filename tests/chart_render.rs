@@ -404,7 +404,12 @@ fn everything_on_monitoring_audit_digests_and_a_custom_prefix() {
         "podAntiAffinity": "hard",
         "replicaCount": 5,
         "audit": {"enabled": true, "schedule": "0 * * * *"},
-        "metrics": {"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}, "grafanaDashboard": {"enabled": true}},
+        "metrics": {
+            "serviceMonitor": {"enabled": true},
+            "agentPodMonitor": {"enabled": true},
+            "prometheusRule": {"enabled": true},
+            "grafanaDashboard": {"enabled": true},
+        },
         "webhook": {"optOutLabel": "example.com/no-secrets", "excludeNamespaces": ["kube-system", "kube-public", "kube-node-lease", "monitoring"]},
     }));
     deployment_checks(&r, 5);
@@ -440,10 +445,13 @@ fn everything_on_monitoring_audit_digests_and_a_custom_prefix() {
         "secretmode_admission_duration_seconds_bucket",
         "secretmode_tls_cert_expiry_timestamp_seconds",
         "secretmode_agent_cache_age_seconds",
+        "secretmode_agent_state",
     ] {
         assert!(rules.contains(metric), "{metric}");
     }
     assert_eq!(r.one("ServiceMonitor")["spec"]["endpoints"][0]["port"], "metrics");
+    // The agents' port name is the one the injector gives the sidecar.
+    assert_eq!(r.one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"], secretmode::inject::PORT_NAME);
     let service = r.one("Service");
     assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == "metrics"));
     let dash = r.named("ConfigMap", "secretmode-dashboard");

@@ -107,6 +107,15 @@ SERVICE_MONITOR = resource(obj({
         "relabelings": {"type": "array"}, "metricRelabelings": {"type": "array"}, "honorLabels": {"type": "boolean"}})},
     "jobLabel": STR, "podTargetLabels": {"type": "array"}, "targetLabels": {"type": "array"},
 }, ["selector"]))
+POD_MONITOR = resource(obj({
+    "selector": obj({"matchLabels": {"type": "object"}, "matchExpressions": {"type": "array"}}),
+    "namespaceSelector": obj({"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": STR}}),
+    "podMetricsEndpoints": {"type": "array", "items": obj({
+        "port": STR, "portNumber": {"type": "integer"}, "path": STR, "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+        "interval": DURATION, "scrapeTimeout": DURATION, "relabelings": {"type": "array"},
+        "metricRelabelings": {"type": "array"}, "honorLabels": {"type": "boolean"}})},
+    "jobLabel": STR, "podTargetLabels": {"type": "array"},
+}, ["selector"]))
 RULE = {"type": "object", "additionalProperties": False, "required": ["expr"],
         "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
         "properties": {"alert": STR, "record": STR, "expr": {"type": ["string", "integer"]}, "for": DURATION,
@@ -125,6 +134,7 @@ SCHEMAS = {
     ("secrets-store.csi.x-k8s.io/v1", "SecretProviderClass"): SECRET_PROVIDER_CLASS,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
 }
 
 
