@@ -494,6 +494,13 @@ fn the_values_schema_rejects_bad_values() {
         assert!(schema_error(merged).is_some(), "schema accepted {values}");
         assert!(try_render(&values, false).is_err(), "render accepted {values}");
     }
+    // Certificate lifetimes `certs bootstrap` would refuse fail the render, not the hook Job.
+    for generated in
+        [json!({"validityDays": 30, "renewBeforeDays": 30}), json!({"validityDays": 365, "caValidityDays": 380})]
+    {
+        let err = try_render(&json!({"certs": {"generated": generated}}), false).err().expect("render must fail");
+        assert!(err.contains("certs.generated"), "{err}");
+    }
     // A grace period too short for preStop + drain fails the render with the reason.
     let err = try_render(&json!({"terminationGracePeriodSeconds": 20}), false).err().unwrap();
     assert!(err.contains("terminationGracePeriodSeconds"), "{err}");
