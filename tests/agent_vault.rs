@@ -73,6 +73,29 @@ fn sidecar_keeps_last_good_files_through_an_outage_and_recovers() {
 }
 
 #[test]
+fn a_restarted_sidecar_serves_its_previous_files_during_an_outage() {
+    let signer = Signer::new();
+    let mut bao = Bao::start();
+    bao.configure_jwt(&signer);
+    bao.put("app/db", json!({"username": "kept-user", "password": "kept-pass"}));
+    let root = tempfile::tempdir().unwrap();
+    let spec = spec(bao.provider(), db_items(), free_port());
+    let mut agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+    started(&agent);
+    agent.stop();
+    bao.stop();
+
+    // Same volume, new process (the kubelet restarting the container), provider down.
+    let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
+    started(&agent);
+    assert_eq!(agent.file("db-pass").as_deref(), Some("kept-pass"));
+    wait_state(&agent, "failing", LONG);
+    assert_eq!(agent.status()["items"][1]["version"], "1", "versions carried over");
+    wait_state(&agent, "stale", LONG);
+    assert_eq!(agent.file("db-user").as_deref(), Some("kept-user"));
+}
+
+#[test]
 fn rotation_switches_the_whole_set_within_one_interval() {
     let signer = Signer::new();
     let bao = Bao::start();

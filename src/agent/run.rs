@@ -189,6 +189,19 @@ impl Agent {
         Err(line)
     }
 
+    async fn refresh_now(&mut self) -> bool {
+        match self.refresh().await {
+            Ok(_) => {
+                self.write_status();
+                true
+            }
+            Err(e) => {
+                self.fail(&e);
+                false
+            }
+        }
+    }
+
     /// The sidecar's endless loop: refresh every interval; on failure keep the files and
     /// retry with backoff capped at the interval. Returns only on SIGTERM/SIGINT.
     pub async fn refresh_forever(&mut self, mut synced: bool) {
@@ -246,12 +259,37 @@ async fn shutdown() {
     }
 }
 
+impl Agent {
+    /// A restarted sidecar finds its previous files in the pod's volume: adopt them if every
+    /// item is there, so `/startup` passes at once and the app keeps its last good values
+    /// even if the provider is down right now.
+    fn adopt_previous(&mut self) -> bool {
+        if !writer::has_data(&self.mount) || !self.spec.items.iter().all(|i| self.mount.join(&i.name).is_file()) {
+            return false;
+        }
+        let previous = std::fs::read(writer::status_path(&self.mount))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .unwrap_or_default();
+        self.status.record_adopted(&previous);
+        self.write_status();
+        tracing::info!(state = self.status.state().as_str(), "restarted: serving the files from the previous run");
+        true
+    }
+}
+
 /// Runs the sidecar: health server, start-up, then refresh forever.
 pub async fn sidecar(mut agent: Agent, health: SocketAddr) -> anyhow::Result<()> {
     let addr = super::health::serve(health, agent.status.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {health} for health and metrics: {e}"))?;
     tracing::info!(%addr, provider = %agent.spec.provider_name, items = agent.spec.items.len(), "sidecar started");
+    if agent.adopt_previous() {
+        // Refresh right away rather than after a full interval.
+        let ok = agent.refresh_now().await;
+        agent.refresh_forever(ok).await;
+        return Ok(());
+    }
     let synced = match agent.start().await {
         Ok(Started::Synced) => true,
         Ok(Started::Fallback) => false,

@@ -148,6 +148,36 @@ impl Status {
         self.metrics.refreshes.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]).inc();
     }
 
+    /// Takes over files a previous run of this sidecar left in the pod's volume (a restarted
+    /// container; the emptyDir outlives it), with the freshness that run recorded, so a restart
+    /// during an outage keeps serving and does not wait on the provider.
+    pub fn record_adopted(&self, previous: &Value) {
+        let mut i = self.lock();
+        let parse = |k: &str| previous[k].as_str().and_then(parse_rfc3339);
+        if previous["source"] == "fallback" {
+            i.source = Some(Source::Fallback);
+            i.seeded_at = parse("seededFromFallbackAt").or(Some(SystemTime::now()));
+        } else {
+            i.source = Some(Source::Provider);
+            // Unknown age counts as old: better reported stale than falsely fresh.
+            i.last_success = parse("lastSuccess").or(Some(SystemTime::UNIX_EPOCH));
+        }
+        i.versions = previous["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|it| {
+                        Some(ItemVersion {
+                            name: it["name"].as_str()?.to_string(),
+                            version: it["version"].as_str().map(String::from),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+
     pub fn has_data(&self) -> bool {
         self.lock().source.is_some()
     }
@@ -271,6 +301,31 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Parses what [`rfc3339`] writes (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + mi * 60 + s).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// Unix seconds to ((year, month, day), (hour, minute, second)) in UTC (Howard Hinnant's
 /// days-to-civil algorithm; avoids a date crate for two call sites).
 pub fn civil(secs: u64) -> ((i64, u32, u32), (u32, u32, u32)) {
@@ -323,6 +378,16 @@ mod tests {
         i.last_error = None;
         i.last_success = Some(now);
         assert_eq!(Status::state_of(&i, max, now), State::Fresh);
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for secs in [0u64, 951_782_400, 1_709_251_199, 1_795_000_000] {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
     }
 
     #[test]
