@@ -122,7 +122,8 @@ fn rotation_switches_the_whole_set_within_one_interval() {
         (pair == ("u2".into(), "p2".into())).then_some(())
     });
     let interval = Duration::from_secs(spec.refresh_interval_seconds);
-    assert!(rotated.elapsed() < interval + Duration::from_secs(3), "picked up within one interval (+ slack)");
+    // Slack for a loaded CI machine; the agent itself refreshes no later than one interval.
+    assert!(rotated.elapsed() < interval + Duration::from_secs(5), "picked up within one interval (+ slack)");
     for pair in &seen {
         assert!(pair == &("u1".into(), "p1".into()) || pair == &("u2".into(), "p2".into()), "mixed set {pair:?}");
     }
