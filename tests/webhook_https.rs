@@ -81,28 +81,41 @@ struct Server {
 }
 
 impl Server {
+    /// Starts the binary on fresh loopback ports. Another test may take a port between our
+    /// probe and the child's bind, so an early exit is retried on new ports.
     fn start(cert: &Path, key: &Path, extra: &[&str]) -> Server {
-        let (port, admin) = (support::free_port(), support::free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .args(extra)
-            .env("RUST_LOG", "secretmode=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let server = Server { child, port, admin };
-        server.wait_for_admin();
-        server
+        for _ in 0..5 {
+            let (port, admin) = (support::free_port(), support::free_port());
+            let child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
+                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key)
+                .args(extra)
+                .env("RUST_LOG", "secretmode=warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let mut server = Server { child, port, admin };
+            if server.wait_for_admin() {
+                return server;
+            }
+        }
+        panic!("server did not start on five pairs of ports");
     }
 
-    fn wait_for_admin(&self) {
+    /// Whether the admin port answers; false if the process exited first (port taken).
+    fn wait_for_admin(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_err() {
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_ok() {
+                return true;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
             assert!(Instant::now() < deadline, "server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }

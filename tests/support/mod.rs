@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The virtualenv with OpenBao, moto, Helm's SDK and kubernetes-validate.
 pub fn venv() -> PathBuf {
@@ -21,9 +22,22 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that is free now and that nobody else in this process will be handed.
+///
+/// Ports come from below the kernel's ephemeral range (32768+), where the source ports of
+/// outgoing connections would otherwise take them between this probe and a child's bind; the
+/// start is spread by process id because test binaries may run side by side.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind an ephemeral port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let spread = (std::process::id() % 500) * 24;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((spread + n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(n < 12_000, "no free loopback port between 20000 and 32000");
+    }
 }
 
 /// Kubernetes versions every mutated pod and rendered manifest is checked against: the oldest
