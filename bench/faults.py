@@ -127,7 +127,7 @@ class Server:
 
 def oha(args, url, seconds, conns, rate=None, keepalive=True, name="oha"):
     out = args.out / f"{name}.json"
-    cmd = [args.oha, "--no-tui", "--output-format", "json", "--insecure", "-z", f"{seconds}s", "-c", str(conns),
+    cmd = [args.oha, "--no-tui", "--output-format", "json", "--insecure", "-w", "-z", f"{seconds}s", "-c", str(conns),
            "-m", "POST", "-T", "application/json", "-D", str(args.body), url]
     if rate:
         cmd += ["-q", str(rate)]
@@ -276,7 +276,14 @@ async def fault_sigterm_async(args, server, grace):
     exit_s = time.time() - t0
     ok_load, bad_load, err_load, _ = oha_result(load)
     # oha's errors after the stop are new connections refused (expected); in-flight ones are not.
-    unexpected = {k: v for k, v in err_load.items() if "refused" not in k.lower() and "connect" not in k.lower()}
+    # New connections after the stop are refused (expected). oha may also see "operation was
+    # canceled": a keep-alive connection closed while idle just as oha began its next request
+    # (the server never received it; Go's client retries exactly this case). At most one per
+    # connection; anything else fails the run.
+    unexpected = {k: v for k, v in err_load.items() if "refused" not in k.lower() and "canceled" not in k.lower()}
+    canceled = sum(v for k, v in err_load.items() if "canceled" in k.lower())
+    if canceled > 16:
+        unexpected["canceled beyond one per connection"] = canceled
     ok = (answered == len(inflight) and idle_closed == len(idle) and exit_code == 0 and exit_s <= grace + 1
           and not problems and bad_load == 0 and not unexpected)
     verdict("sigterm", ok, f"{answered}/{len(inflight)} in-flight answered ({closed_after} with Connection: close), "
@@ -293,13 +300,13 @@ def fault_sigterm(args):
         server.stop()
 
 
-async def slow_header_client(port, results, stop_at):
-    t0 = time.time()
-    try:
-        r, w = await open_tls(port)
-    except Exception:
-        results.append(("connect-failed", 0))
-        return
+async def slow_header_client(port, results, stop_at, sem):
+    async with sem:
+        try:
+            r, w = await open_tls(port)
+        except Exception:
+            results.append(("connect-failed", 0))
+            return
     t0 = time.time()
     line = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 200
     try:
@@ -320,12 +327,13 @@ async def slow_header_client(port, results, stop_at):
         results.append(("dropped", time.time() - t0))
 
 
-async def stalled_body_client(port, body, results):
-    try:
-        r, w = await open_tls(port)
-    except Exception:
-        results.append(("connect-failed", 0))
-        return
+async def stalled_body_client(port, body, results, sem):
+    async with sem:
+        try:
+            r, w = await open_tls(port)
+        except Exception:
+            results.append(("connect-failed", 0))
+            return
     t0 = time.time()
     w.write(request_bytes(body)[: -len(body) + 100])
     await w.drain()
@@ -343,10 +351,11 @@ async def fault_slow_async(args, server, header_timeout, body_timeout):
     load = oha(args, server.url, 12, 32, rate=1000, name="slow-load")
     await asyncio.sleep(1)
     slow, stalled = [], []
+    sem = asyncio.Semaphore(20)  # handshakes at once (the client is Python)
     stop_at = time.time() + 20
     await asyncio.gather(
-        *[slow_header_client(server.port, slow, stop_at) for _ in range(100)],
-        *[stalled_body_client(server.port, body, stalled) for _ in range(100)],
+        *[slow_header_client(server.port, slow, stop_at, sem) for _ in range(100)],
+        *[stalled_body_client(server.port, body, stalled, sem) for _ in range(100)],
     )
     ok_load, bad_load, err_load, data = oha_result(load)
     p99 = (data.get("latencyPercentiles", {}).get("p99") or 0) * 1000
@@ -355,10 +364,13 @@ async def fault_slow_async(args, server, header_timeout, body_timeout):
     ok = (bad_load == 0 and not err_load and len(slow_dropped) == 100 and len(stalled_done) == 100
           and max(slow_dropped) <= header_timeout + 2 and max(stalled_done) <= body_timeout + 2)
     kinds = sorted({k for k, _ in stalled})
+    slow_kinds = {}
+    for k, _ in slow:
+        slow_kinds[k] = slow_kinds.get(k, 0) + 1
     verdict("slow-clients", ok,
             f"oha {ok_load} OK at 1000 req/s (p99 {p99:.2f} ms), non-200 {bad_load}, errors {dict(err_load)}; "
             f"slow headers dropped {len(slow_dropped)}/100 after {min(slow_dropped, default=0):.1f}-{max(slow_dropped, default=0):.1f}s "
-            f"(header timeout {header_timeout}s); stalled bodies ended {len(stalled_done)}/100 ({', '.join(kinds)}) after "
+            f"(header timeout {header_timeout}s) {slow_kinds}; stalled bodies ended {len(stalled_done)}/100 ({', '.join(kinds)}) after "
             f"{min(stalled_done, default=0):.1f}-{max(stalled_done, default=0):.1f}s (body timeout {body_timeout}s)")
 
 
@@ -386,7 +398,7 @@ async def fault_oversize_async(args, server, cap):
     status2 = None
     reader_task = asyncio.create_task(read_response(r, timeout=30))
     try:
-        while sent < 64 * 1024 * 1024 and not reader_task.done():
+        while sent < 64 * 1024 * 1024 and not reader_task.done() and not w.is_closing():
             w.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
             await w.drain()
             sent += len(chunk)
@@ -394,13 +406,15 @@ async def fault_oversize_async(args, server, cap):
         pass
     try:
         status2, _, _ = await reader_task
-    except Exception:
-        status2 = None
+    except Exception as e:
+        # The server answers 413 and closes with our unread upload in its socket buffer; the
+        # kernel then resets the connection, which can destroy the 413 before we read it.
+        status2 = f"reset ({type(e).__name__})"
     w.close()
     peak = hwm_kb(server.proc.pid)
-    ok = status1 == 413 and status2 == 413 and sent < 64 * 1024 * 1024 and peak - base < 2 * cap // 1024 + 16 * 1024
-    verdict("oversize", ok, f"Content-Length 1e9 -> {status1}; chunked stream -> {status2} after {sent / 1048576:.1f} MiB sent "
-            f"of 64 MiB (cap {cap / 1048576:.1f} MiB); RSS before {base / 1024:.1f} MB, peak {peak / 1024:.1f} MB")
+    ok = status1 == 413 and (status2 == 413 or str(status2).startswith("reset")) and peak - base < 2 * cap // 1024 + 16 * 1024
+    verdict("oversize", ok, f"Content-Length 1e9 -> {status1}; chunked stream -> {status2} after the client had handed {sent / 1048576:.1f} "
+            f"MiB of 64 MiB to its socket (cap {cap / 1048576:.1f} MiB); RSS before {base / 1024:.1f} MB, peak {peak / 1024:.1f} MB")
 
 
 def fault_oversize(args):
@@ -412,12 +426,13 @@ def fault_oversize(args):
         server.stop()
 
 
-async def conn_client(port, req, results, hold):
-    try:
-        r, w = await open_tls(port)
-    except Exception as e:
-        results.append(f"connect:{type(e).__name__}")
-        return
+async def conn_client(port, req, results, hold, sem):
+    async with sem:  # the client is Python: at most this many handshakes at once
+        try:
+            r, w = await open_tls(port)
+        except Exception as e:
+            results.append(f"connect:{type(e).__name__}")
+            return
     try:
         w.write(req)
         await w.drain()
@@ -434,14 +449,8 @@ async def fault_conns_async(args, server, n):
     req = request_bytes(args.body.read_bytes())
     results = []
     hold = asyncio.Event()
-    sem = asyncio.Semaphore(200)  # handshakes in flight at once (the client is Python)
-
-    async def one():
-        async with sem:
-            pass
-        await conn_client(server.port, req, results, hold)
-
-    tasks = [asyncio.create_task(one()) for _ in range(n)]
+    sem = asyncio.Semaphore(50)
+    tasks = [asyncio.create_task(conn_client(server.port, req, results, hold, sem)) for _ in range(n)]
     deadline = time.time() + 120
     while len(results) < n and time.time() < deadline:
         await asyncio.sleep(0.2)

@@ -81,8 +81,8 @@ run() {
   if [ "$server" = secretmode ]; then port=$sm_port; pid=$sm_pid; else port=$ceil_port; pid=$ceil_pid; fi
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
-  [ "$rate" != max ] && rate_args=(-q "$rate")
-  "$oha" --no-tui --output-format json --insecure -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
+  [ "$rate" != max ] && rate_args=(-q "$rate" --latency-correction)
+  "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
     -m POST -T application/json -D "$out/bodies/$mode.json" \
     "https://127.0.0.1:$port/mutate?timeout=10s" >"$file"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \

@@ -31,6 +31,7 @@ log="$fuzz_dir/results/run-$(date -u +%Y%m%dT%H%M%SZ).txt"
 { echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "nproc: $(nproc)"; echo "toolchain: ${toolchain[*]:-stable+RUSTC_BOOTSTRAP} $(rustc ${toolchain[@]+"${toolchain[@]}"} --version)"; echo "budget: ${budget}s per target"; } | tee "$log"
 status=0
 for t in "${targets[@]}"; do
+  rm -rf "artifacts/$t"
   mkdir -p "corpus/$t" "artifacts/$t" "$fuzz_dir/regressions/$t"
   echo "==> $t for ${budget}s"
   set +e

@@ -160,7 +160,16 @@ pub fn strip_owned(patched: &Value, original: &Value, prefix: &str) -> Value {
 
     if let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut) {
         if let Some(ann) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-            ann.remove(&format!("{prefix}/injected"));
+            // The webhook owns `<prefix>/injected`: it overwrites a hand-written one.
+            let key = format!("{prefix}/injected");
+            match original["metadata"]["annotations"].get(&key) {
+                Some(before) => {
+                    ann.insert(key, before.clone());
+                }
+                None => {
+                    ann.remove(&key);
+                }
+            }
         }
         drop_if_created(meta, original.get("metadata"), "annotations");
     }

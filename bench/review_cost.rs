@@ -1,0 +1,55 @@
+//! Where the time of one admission goes, stage by stage, in a release build (no profiler
+//! needed): `secretmode-review-cost examples/admission/sidecar.json [iterations]`.
+//! Built only with `--features bench`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use secretmode::admission;
+use secretmode::admit;
+use secretmode::config::Config;
+
+fn time<T>(label: &str, n: u32, mut f: impl FnMut() -> T) {
+    for _ in 0..n / 10 {
+        black_box(f());
+    }
+    let start = Instant::now();
+    for _ in 0..n {
+        black_box(f());
+    }
+    println!("{label:<40} {:>8.2} us", start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+}
+
+fn main() -> Result<()> {
+    let path = std::env::args().nth(1).context("usage: secretmode-review-cost REVIEW.json [N]")?;
+    let n: u32 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let review: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let body = serde_json::to_vec(&review)?;
+    let pod = review["request"]["object"].clone();
+    let pod_text = serde_json::to_string(&pod)?;
+    let config = Config::builtin()?;
+    println!("{path}: review {} bytes, pod {} bytes, {n} iterations", body.len(), pod_text.len());
+    time("admission::review (whole)", n, || admission::review(&body, &config));
+    time("parse pod into Value", n, || serde_json::from_str::<Value>(&pod_text));
+    time("clone pod Value", n, || pod.clone());
+    time("admit::admit_pod", n, || admit::admit_pod(&pod, "demo", &config));
+    let prefix = config.annotation_prefix.as_str();
+    let ann = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    time("annotations::parse", n, || secretmode::annotations::parse(ann, prefix));
+    let parsed = secretmode::annotations::parse(ann, prefix).ok().flatten().context("annotations")?;
+    let mode = parsed.mode.context("mode")?;
+    time("annotations::resolve", n, || secretmode::annotations::resolve(&parsed, mode, &config));
+    let plan = secretmode::annotations::resolve(&parsed, mode, &config)?;
+    let spec = pod.get("spec").unwrap_or(&Value::Null);
+    time("policy.evaluate_pod", n, || config.policy.evaluate_pod("demo", spec, Some(&plan), &config));
+    let ctx = secretmode::inject::Context { namespace: "demo", injected_note: "mode=sidecar,items=2" };
+    time("inject::inject", n, || secretmode::inject::inject(&pod, &plan, &config, &ctx));
+    let mutated = secretmode::inject::inject(&pod, &plan, &config, &ctx)?;
+    time("patch::diff", n, || secretmode::patch::diff(&pod, &mutated));
+    let ops = secretmode::patch::diff(&pod, &mutated);
+    time("serialise patch", n, || serde_json::to_vec(&ops));
+    Ok(())
+}
