@@ -206,14 +206,23 @@ impl Agent {
     /// retry with backoff capped at the interval. Returns only on SIGTERM/SIGINT.
     pub async fn refresh_forever(&mut self, mut synced: bool) {
         let interval = Duration::from_secs(self.spec.refresh_interval_seconds.max(1));
-        let floor = (interval / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-        let mut backoff = Backoff::new(floor, interval);
+        // Capped at two intervals with the floor at half of one: full jitter then averages about
+        // one interval, so a long outage never raises the provider request rate above the
+        // steady refresh rate (measured by bench/agent_load.py); early retries still come sooner.
+        let floor = (interval / 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
+        let mut backoff = Backoff::new(floor, interval.saturating_mul(2));
         let mut stop = std::pin::pin!(shutdown());
+        let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        // Pods of one rollout sync within the same second; without spreading their first
+        // refresh over half an interval they would hit the provider together every interval.
+        let mut spread_first = synced;
         loop {
-            let wait = if synced {
-                // Up to 10% early, never late: spreads pods that started together while
-                // keeping the "rotation visible within one interval" promise.
-                let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+            let wait = if synced && spread_first {
+                spread_first = false;
+                interval - Duration::from_millis(fastrand::u64(0..=millis / 2))
+            } else if synced {
+                // Up to 10% early, never late: keeps the "rotation visible within one
+                // interval" promise while the phases drift further apart.
                 interval - Duration::from_millis(fastrand::u64(0..=millis / 10))
             } else {
                 backoff.next_delay()
