@@ -1,13 +1,13 @@
 //! AdmissionReview `admission.k8s.io/v1` on the wire.
 //!
-//! Only the fields the decision needs are deserialised; the pod itself is kept as raw JSON
-//! until we know it is a Pod CREATE worth looking at, and `oldObject`, `userInfo` and
-//! `options` are skipped without building values. The answer echoes the request uid and
-//! carries the patch as the base64 string the API server expects.
+//! Only the fields the decision needs are deserialised, in one pass over the body: the pod
+//! (`object`) is built as a JSON value straight away, because the webhook's rules send only
+//! Pod CREATEs; `oldObject`, `userInfo` and `options` are skipped without building values. The
+//! answer echoes the request uid and carries the patch as the base64 string the API server
+//! expects.
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -33,23 +33,22 @@ pub enum ReviewError {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+struct ReviewIn {
     api_version: Option<String>,
     kind: Option<String>,
-    #[serde(borrow)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+struct RequestIn {
     uid: Option<String>,
     kind: Option<GroupVersionKind>,
     sub_resource: Option<String>,
     namespace: Option<String>,
     operation: Option<String>,
-    #[serde(borrow)]
-    object: Option<&'a RawValue>,
+    /// `null` (DELETE) becomes `None`.
+    object: Option<Value>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -60,35 +59,6 @@ struct GroupVersionKind {
     group: String,
     #[serde(default)]
     kind: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct StatusOut<'a> {
-    code: u16,
-    message: &'a str,
 }
 
 /// The answer to one review, with what metrics and logs need to know about it.
@@ -110,7 +80,9 @@ pub struct Reviewed {
 
 /// Answers one AdmissionReview body.
 pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
-    let review: ReviewIn<'_> = serde_json::from_slice(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    // One UTF-8 check of the whole body, instead of one per string inside the parser.
+    let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(format!("not UTF-8: {e}")))?;
+    let review: ReviewIn = serde_json::from_str(text).map_err(|e| ReviewError::NotJson(e.to_string()))?;
     let version = review.api_version.unwrap_or_default();
     let kind = review.kind.unwrap_or_default();
     if version != API_VERSION || kind != KIND {
@@ -123,13 +95,12 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
     let is_pod_create = request.kind.as_ref().is_some_and(|k| k.group.is_empty() && k.kind == "Pod")
         && request.operation.as_deref() == Some("CREATE")
         && request.sub_resource.as_deref().unwrap_or_default().is_empty();
-    let object = request.object.filter(|o| o.get() != "null");
-    let (Some(object), true) = (object, is_pod_create) else {
+    let (Some(object), true) = (request.object, is_pod_create) else {
         return Ok(answer(uid, request_namespace, None, "ignored", &Decision::allow_nothing(), request.dry_run));
     };
 
-    let pod: Value = match serde_json::from_str(object.get()) {
-        Ok(pod @ Value::Object(_)) => pod,
+    let pod = match object {
+        pod @ Value::Object(_) => pod,
         _ => {
             let denial =
                 Decision::Deny { message: "request.object is not a JSON object".into(), mode: None, policy: None };
@@ -138,7 +109,8 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
     };
     // generateName pods and some clients leave metadata.namespace empty.
     let namespace = pod
-        .pointer("/metadata/namespace")
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .map(str::to_string)
@@ -176,21 +148,51 @@ fn answer(
         Decision::Deny { message, .. } => (false, Some(message.as_str()), None, &[]),
     };
     let patch_bytes = patch.as_ref().map_or(0, Vec::len);
-    let response = ReviewOut {
-        api_version: API_VERSION,
-        kind: KIND,
-        response: ResponseOut {
-            uid: &uid,
-            allowed,
-            status: message.map(|message| StatusOut { code: 403, message }),
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch: patch.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            warnings,
-        },
-    };
-    // Serialising a struct of strings, bools and a byte string cannot fail.
-    let body = serde_json::to_vec(&response).unwrap_or_default();
+    let body = response_body(&uid, allowed, message, patch.as_deref(), warnings);
     Reviewed { body, uid, namespace, mode, outcome, patch_bytes, dry_run, policy: decision.policy().cloned() }
+}
+
+/// The AdmissionReview answer, written by hand: the base64 patch goes straight into the body
+/// instead of through a string serialiser that would scan every byte of it for escapes (the
+/// base64 alphabet needs none). Strings from the request or the decision are escaped by
+/// serde_json.
+fn response_body(
+    uid: &str,
+    allowed: bool,
+    message: Option<&str>,
+    patch: Option<&[u8]>,
+    warnings: &[String],
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(192 + patch.map_or(0, |p| p.len() * 4 / 3 + 4));
+    body.extend_from_slice(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#);
+    push_json(&mut body, uid);
+    body.extend_from_slice(if allowed { br#","allowed":true"# } else { br#","allowed":false"# });
+    if let Some(message) = message {
+        body.extend_from_slice(br#","status":{"code":403,"message":"#);
+        push_json(&mut body, message);
+        body.push(b'}');
+    }
+    if let Some(patch) = patch {
+        body.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        let start = body.len();
+        body.resize(start + base64::encoded_len(patch.len(), true).unwrap_or_default(), 0);
+        let written = base64::engine::general_purpose::STANDARD.encode_slice(patch, &mut body[start..]).unwrap_or(0);
+        body.truncate(start + written);
+        body.push(b'"');
+    }
+    if !warnings.is_empty() {
+        body.extend_from_slice(br#","warnings":"#);
+        push_json(&mut body, warnings);
+    }
+    body.extend_from_slice(b"}}");
+    body
+}
+
+/// Serialising a string or a list of strings into a Vec cannot fail.
+fn push_json<T: serde::Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *body, value).is_err() {
+        body.extend_from_slice(b"null");
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +312,7 @@ mod tests {
                 *e == ReviewError::NoUid
             }),
             (br#"[1,2]"#.to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
+            (b"{\"apiVersion\":\"\xff\"}".to_vec(), |e| matches!(e, ReviewError::NotJson(_))),
         ];
         for (body, expected) in cases {
             let e = review(&body, &cfg).unwrap_err();
@@ -335,6 +338,21 @@ mod tests {
         assert_eq!((hit.rule.as_str(), hit.enforcement), ("default", crate::policy::Enforcement::Audit));
         let clean = review(&body, &Config::builtin().unwrap()).unwrap();
         assert!(clean.policy.is_none());
+    }
+
+    #[test]
+    fn the_hand_written_answer_escapes_what_it_echoes() {
+        let uid = "a\"b\\c\nd\u{1}é/</script>";
+        let body = response_body(uid, false, Some("bad \"value\"\n"), None, &["w\"1".to_string()]);
+        let a: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(a["response"]["uid"], uid);
+        assert_eq!(a["response"]["status"]["message"], "bad \"value\"\n");
+        assert_eq!(a["response"]["warnings"], json!(["w\"1"]));
+        let body = response_body("u", true, None, Some(br#"[{"op":"add"}]"#), &[]);
+        let a: Value = serde_json::from_slice(&body).unwrap();
+        let patch = base64::engine::general_purpose::STANDARD.decode(a["response"]["patch"].as_str().unwrap()).unwrap();
+        assert_eq!(patch, br#"[{"op":"add"}]"#);
+        assert!(a["response"].get("warnings").is_none() && a["response"].get("status").is_none());
     }
 
     #[test]

@@ -8,8 +8,9 @@ use serde_json::Value;
 use crate::annotations::{self, Plan};
 use crate::config::Config;
 use crate::inject::{self, InjectError, RESERVED_PREFIX};
+use crate::json;
 use crate::modes::Mode;
-use crate::patch::{self, PatchOp};
+use crate::patch::PatchOp;
 use crate::policy::{Enforcement, Verdict};
 
 /// Annotation the kubelet puts on mirror pods of static pods.
@@ -107,7 +108,7 @@ fn skip_noting(warnings: Vec<String>, policy: Option<PolicyHit>) -> Decision {
 /// Decides for a pod in `namespace` (the pod's own, or the request's for `generateName` pods).
 pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
     let prefix = config.annotation_prefix.as_str();
-    let pod_annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let pod_annotations = json::at(pod, &["metadata", "annotations"]).and_then(Value::as_object);
     let parsed = match annotations::parse(pod_annotations, prefix) {
         Ok(parsed) => parsed,
         Err(e) => return Decision::Deny { message: e.to_string(), mode: None, policy: None },
@@ -183,8 +184,8 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
     warnings.extend(inject::readability_warning(pod, &plan));
 
     let ctx = inject::Context { namespace, injected_note: &note };
-    let mutated = match inject::inject(pod, &plan, config, &ctx) {
-        Ok(mutated) => mutated,
+    let injection = match inject::inject(pod, &plan, config, &ctx) {
+        Ok(injection) => injection,
         Err(e @ InjectError::Denied { .. }) => {
             return Decision::Deny { message: format!("{prefix}/mode {mode}: {e}"), mode: Some(mode), policy: None }
         }
@@ -192,11 +193,9 @@ pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
             return Decision::Deny { message: e.to_string(), mode: Some(mode), policy: None }
         }
     };
-    let ops = patch::diff(pod, &mutated);
-    let outcome =
-        if ops.iter().all(|op| is_annotation_op(op, prefix)) { Outcome::Unchanged } else { Outcome::Injected };
     // An already-injected pod gets no patch at all, even if the note would read differently.
-    let ops = if outcome == Outcome::Unchanged { Vec::new() } else { ops };
+    let (outcome, ops) =
+        if injection.changes_pod { (Outcome::Injected, injection.ops) } else { (Outcome::Unchanged, Vec::new()) };
     Decision::Allow {
         patch: ops,
         warnings: warnings.into_iter().map(truncate_warning).collect(),
@@ -218,18 +217,6 @@ fn injected_note(plan: &Plan, defaulted: bool) -> String {
         note.push_str(",mode-from=policy");
     }
     note
-}
-
-/// Whether an op only touches the `<prefix>/injected` annotation (or creates the annotations
-/// map holding nothing else).
-fn is_annotation_op(op: &PatchOp, prefix: &str) -> bool {
-    let injected = format!("/metadata/annotations/{prefix}~1injected");
-    match op {
-        PatchOp::Add { path, value } | PatchOp::Replace { path, value } => {
-            path == &injected || path == "/metadata/annotations" && value.as_object().is_some_and(|m| m.len() == 1)
-        }
-        PatchOp::Remove { .. } => false,
-    }
 }
 
 fn reserved_name(pod: &Value) -> Option<String> {

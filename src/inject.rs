@@ -1,19 +1,20 @@
-//! The pure mutation: pod JSON + plan + config in, new pod JSON or a typed denial out.
+//! The pure mutation: pod JSON + plan + config in, add-only RFC 6902 ops or a typed denial out.
 //!
-//! The pod is edited as raw JSON (never round-tripped through typed structs) so fields newer
-//! than any k8s-openapi version survive. Idempotence is read from the pod's own spec: an
+//! The pod is read as raw JSON (never round-tripped through typed structs) and only ever added
+//! to, at positions read from it, so fields newer than any k8s-openapi version survive. Idempotence is read from the pod's own spec: an
 //! object with a reserved `secretmode-` name counts as already injected only if it still holds
 //! everything this injection would write; anything else under a reserved name is a collision.
 
-use std::collections::HashSet;
-
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
 use crate::agent_spec::{self, AgentItem, AgentSpec};
 use crate::annotations::{paths_overlap, ItemSource, Plan};
 use crate::config::{AwsAuth, Config, ProviderConfig, VaultAuth};
+use crate::json;
 use crate::modes::Mode;
+use crate::patch::{self, PatchOp};
 use crate::quantity;
 
 pub const RESERVED_PREFIX: &str = "secretmode-";
@@ -51,17 +52,27 @@ pub struct Context<'a> {
 }
 
 /// What one injection adds, computed once from plan and config.
-struct Desired {
+struct Desired<'a> {
     volumes: Vec<Value>,
     /// The agent container and whether it goes into `initContainers`.
-    agent: Option<(Value, bool)>,
+    agent: Option<(AgentContainer<'a>, bool)>,
     mount: Value,
     env: Vec<Value>,
 }
 
-/// Returns the mutated copy of `pod`. Equal to `pod` (bar the annotation) when it already
-/// carries this injection.
-pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Value, InjectError> {
+/// What one injection patches, in application order.
+#[derive(Debug)]
+pub struct Injection {
+    pub ops: Vec<PatchOp>,
+    /// Whether anything besides the `<prefix>/injected` annotation is patched; false means the
+    /// pod already carries this injection.
+    pub changes_pod: bool,
+}
+
+/// The ops that inject `plan` into `pod`. Every op is an `add` at a position read from the
+/// pod itself (append after the last entry, insert the agent first, create a missing list or
+/// map), so the pod's own JSON, unknown fields included, is never rewritten.
+pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Injection, InjectError> {
     let spec = pod
         .get("spec")
         .and_then(Value::as_object)
@@ -78,51 +89,78 @@ pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> R
     check_reserved(&volumes, &app_containers, &init_containers, &desired)?;
     let targets = target_containers(&app_containers, plan)?;
 
-    let mut out = pod.clone();
-    let spec = out
-        .get_mut("spec")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| InjectError::Malformed("spec is not an object".into()))?;
-
-    let containers = spec
-        .get_mut("containers")
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| InjectError::Malformed("spec.containers is not a list".into()))?;
+    let mut ops = Vec::new();
+    // Container ops come before the agent's insert-first, which shifts container indices.
     for index in targets {
-        if let Some(container) = containers.get_mut(index).and_then(Value::as_object_mut) {
-            wire_container(container, &desired, &plan.mount_path)?;
+        if let Some(container) = app_containers.get(index).and_then(|(_, c)| c.as_object()) {
+            wire_container(container, index, &desired, &plan.mount_path, &mut ops)?;
         }
     }
-
-    for volume in &desired.volumes {
-        let name = volume["name"].as_str().unwrap_or_default();
-        if !volumes.iter().any(|(n, _)| *n == name) {
-            push_to(spec, "volumes", volume.clone());
-        }
-    }
+    let missing_volumes: Vec<&Value> = desired
+        .volumes
+        .iter()
+        .filter(|v| {
+            let name = v["name"].as_str().unwrap_or_default();
+            !volumes.iter().any(|(n, _)| *n == name)
+        })
+        .collect();
+    append_all(&mut ops, "/spec/volumes".into(), spec.get("volumes"), &missing_volumes)?;
     if let Some((agent, as_init)) = &desired.agent {
         let list = if *as_init { "initContainers" } else { "containers" };
-        let name = agent["name"].as_str().unwrap_or_default();
         let present = if *as_init { &init_containers } else { &app_containers };
-        if !present.iter().any(|(n, _)| *n == name) {
-            insert_first(spec, list, agent.clone());
+        if !present.iter().any(|(n, _)| *n == agent.name) {
+            ops.push(match spec.get(list) {
+                Some(Value::Array(_)) => PatchOp::add(format!("/spec/{list}/0"), agent),
+                _ => PatchOp::add(format!("/spec/{list}"), &[agent]),
+            }?);
         }
     }
+    let changes_pod = !ops.is_empty();
+    annotate(pod, &format!("{}/injected", config.annotation_prefix), ctx.injected_note, &mut ops)?;
+    Ok(Injection { ops, changes_pod })
+}
 
-    let annotations = out
-        .as_object_mut()
-        .ok_or_else(|| InjectError::Malformed("pod is not an object".into()))?
-        .entry("metadata")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .ok_or_else(|| InjectError::Malformed("metadata is not an object".into()))?
-        .entry("annotations")
-        .or_insert_with(|| json!({}));
-    let annotations = annotations
-        .as_object_mut()
-        .ok_or_else(|| InjectError::Malformed("metadata.annotations is not an object".into()))?;
-    annotations.insert(format!("{}/injected", config.annotation_prefix), Value::String(ctx.injected_note.to_string()));
-    Ok(out)
+/// Sets one annotation, creating `metadata` or `metadata.annotations` if missing; no op when
+/// it already holds `value`.
+fn annotate(pod: &Value, key: &str, value: &str, ops: &mut Vec<PatchOp>) -> Result<(), InjectError> {
+    let op = match pod.get("metadata") {
+        None => PatchOp::add("/metadata".into(), &json!({"annotations": {key: value}})),
+        Some(Value::Object(meta)) => match meta.get("annotations") {
+            None | Some(Value::Null) => PatchOp::add("/metadata/annotations".into(), &json!({key: value})),
+            Some(Value::Object(a)) if a.get(key).and_then(Value::as_str) == Some(value) => return Ok(()),
+            Some(Value::Object(_)) => {
+                let mut path = String::from("/metadata/annotations");
+                patch::push_token(&mut path, key);
+                PatchOp::add(path, value)
+            }
+            Some(_) => return Err(InjectError::Malformed("metadata.annotations is not an object".into())),
+        },
+        Some(_) => return Err(InjectError::Malformed("metadata is not an object".into())),
+    };
+    ops.push(op?);
+    Ok(())
+}
+
+/// Appends `values` to the list at `path` (currently `existing`): one `add` per value after
+/// the last entry, or one `add` of the whole list where there is no list yet (or `null`).
+fn append_all<T: Serialize>(
+    ops: &mut Vec<PatchOp>,
+    path: String,
+    existing: Option<&Value>,
+    values: &[T],
+) -> Result<(), InjectError> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    match existing {
+        Some(Value::Array(list)) => {
+            for (i, value) in values.iter().enumerate() {
+                ops.push(PatchOp::add(format!("{path}/{}", list.len() + i), value)?);
+            }
+        }
+        _ => ops.push(PatchOp::add(path, values)?),
+    }
+    Ok(())
 }
 
 /// `(name, object)` pairs of a named list; missing list = empty.
@@ -192,7 +230,7 @@ fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Re
     Ok(())
 }
 
-fn desired(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Desired, InjectError> {
+fn desired<'a>(pod: &Value, plan: &'a Plan, config: &'a Config, ctx: &Context<'_>) -> Result<Desired<'a>, InjectError> {
     let mount_path = plan.mount_path.as_str();
     let mut env = Vec::with_capacity(plan.items.len() * 2);
     for item in &plan.items {
@@ -241,19 +279,22 @@ fn desired(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Resu
             let provider =
                 plan.provider_config(config).ok_or_else(|| InjectError::Malformed("provider not resolved".into()))?;
             volumes.push(json!({"name": SECRETS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": config.agent.memory_volume_size_limit}}));
-            let mut agent_mounts = vec![json!({"name": SECRETS_VOLUME, "mountPath": mount_path})];
+            let mut agent_mounts = vec![Mount { name: SECRETS_VOLUME, mount_path, read_only: false }];
             if let Some(audience) = provider.token_audience() {
                 volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
                     "audience": audience,
                     "expirationSeconds": config.agent.token_expiration_seconds,
                     "path": "token",
                 }}]}}));
-                agent_mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": agent_spec::TOKEN_DIR, "readOnly": true}));
+                agent_mounts.push(Mount { name: TOKEN_VOLUME, mount_path: agent_spec::TOKEN_DIR, read_only: true });
             }
             if let Some(secret) = &plan.fallback_secret {
                 volumes.push(json!({"name": FALLBACK_VOLUME, "secret": {"secretName": secret, "optional": true, "defaultMode": MODE_0444}}));
-                agent_mounts
-                    .push(json!({"name": FALLBACK_VOLUME, "mountPath": agent_spec::FALLBACK_DIR, "readOnly": true}));
+                agent_mounts.push(Mount {
+                    name: FALLBACK_VOLUME,
+                    mount_path: agent_spec::FALLBACK_DIR,
+                    read_only: true,
+                });
             }
             agent = Some(agent_container(pod, plan, config, ctx, provider, agent_mounts)?);
         }
@@ -261,17 +302,19 @@ fn desired(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Resu
     Ok(Desired { volumes, agent, mount, env })
 }
 
-fn agent_container(
+fn agent_container<'a>(
     pod: &Value,
     plan: &Plan,
-    config: &Config,
+    config: &'a Config,
     ctx: &Context<'_>,
-    provider: &ProviderConfig,
-    mounts: Vec<Value>,
-) -> Result<(Value, bool), InjectError> {
+    provider: &'a ProviderConfig,
+    mounts: Vec<Mount<'a>>,
+) -> Result<(AgentContainer<'a>, bool), InjectError> {
     let a = &config.agent;
-    let service_account =
-        pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default");
+    let service_account = json::at(pod, &["spec", "serviceAccountName"])
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
     let spec = AgentSpec {
         version: agent_spec::SPEC_VERSION,
         provider_name: plan.provider.clone().unwrap_or_default(),
@@ -295,77 +338,23 @@ fn agent_container(
         health_port: a.health_port,
     };
     let spec_json = serde_json::to_string(&spec).map_err(|e| InjectError::Malformed(format!("agent spec: {e}")))?;
-    let mut env = vec![json!({"name": agent_spec::SPEC_ENV, "value": spec_json})];
+    let mut env = vec![EnvVar { name: agent_spec::SPEC_ENV, value: Some(spec_json), value_from: None }];
     if let ProviderConfig::Vault(v) = provider {
         if let VaultAuth::Token { secret_ref } = &v.auth {
-            env.push(json!({"name": "VAULT_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret_ref.name, "key": secret_ref.key}}}));
+            env.push(EnvVar {
+                name: "VAULT_TOKEN",
+                value: None,
+                value_from: Some(EnvSource { secret_key_ref: KeyRef { name: &secret_ref.name, key: &secret_ref.key } }),
+            });
         }
     }
-    let mut c = json!({
-        "name": if plan.mode == Mode::Init { INIT_CONTAINER } else { SIDECAR_CONTAINER },
-        "image": a.image,
-        "imagePullPolicy": a.image_pull_policy,
-        "command": [a.binary],
-        "args": if plan.mode == Mode::Init { json!(["agent", "--once"]) } else { json!(["agent"]) },
-        "env": env,
-        "volumeMounts": mounts,
-        "securityContext": {
-            "runAsNonRoot": true,
-            "runAsUser": a.run_as_user,
-            "runAsGroup": app_group(pod, plan).unwrap_or(a.run_as_group),
-            "allowPrivilegeEscalation": false,
-            "privileged": false,
-            "readOnlyRootFilesystem": true,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    });
-    let obj = c.as_object_mut().ok_or_else(|| InjectError::Malformed("agent container".into()))?;
-    if a.resources != Default::default() {
-        obj.insert("resources".into(), json!(a.resources));
-    }
-    if plan.mode == Mode::Init {
-        return Ok((c, true));
-    }
-    let port = a.health_port;
-    obj.insert("ports".into(), json!([{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}]));
-    // Passes after the first sync or fallback seed; generous enough to cover the start
-    // deadline, after which the kubelet restarts the sidecar with back-off.
-    let startup_budget = a.start_deadline.0.as_secs().saturating_add(30).min(3600);
-    obj.insert(
-        "startupProbe".into(),
-        json!({
-            "httpGet": {"path": agent_spec::STARTUP_PATH, "port": port},
-            "periodSeconds": 1,
-            "timeoutSeconds": 1,
-            "failureThreshold": startup_budget,
-        }),
-    );
-    // Liveness says "the process works", never "the provider answers": restarting a sidecar
-    // into an outage only loses its last good values.
-    obj.insert(
-        "livenessProbe".into(),
-        json!({
-            "httpGet": {"path": agent_spec::HEALTH_PATH, "port": port},
-            "periodSeconds": 10,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-        }),
-    );
-    if a.native_sidecar {
-        obj.insert("restartPolicy".into(), json!("Always"));
-        Ok((c, true))
-    } else {
-        // Plain container placed first: the kubelet starts containers in order and waits for a
-        // postStart hook, so the app starts only after the first sync.
-        obj.insert(
-            "lifecycle".into(),
-            json!({"postStart": {"exec": {"command": [
-                a.binary, "agent-wait", "--port", port.to_string(), "--timeout-seconds", startup_budget.to_string(),
-            ]}}}),
-        );
-        Ok((c, false))
-    }
+    let (role, as_init) = match plan.mode {
+        Mode::Init => (Role::Init, true),
+        _ => (Role::Sidecar { native: a.native_sidecar }, a.native_sidecar),
+    };
+    let group = app_group(pod, plan).unwrap_or(a.run_as_group);
+    let paths = Paths { startup: agent_spec::STARTUP_PATH, health: agent_spec::HEALTH_PATH };
+    Ok((AgentContainer::new(role, a, env, mounts, group, paths), as_init))
 }
 
 /// The group the app runs as (first target container, else the pod), if set and not root.
@@ -379,8 +368,8 @@ fn app_group(pod: &Value, plan: &Plan) -> Option<i64> {
         None => containers.iter().find(|c| !c["name"].as_str().unwrap_or_default().starts_with(RESERVED_PREFIX)),
     };
     first
-        .and_then(|c| c.pointer("/securityContext/runAsGroup"))
-        .or_else(|| spec.pointer("/securityContext/runAsGroup"))
+        .and_then(|c| json::at(c, &["securityContext", "runAsGroup"]))
+        .or_else(|| json::at(spec, &["securityContext", "runAsGroup"]))
         .and_then(Value::as_i64)
         .filter(|g| *g > 0)
 }
@@ -388,7 +377,7 @@ fn app_group(pod: &Value, plan: &Plan) -> Option<i64> {
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
 pub fn readability_warning(pod: &Value, plan: &Plan) -> Option<String> {
     let spec = pod.get("spec")?;
-    if spec.pointer("/securityContext/fsGroup").is_some() || plan.mode == Mode::Csi {
+    if json::at(spec, &["securityContext", "fsGroup"]).is_some() || plan.mode == Mode::Csi {
         return None;
     }
     let non_root = |sc: Option<&Value>| {
@@ -414,7 +403,13 @@ pub fn readability_warning(pod: &Value, plan: &Plan) -> Option<String> {
 /// The provider definition with per-pod placeholders (`{namespace}`, `{serviceAccount}`)
 /// filled in. Only config-defined text is substituted, never annotation text.
 fn personalise(provider: &ProviderConfig, namespace: &str, service_account: &str) -> ProviderConfig {
-    let fill = |s: &str| s.replace("{namespace}", namespace).replace("{serviceAccount}", service_account);
+    let fill = |s: &str| {
+        if s.contains('{') {
+            s.replace("{namespace}", namespace).replace("{serviceAccount}", service_account)
+        } else {
+            s.to_string()
+        }
+    };
     let mut p = provider.clone();
     match &mut p {
         ProviderConfig::Vault(v) => {
@@ -455,8 +450,8 @@ fn check_reserved(
     for (list, entries, as_init) in [("containers", containers, false), ("initContainers", init_containers, true)] {
         for (name, existing) in entries.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
             match &desired.agent {
-                Some((wanted, init)) if *init == as_init && wanted["name"] == *name => {
-                    if !covers(existing, wanted, "") {
+                Some((wanted, init)) if *init == as_init && wanted.name == *name => {
+                    if !covers(existing, &wanted.to_value(), "") {
                         return deny(format!("{list} entry {name} exists but differs from what secretmode injects (another version or settings?)"), fix);
                     }
                 }
@@ -493,9 +488,15 @@ fn target_containers(containers: &[(&str, &Value)], plan: &Plan) -> Result<Vec<u
     }
 }
 
-/// Adds the read-only mount and the env vars to one app container, once.
-fn wire_container(container: &mut Map<String, Value>, desired: &Desired, mount_path: &str) -> Result<(), InjectError> {
-    let name = container.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+/// The ops that add the read-only mount and the env vars to app container `index`, once.
+fn wire_container(
+    container: &Map<String, Value>,
+    index: usize,
+    desired: &Desired,
+    mount_path: &str,
+    ops: &mut Vec<PatchOp>,
+) -> Result<(), InjectError> {
+    let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
     let mounts = container.get("volumeMounts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let mut has_mount = false;
     for m in mounts {
@@ -517,53 +518,26 @@ fn wire_container(container: &mut Map<String, Value>, desired: &Desired, mount_p
         }
     }
     if !has_mount {
-        push_to(container, "volumeMounts", desired.mount.clone());
+        let path = format!("/spec/containers/{index}/volumeMounts");
+        append_all(ops, path, container.get("volumeMounts"), std::slice::from_ref(&desired.mount))?;
     }
 
-    let existing: HashSet<&str> = container
-        .get("env")
-        .and_then(Value::as_array)
-        .map(|env| env.iter().filter_map(|e| e.get("name").and_then(Value::as_str)).collect())
-        .unwrap_or_default();
+    let env = container.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let mut to_add = Vec::new();
     for var in &desired.env {
         let var_name = var["name"].as_str().unwrap_or_default();
-        if existing.contains(var_name) {
-            let env = container.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-            let same =
-                env.iter().any(|e| e.get("name").and_then(Value::as_str) == Some(var_name) && covers(e, var, ""));
-            if !same {
-                return deny(
-                    format!("container {name} already sets {var_name} to something else"),
-                    "remove that variable (secretmode sets it), or rename the item",
-                );
-            }
-        } else {
-            to_add.push(var.clone());
+        let mut same_name = env.iter().filter(|e| e.get("name").and_then(Value::as_str) == Some(var_name)).peekable();
+        if same_name.peek().is_none() {
+            to_add.push(var);
+        } else if !same_name.any(|e| covers(e, var, "")) {
+            return deny(
+                format!("container {name} already sets {var_name} to something else"),
+                "remove that variable (secretmode sets it), or rename the item",
+            );
         }
     }
-    for var in to_add {
-        push_to(container, "env", var);
-    }
+    append_all(ops, format!("/spec/containers/{index}/env"), container.get("env"), &to_add)?;
     Ok(())
-}
-
-fn push_to(obj: &mut Map<String, Value>, field: &str, value: Value) {
-    match obj.get_mut(field) {
-        Some(Value::Array(list)) => list.push(value),
-        _ => {
-            obj.insert(field.to_string(), Value::Array(vec![value]));
-        }
-    }
-}
-
-fn insert_first(obj: &mut Map<String, Value>, field: &str, value: Value) {
-    match obj.get_mut(field) {
-        Some(Value::Array(list)) => list.insert(0, value),
-        _ => {
-            obj.insert(field.to_string(), Value::Array(vec![value]));
-        }
-    }
 }
 
 /// Fields the API server fills in on objects like ours (container, probe, port, volume
@@ -597,5 +571,14 @@ fn covers(existing: &Value, wanted: &Value, key: &str) -> bool {
     }
 }
 
+mod container;
 #[cfg(test)]
 mod tests;
+
+use container::{AgentContainer, EnvSource, EnvVar, KeyRef, Mount, Paths, Role};
+
+impl From<serde_json::Error> for InjectError {
+    fn from(e: serde_json::Error) -> InjectError {
+        InjectError::Malformed(format!("patch value: {e}"))
+    }
+}

@@ -2,8 +2,8 @@
 //! one annotation, how its secrets reach its pods (`eso`, `csi`, `init`, `sidecar`) and so
 //! which failure mode it lives with when the secret provider is down.
 //!
-//! Layout: [`annotations`] parses, [`policy`] judges, [`inject`] mutates raw pod JSON,
-//! [`patch`] diffs, [`admit`] is the one place that decides, [`admission`] speaks the wire
+//! Layout: [`annotations`] parses, [`policy`] judges, [`inject`] reads raw pod JSON and emits
+//! add-only [`patch`] ops, [`admit`] is the one place that decides, [`admission`] speaks the wire
 //! format, [`server`] serves it over HTTPS. The same binary is the injected [`agent`].
 
 pub mod admission;
@@ -16,6 +16,7 @@ pub mod certs;
 pub mod config;
 pub mod duration;
 pub mod inject;
+pub mod json;
 pub mod modes;
 pub mod mutate_cmd;
 pub mod patch;

@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 use secretmode::telemetry::{self, LogFormat};
 use secretmode::{agent, audit, certs, config::Config, mutate_cmd, server};
 
+/// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "secretmode", version, about = "Choose per workload how secrets reach pods, and so how they fail")]
 struct Cli {

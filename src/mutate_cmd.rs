@@ -167,8 +167,8 @@ impl Target {
             Target::Pod | Target::Review => patched,
             Target::Template(at) => {
                 if let Value::Object(map) = &mut patched {
-                    map.shift_remove("apiVersion");
-                    map.shift_remove("kind");
+                    map.remove("apiVersion");
+                    map.remove("kind");
                 }
                 if let Some(slot) = doc.pointer_mut(at) {
                     *slot = patched;
@@ -184,26 +184,7 @@ pub fn apply(pod: &Value, ops: &[PatchOp]) -> Result<Value> {
     let mut out = pod.clone();
     for op in ops {
         match op {
-            PatchOp::Add { path, value } => add(&mut out, path, value.clone())?,
-            PatchOp::Replace { path, value } => {
-                *out.pointer_mut(path).with_context(|| format!("replace: no {path}"))? = value.clone();
-            }
-            PatchOp::Remove { path } => {
-                let (parent, last) = split(path)?;
-                match out.pointer_mut(parent).with_context(|| format!("remove: no {parent}"))? {
-                    Value::Object(map) => {
-                        map.shift_remove(&last).with_context(|| format!("remove: no {path}"))?;
-                    }
-                    Value::Array(list) => {
-                        let i: usize = last.parse().with_context(|| format!("remove: bad index in {path}"))?;
-                        if i >= list.len() {
-                            bail!("remove: index out of range in {path}");
-                        }
-                        list.remove(i);
-                    }
-                    _ => bail!("remove: {parent} is not a container"),
-                }
-            }
+            PatchOp::Add { path, value } => add(&mut out, path, serde_json::from_str(value.get())?)?,
         }
     }
     Ok(out)

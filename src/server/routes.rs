@@ -130,21 +130,26 @@ async fn mutate(
             if reviewed.patch_bytes > 0 {
                 state.metrics.patch_bytes.observe(reviewed.patch_bytes as f64);
             }
-            // One span and one line per admission; never the pod spec, never env values.
-            let span = tracing::info_span!(
-                "admission",
-                uid = %reviewed.uid,
-                namespace = %reviewed.namespace,
-                mode,
-                outcome = reviewed.outcome,
-                duration_us = elapsed.as_micros() as u64,
-                patch_bytes = reviewed.patch_bytes,
-                dry_run = reviewed.dry_run,
-            );
-            span.in_scope(|| match reviewed.outcome {
-                "injected" | "denied" | "mirror" => tracing::info!("admission"),
-                _ => tracing::debug!("admission"),
-            });
+            // One line per admission, never the pod spec, never env values; an event, not a
+            // span plus an event, because this runs on every pod creation.
+            macro_rules! admission_line {
+                ($level:ident) => {
+                    tracing::$level!(
+                        uid = %reviewed.uid,
+                        namespace = %reviewed.namespace,
+                        mode,
+                        outcome = reviewed.outcome,
+                        duration_us = elapsed.as_micros() as u64,
+                        patch_bytes = reviewed.patch_bytes,
+                        dry_run = reviewed.dry_run,
+                        "admission"
+                    )
+                };
+            }
+            match reviewed.outcome {
+                "injected" | "denied" | "mirror" => admission_line!(info),
+                _ => admission_line!(debug),
+            }
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], reviewed.body).into_response()
         }
     }
