@@ -26,6 +26,10 @@ use secretmode::server::listener::{serve_tls, ListenerLimits};
 use secretmode::server::metrics::Metrics;
 use secretmode::server::tls::{self, CertResolver};
 
+/// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Deserialize)]
 struct ReviewIn<'a> {
     #[serde(borrow)]

@@ -1,5 +1,5 @@
 //! Where the time of one admission goes, stage by stage, in a release build (no profiler
-//! needed): `secretmode-review-cost examples/admission/sidecar.json [iterations]`.
+//! needed): `secretmode-review-cost examples/admission/sidecar.json [iterations [stage]]`.
 //! Built only with `--features bench`.
 
 use std::hint::black_box;
@@ -12,7 +12,16 @@ use secretmode::admission;
 use secretmode::admit;
 use secretmode::config::Config;
 
+/// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn time<T>(label: &str, n: u32, mut f: impl FnMut() -> T) {
+    // A third argument runs only the stages whose label contains it, so an instruction
+    // counter (`valgrind --tool=callgrind`) sees one stage: repeatable on a busy machine.
+    if std::env::args().nth(3).is_some_and(|only| !label.contains(&only)) {
+        return;
+    }
     for _ in 0..n / 10 {
         black_box(f());
     }
@@ -24,7 +33,7 @@ fn time<T>(label: &str, n: u32, mut f: impl FnMut() -> T) {
 }
 
 fn main() -> Result<()> {
-    let path = std::env::args().nth(1).context("usage: secretmode-review-cost REVIEW.json [N]")?;
+    let path = std::env::args().nth(1).context("usage: secretmode-review-cost REVIEW.json [N [STAGE]]")?;
     let n: u32 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let review: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let body = serde_json::to_vec(&review)?;
@@ -47,9 +56,7 @@ fn main() -> Result<()> {
     time("policy.evaluate_pod", n, || config.policy.evaluate_pod("demo", spec, Some(&plan), &config));
     let ctx = secretmode::inject::Context { namespace: "demo", injected_note: "mode=sidecar,items=2" };
     time("inject::inject", n, || secretmode::inject::inject(&pod, &plan, &config, &ctx));
-    let mutated = secretmode::inject::inject(&pod, &plan, &config, &ctx)?;
-    time("patch::diff", n, || secretmode::patch::diff(&pod, &mutated));
-    let ops = secretmode::patch::diff(&pod, &mutated);
-    time("serialise patch", n, || serde_json::to_vec(&ops));
+    let injection = secretmode::inject::inject(&pod, &plan, &config, &ctx)?;
+    time("serialise patch", n, || serde_json::to_vec(&injection.ops));
     Ok(())
 }
