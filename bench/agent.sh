@@ -6,6 +6,8 @@
 # Needs .venv/bin/bao (scripts/test installs it). Everything runs on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# As the image sets it (Dockerfile): mimalloc commits arenas lazily.
+export MIMALLOC_ARENA_EAGER_COMMIT=${MIMALLOC_ARENA_EAGER_COMMIT:-0}
 bin=${1:-target/release/secretmode}
 bao=.venv/bin/bao
 runs=${RUNS:-20}

@@ -129,7 +129,9 @@ def main():
                 "refreshIntervalSeconds": args.interval, "maxStalenessSeconds": args.interval * 30,
                 "startDeadlineSeconds": 30, "healthPort": health_base + i,
             }
-            env = dict(os.environ, SECRETMODE_AGENT_SPEC=json.dumps(spec), VAULT_TOKEN="root",
+            # MIMALLOC_ARENA_EAGER_COMMIT=0 as the image sets it (Dockerfile).
+            env = dict(os.environ, MIMALLOC_ARENA_EAGER_COMMIT=os.environ.get("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+                       SECRETMODE_AGENT_SPEC=json.dumps(spec), VAULT_TOKEN="root",
                        SECRETMODE_AGENT_HEALTH_ADDRESS="127.0.0.1", RUST_LOG="error")
             procs.append(subprocess.Popen([args.binary, "agent"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -12,10 +12,13 @@
 #   bench/load.sh                 # full run (about 4 minutes with the defaults)
 #   bench/load.sh --ratio         # saturation only: prints the ratio (about 1.5 minutes)
 #   DURATION=10 REPEAT=3 CONNS=32 RATE=1000 bench/load.sh
+#   PHASES=fixed bench/load.sh   # only the fixed-rate latency phase
 #
 # Every load run is bounded (DURATION seconds each) and only touches 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# As the image sets it (Dockerfile): mimalloc commits arenas lazily.
+export MIMALLOC_ARENA_EAGER_COMMIT=${MIMALLOC_ARENA_EAGER_COMMIT:-0}
 root=$(pwd)
 
 DURATION=${DURATION:-8}
@@ -23,7 +26,7 @@ REPEAT=${REPEAT:-1}
 CONNS=${CONNS:-32}
 RATE=${RATE:-1000}
 MODES=${MODES:-"eso csi init sidecar"}
-PHASES="fixed saturate conns500"
+PHASES=${PHASES:-"fixed saturate conns500"}
 [ "${1:-}" = "--ratio" ] && PHASES="saturate"
 
 tools="$root/bench/.tools"

@@ -43,7 +43,6 @@ fn main() -> Result<()> {
     println!("{path}: review {} bytes, pod {} bytes, {n} iterations", body.len(), pod_text.len());
     time("admission::review (whole)", n, || admission::review(&body, &config));
     time("parse pod into Value", n, || serde_json::from_str::<Value>(&pod_text));
-    time("clone pod Value", n, || pod.clone());
     time("admit::admit_pod", n, || admit::admit_pod(&pod, "demo", &config));
     let prefix = config.annotation_prefix.as_str();
     let ann = pod.pointer("/metadata/annotations").and_then(Value::as_object);
