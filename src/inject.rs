@@ -353,8 +353,7 @@ fn agent_container<'a>(
         _ => (Role::Sidecar { native: a.native_sidecar }, a.native_sidecar),
     };
     let group = app_group(pod, plan).unwrap_or(a.run_as_group);
-    let paths = Paths { startup: agent_spec::STARTUP_PATH, health: agent_spec::HEALTH_PATH };
-    Ok((AgentContainer::new(role, a, env, mounts, group, paths), as_init))
+    Ok((AgentContainer::new(role, a, env, mounts, group), as_init))
 }
 
 /// The group the app runs as (first target container, else the pod), if set and not root.
@@ -575,7 +574,7 @@ mod container;
 #[cfg(test)]
 mod tests;
 
-use container::{AgentContainer, EnvSource, EnvVar, KeyRef, Mount, Paths, Role};
+use container::{AgentContainer, EnvSource, EnvVar, KeyRef, Mount, Role};
 
 impl From<serde_json::Error> for InjectError {
     fn from(e: serde_json::Error) -> InjectError {

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::agent_spec;
 use crate::config::{AgentConfig, Resources};
 
 /// `readOnly` is left out when false, as the API server would.
@@ -143,11 +144,6 @@ pub enum Role {
     },
 }
 
-pub struct Paths {
-    pub startup: &'static str,
-    pub health: &'static str,
-}
-
 impl<'a> AgentContainer<'a> {
     pub fn new(
         role: Role,
@@ -155,7 +151,6 @@ impl<'a> AgentContainer<'a> {
         env: Vec<EnvVar<'a>>,
         volume_mounts: Vec<Mount<'a>>,
         run_as_group: i64,
-        paths: Paths,
     ) -> Self {
         let mut c = AgentContainer {
             name: match role {
@@ -195,7 +190,7 @@ impl<'a> AgentContainer<'a> {
         // deadline, after which the kubelet restarts the sidecar with back-off.
         let startup_budget = a.start_deadline.0.as_secs().saturating_add(30).min(3600);
         c.startup_probe = Some(Probe {
-            http_get: HttpGet { path: paths.startup, port },
+            http_get: HttpGet { path: agent_spec::STARTUP_PATH, port },
             period_seconds: 1,
             timeout_seconds: 1,
             failure_threshold: startup_budget,
@@ -203,7 +198,7 @@ impl<'a> AgentContainer<'a> {
         // Liveness says "the process works", never "the provider answers": restarting a
         // sidecar into an outage only loses its last good values.
         c.liveness_probe = Some(Probe {
-            http_get: HttpGet { path: paths.health, port },
+            http_get: HttpGet { path: agent_spec::HEALTH_PATH, port },
             period_seconds: 10,
             timeout_seconds: 2,
             failure_threshold: 3,
