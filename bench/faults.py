@@ -32,16 +32,10 @@ import sys
 import tempfile
 import time
 
+from loopback import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = []
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def hwm_kb(pid, field="VmHWM"):
@@ -300,13 +294,22 @@ def fault_sigterm(args):
         server.stop()
 
 
-async def slow_header_client(port, results, stop_at, sem):
+async def connect_limited(port, sem, results, failed):
+    """Opens a TLS connection with at most `sem` handshakes in flight (the client is Python);
+    on failure records `failed(exception)` in `results` and returns None."""
     async with sem:
         try:
-            r, w = await open_tls(port)
-        except Exception:
-            results.append(("connect-failed", 0))
-            return
+            return await open_tls(port)
+        except Exception as e:
+            results.append(failed(e))
+            return None
+
+
+async def slow_header_client(port, results, stop_at, sem):
+    conn = await connect_limited(port, sem, results, lambda e: ("connect-failed", 0))
+    if conn is None:
+        return
+    r, w = conn
     t0 = time.time()
     line = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 200
     try:
@@ -328,12 +331,10 @@ async def slow_header_client(port, results, stop_at, sem):
 
 
 async def stalled_body_client(port, body, results, sem):
-    async with sem:
-        try:
-            r, w = await open_tls(port)
-        except Exception:
-            results.append(("connect-failed", 0))
-            return
+    conn = await connect_limited(port, sem, results, lambda e: ("connect-failed", 0))
+    if conn is None:
+        return
+    r, w = conn
     t0 = time.time()
     w.write(request_bytes(body)[: -len(body) + 100])
     await w.drain()
@@ -427,12 +428,10 @@ def fault_oversize(args):
 
 
 async def conn_client(port, req, results, hold, sem):
-    async with sem:  # the client is Python: at most this many handshakes at once
-        try:
-            r, w = await open_tls(port)
-        except Exception as e:
-            results.append(f"connect:{type(e).__name__}")
-            return
+    conn = await connect_limited(port, sem, results, lambda e: f"connect:{type(e).__name__}")
+    if conn is None:
+        return
+    r, w = conn
     try:
         w.write(req)
         await w.drain()

@@ -8,6 +8,8 @@
 #   bench/faults.sh sigterm slow     # some
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# As the image sets it (Dockerfile): mimalloc commits arenas lazily.
+export MIMALLOC_ARENA_EAGER_COMMIT=${MIMALLOC_ARENA_EAGER_COMMIT:-0}
 root=$(pwd)
 oha="$root/bench/.tools/bin/oha"
 if [ ! -x "$oha" ]; then

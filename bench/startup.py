@@ -13,15 +13,9 @@ import subprocess
 import tempfile
 import time
 
+from loopback import free_port
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def ready(port):
