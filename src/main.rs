@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secretmode::telemetry::{self, LogFormat};
+use secretmode::telemetry::{self, LogFormat, LogWriter};
 use secretmode::{agent, audit, certs, config::Config, mutate_cmd, server};
 
 /// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
@@ -63,7 +63,9 @@ fn main() -> ExitCode {
         Command::Agent(_) => agent::log_directives(&cli.log_level),
         _ => cli.log_level.clone(),
     };
-    telemetry::init(cli.log_format, &log_level);
+    // Only the webhook logs on a hot path (a line per admission).
+    let writer = if matches!(cli.command, Command::Serve(_)) { LogWriter::Background } else { LogWriter::Direct };
+    let log = telemetry::init(cli.log_format, &log_level, writer);
     let result = match cli.command {
         Command::Serve(args) => server::run(args),
         Command::Mutate { file, namespace, patch, config } => {
@@ -78,6 +80,8 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
     };
+    // Queued log lines first, then the command's last word.
+    drop(log);
     match result {
         Ok(code) => code,
         Err(e) => {
