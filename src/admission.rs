@@ -1,12 +1,10 @@
 //! AdmissionReview `admission.k8s.io/v1` on the wire.
 //!
-//! Only the fields the decision needs are deserialised, in one pass over the body: the pod
-//! (`object`) is built as a JSON value straight away, because the webhook's rules send only
-//! Pod CREATEs; `oldObject`, `userInfo` and `options` are skipped without building values. The
-//! answer echoes the request uid and carries the patch as the base64 string the API server
-//! expects.
+//! Only the fields the decision needs are deserialised, in one pass over the body: of the pod
+//! (`object`), the parts the decision reads ([`crate::pod_view`]); `oldObject`, `userInfo`
+//! and `options` are skipped without building values. The answer echoes the request uid and carries the patch as the base64 string the
+//! API server expects.
 
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
@@ -14,6 +12,7 @@ use thiserror::Error;
 use crate::admit::{self, Decision};
 use crate::config::Config;
 use crate::modes::Mode;
+use crate::pod_view::PodView;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -48,7 +47,7 @@ struct RequestIn {
     namespace: Option<String>,
     operation: Option<String>,
     /// `null` (DELETE) becomes `None`.
-    object: Option<Value>,
+    object: Option<PodView>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -99,7 +98,7 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
         return Ok(answer(uid, request_namespace, None, "ignored", &Decision::allow_nothing(), request.dry_run));
     };
 
-    let pod = match object {
+    let pod = match object.into_value().map_or_else(|| whole_object(text), Ok)? {
         pod @ Value::Object(_) => pod,
         _ => {
             let denial =
@@ -118,6 +117,20 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
     let decision = admit::admit_pod(&pod, &namespace, config);
     let outcome = decision.outcome_label();
     Ok(answer(uid, namespace, decision.mode(), outcome, &decision, request.dry_run))
+}
+
+/// `request.object` parsed whole, for the rare pod whose decision needs all of it.
+fn whole_object(text: &str) -> Result<Value, ReviewError> {
+    #[derive(Deserialize)]
+    struct Review {
+        request: Request,
+    }
+    #[derive(Deserialize)]
+    struct Request {
+        object: Value,
+    }
+    let review: Review = serde_json::from_str(text).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    Ok(review.request.object)
 }
 
 impl Decision {
@@ -174,10 +187,8 @@ fn response_body(
     }
     if let Some(patch) = patch {
         body.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
-        let start = body.len();
-        body.resize(start + base64::encoded_len(patch.len(), true).unwrap_or_default(), 0);
-        let written = base64::engine::general_purpose::STANDARD.encode_slice(patch, &mut body[start..]).unwrap_or(0);
-        body.truncate(start + written);
+        // SIMD base64: the patch is the largest part of the answer.
+        base64_simd::STANDARD.encode_append(patch, &mut body);
         body.push(b'"');
     }
     if !warnings.is_empty() {
@@ -198,6 +209,7 @@ fn push_json<T: serde::Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use serde_json::json;
 
     /// An AdmissionReview shaped the way kube-apiserver sends it.
@@ -353,6 +365,26 @@ mod tests {
         let patch = base64::engine::general_purpose::STANDARD.decode(a["response"]["patch"].as_str().unwrap()).unwrap();
         assert_eq!(patch, br#"[{"op":"add"}]"#);
         assert!(a["response"].get("warnings").is_none() && a["response"].get("status").is_none());
+    }
+
+    #[test]
+    fn an_injected_pod_is_read_whole_and_left_alone() {
+        let config = Config::builtin().unwrap();
+        let pod = pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}));
+        let Decision::Allow { patch, .. } = admit::admit_pod(&pod, "ns", &config) else { panic!("denied") };
+        let mut patched = pod.clone();
+        let ops: json_patch::Patch = serde_json::from_value(serde_json::to_value(&patch).unwrap()).unwrap();
+        json_patch::patch(&mut patched, &ops).unwrap();
+        let again = answer(&request(patched.clone(), "CREATE", "Pod", "ns"));
+        assert_eq!(again["response"]["allowed"], true, "{again}");
+        assert!(again["response"].get("patch").is_none(), "{again}");
+        // Only the whole pod shows the difference: a field the view skips, changed inside the
+        // injected sidecar, is a collision.
+        // (A native sidecar by default: the first init container.)
+        assert_eq!(patched["spec"]["initContainers"][0]["name"], "secretmode-sidecar");
+        patched["spec"]["initContainers"][0]["image"] = json!("attacker/agent:latest");
+        let tampered = answer(&request(patched, "CREATE", "Pod", "ns"));
+        assert_eq!(tampered["response"]["allowed"], false, "{tampered}");
     }
 
     #[test]

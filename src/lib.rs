@@ -20,6 +20,7 @@ pub mod json;
 pub mod modes;
 pub mod mutate_cmd;
 pub mod patch;
+pub mod pod_view;
 pub mod policy;
 pub mod quantity;
 pub mod server;

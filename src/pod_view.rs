@@ -1,0 +1,321 @@
+//! The pod as the webhook's decision reads it: the parts [`crate::admit::admit_pod`] looks at,
+//! built as JSON values, and everything else only validated and skipped.
+//!
+//! Building the whole pod as a `serde_json::Value` (one allocation per string, one B-tree per
+//! object, all dropped again) was the largest single cost of a review; image, command, probes,
+//! resources, labels, owner references, tolerations and `managedFields` are never read. The
+//! kept parts are whole subtrees, so every reader sees exactly what a full parse would give
+//! it, and anything of an unexpected type is kept whole too (the readers' own errors stay the
+//! same).
+//!
+//! One reader needs whole objects: a `secretmode-` container or volume already in the pod is
+//! compared in full with what the injection would write. When one is present the pod is
+//! parsed whole instead; that only happens on reinvocation or a re-sent pod.
+//!
+//! Skipped fields are checked for JSON syntax only, as `oldObject` and `userInfo` always were:
+//! an unpaired UTF-16 surrogate escape in one (which kube-apiserver never writes) is not an
+//! error.
+//!
+//! Whoever makes the decision read a new field adds it here; `tests/properties.rs` and the
+//! fuzz targets check that decisions on this view and on the whole pod are the same.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
+
+use crate::inject::RESERVED_PREFIX;
+
+/// The pod as the decision reads it: deserialise it where the pod is (the AdmissionReview's
+/// `request.object`), then ask [`PodView::into_value`] for the value.
+#[derive(Debug)]
+pub struct PodView(Value);
+
+impl<'de> Deserialize<'de> for PodView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PodView, D::Error> {
+        Shape::Pod.deserialize(deserializer).map(PodView)
+    }
+}
+
+impl PodView {
+    /// The pod's decision-relevant parts, or `None` when the decision needs the whole pod (a
+    /// `secretmode-` entry is present): parse it whole then.
+    pub fn into_value(self) -> Option<Value> {
+        (!has_reserved_entry(&self.0)).then_some(self.0)
+    }
+}
+
+/// Parses the pod JSON `text` for the decision, whole when it must be; see the module docs.
+pub fn parse(text: &str) -> serde_json::Result<Value> {
+    match serde_json::from_str::<PodView>(text)?.into_value() {
+        Some(view) => Ok(view),
+        None => serde_json::from_str(text),
+    }
+}
+
+fn has_reserved_entry(pod: &Value) -> bool {
+    let Some(spec) = pod.get("spec") else {
+        return false;
+    };
+    ["containers", "initContainers", "volumes"].iter().any(|list| {
+        spec.get(list).and_then(Value::as_array).is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with(RESERVED_PREFIX)))
+        })
+    })
+}
+
+/// Which part of the pod a JSON value is, and so which of its fields are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Kept whole.
+    Whole,
+    Pod,
+    Metadata,
+    Spec,
+    /// `containers` or `initContainers`: a list of [`Shape::Container`].
+    Containers,
+    Container,
+    Volumes,
+    Volume,
+}
+
+impl Shape {
+    /// The shape of field `key` of an object of this shape; `None`: not read, skipped.
+    fn field(self, key: &str) -> Option<Shape> {
+        match (self, key) {
+            (Shape::Pod, "metadata") => Some(Shape::Metadata),
+            (Shape::Pod, "spec") => Some(Shape::Spec),
+            (Shape::Metadata, "name" | "generateName" | "namespace" | "annotations") => Some(Shape::Whole),
+            (Shape::Spec, "containers" | "initContainers") => Some(Shape::Containers),
+            (Shape::Spec, "volumes") => Some(Shape::Volumes),
+            (Shape::Spec, "os" | "hostNetwork" | "securityContext" | "serviceAccountName") => Some(Shape::Whole),
+            (Shape::Container, "name" | "ports" | "securityContext" | "volumeMounts" | "env") => Some(Shape::Whole),
+            (Shape::Volume, "name" | "csi") => Some(Shape::Whole),
+            _ => None,
+        }
+    }
+
+    fn is_object(self) -> bool {
+        matches!(self, Shape::Pod | Shape::Metadata | Shape::Spec | Shape::Container | Shape::Volume)
+    }
+
+    /// The shape of the entries of a list of this shape.
+    fn entry(self) -> Option<Shape> {
+        match self {
+            Shape::Containers => Some(Shape::Container),
+            Shape::Volumes => Some(Shape::Volume),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Shape {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        if self == Shape::Whole {
+            Value::deserialize(deserializer)
+        } else {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+/// Scalars become the values a full parse gives; objects and lists that are not of the
+/// expected shape are kept whole.
+impl<'de> Visitor<'de> for Shape {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        self.deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let Some(entry) = self.entry() else {
+            return Value::deserialize(SeqAccessDeserializer::new(seq));
+        };
+        let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(value) = seq.next_element_seed(entry)? {
+            list.push(value);
+        }
+        Ok(Value::Array(list))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if !self.is_object() {
+            return Value::deserialize(MapAccessDeserializer::new(map));
+        }
+        let mut object = Map::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            match self.field(&key) {
+                Some(shape) => {
+                    let value = map.next_value_seed(shape)?;
+                    object.insert(key.into_owned(), value);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes: skipped fields cost no
+/// allocation.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn view(v: &Value) -> Value {
+        parse(&v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn keeps_what_the_decision_reads_and_drops_the_rest() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}, "managedFields": [{"manager": "x"}],
+                         "annotations": {"secrets/mode": "init"}},
+            "spec": {
+                "serviceAccountName": "sa", "hostNetwork": false, "os": {"name": "linux"},
+                "securityContext": {"runAsGroup": 5},
+                "tolerations": [{"key": "k"}],
+                "containers": [{"name": "app", "image": "nginx", "args": ["a"], "ports": [{"containerPort": 80}],
+                                "env": [{"name": "A", "value": "1"}], "volumeMounts": [], "securityContext": {},
+                                "resources": {"limits": {"cpu": "1"}}}],
+                "volumes": [{"name": "v", "csi": {"driver": "d"}, "emptyDir": {}}]
+            }
+        });
+        assert_eq!(
+            view(&pod),
+            json!({
+                "metadata": {"name": "p", "namespace": "ns", "annotations": {"secrets/mode": "init"}},
+                "spec": {
+                    "serviceAccountName": "sa", "hostNetwork": false, "os": {"name": "linux"},
+                    "securityContext": {"runAsGroup": 5},
+                    "containers": [{"name": "app", "ports": [{"containerPort": 80}],
+                                    "env": [{"name": "A", "value": "1"}], "volumeMounts": [], "securityContext": {}}],
+                    "volumes": [{"name": "v", "csi": {"driver": "d"}}]
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn unexpected_types_are_kept_whole() {
+        for pod in [
+            json!("a string"),
+            json!([{"metadata": {"labels": {}}}]),
+            json!({"spec": null, "metadata": 3}),
+            json!({"spec": {"containers": {"name": "app", "image": "x"}, "volumes": "v"}}),
+            json!({"spec": {"containers": ["app", 1.5, null, [{"image": "x"}]], "initContainers": [true]}}),
+            json!({"metadata": {"annotations": null}, "spec": {"containers": [{"name": 7, "env": {"x": [1]}}]}}),
+        ] {
+            assert_eq!(view(&pod), pod, "{pod}");
+        }
+    }
+
+    #[test]
+    fn a_reserved_entry_means_the_whole_pod() {
+        for (list, entry) in [
+            ("containers", json!({"name": "secretmode-sidecar", "image": "x", "args": ["agent"]})),
+            ("initContainers", json!({"name": "secretmode-init", "image": "x"})),
+            ("volumes", json!({"name": "secretmode-secrets", "emptyDir": {"medium": "Memory"}})),
+        ] {
+            let mut pod =
+                json!({"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "app", "image": "x"}]}});
+            pod["spec"][list].as_array_mut().map(|l| l.push(entry.clone())).unwrap_or_else(|| {
+                pod["spec"][list] = json!([entry]);
+            });
+            assert_eq!(view(&pod), pod, "{list}");
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_still_an_error() {
+        for text in ["", "{", r#"{"spec": {"containers": [}"#, r#"{"a": 1} x"#, r#"{"labels": [1,]}"#, r#"{"x": "\q"}"#]
+        {
+            assert!(parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_resolve_as_a_full_parse_does() {
+        let text = r#"{"metadata": {"namespace": "a", "namespace": "b"}, "spec": {"containers": [{"name": "x", "name": "y"}]}}"#;
+        let full: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(parse(text).unwrap(), full);
+    }
+}
