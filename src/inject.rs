@@ -53,11 +53,11 @@ pub struct Context<'a> {
 
 /// What one injection adds, computed once from plan and config.
 struct Desired<'a> {
-    volumes: Vec<Value>,
+    volumes: Vec<Volume<'a>>,
     /// The agent container and whether it goes into `initContainers`.
     agent: Option<(AgentContainer<'a>, bool)>,
-    mount: Value,
-    env: Vec<Value>,
+    mount: Mount<'a>,
+    env: Vec<EnvVar<'a>>,
 }
 
 /// What one injection patches, in application order.
@@ -96,14 +96,8 @@ pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> R
             wire_container(container, index, &desired, &plan.mount_path, &mut ops)?;
         }
     }
-    let missing_volumes: Vec<&Value> = desired
-        .volumes
-        .iter()
-        .filter(|v| {
-            let name = v["name"].as_str().unwrap_or_default();
-            !volumes.iter().any(|(n, _)| *n == name)
-        })
-        .collect();
+    let missing_volumes: Vec<&Volume> =
+        desired.volumes.iter().filter(|v| !volumes.iter().any(|(n, _)| *n == v.name)).collect();
     append_all(&mut ops, "/spec/volumes".into(), spec.get("volumes"), &missing_volumes)?;
     if let Some((agent, as_init)) = &desired.agent {
         let list = if *as_init { "initContainers" } else { "containers" };
@@ -234,62 +228,98 @@ fn desired<'a>(pod: &Value, plan: &'a Plan, config: &'a Config, ctx: &Context<'_
     let mount_path = plan.mount_path.as_str();
     let mut env = Vec::with_capacity(plan.items.len() * 2);
     for item in &plan.items {
-        env.push(json!({"name": format!("{}_FILE", item.env_stem), "value": format!("{mount_path}/{}", item.file)}));
+        env.push(EnvVar {
+            name: format!("{}_FILE", item.env_stem).into(),
+            value: Some(format!("{mount_path}/{}", item.file)),
+            value_from: None,
+        });
     }
     if plan.env_values {
         if let Some(secret) = &plan.eso_secret {
             for item in &plan.items {
                 if let ItemSource::SecretKey(key) = &item.source {
-                    env.push(
-                        json!({"name": item.env_stem, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}),
-                    );
+                    env.push(EnvVar {
+                        name: item.env_stem.as_str().into(),
+                        value: None,
+                        value_from: Some(EnvSource { secret_key_ref: KeyRef { name: secret, key } }),
+                    });
                 }
             }
         }
     }
     // Mounted read-only and never with subPath: a subPath mount never sees rotation.
-    let mount = json!({"name": SECRETS_VOLUME, "mountPath": mount_path, "readOnly": true});
+    let mount = Mount { name: SECRETS_VOLUME, mount_path, read_only: true };
 
     let mut volumes = Vec::new();
     let mut agent = None;
     match plan.mode {
         Mode::Eso => {
-            let items: Vec<Value> = plan
+            let items = plan
                 .items
                 .iter()
                 .filter_map(|i| match &i.source {
-                    ItemSource::SecretKey(key) => Some(json!({"key": key, "path": i.file})),
+                    ItemSource::SecretKey(key) => Some(KeyToPath { key, path: &i.file }),
                     _ => None,
                 })
                 .collect();
-            let secret = plan.eso_secret.as_deref().unwrap_or_default();
-            volumes.push(json!({"name": SECRETS_VOLUME, "secret": {"secretName": secret, "items": items, "defaultMode": MODE_0440}}));
+            let secret_name = plan.eso_secret.as_deref().unwrap_or_default();
+            volumes.push(Volume {
+                name: SECRETS_VOLUME,
+                source: Source::Secret(SecretSource {
+                    secret_name,
+                    items: Some(items),
+                    optional: None,
+                    default_mode: MODE_0440,
+                }),
+            });
         }
         Mode::Csi => {
-            // Only secretProviderClass: any other attribute silently overrides the class's
-            // parameters, which would let a pod re-point the driver.
             let class = plan.csi_class.as_deref().unwrap_or_default();
-            volumes.push(json!({"name": SECRETS_VOLUME, "csi": {
-                "driver": "secrets-store.csi.k8s.io",
-                "readOnly": true,
-                "volumeAttributes": {"secretProviderClass": class},
-            }}));
+            volumes.push(Volume {
+                name: SECRETS_VOLUME,
+                source: Source::Csi(CsiSource {
+                    driver: crate::policy::CSI_DRIVER,
+                    read_only: true,
+                    volume_attributes: CsiAttributes { secret_provider_class: class },
+                }),
+            });
         }
         Mode::Init | Mode::Sidecar => {
             let provider =
                 plan.provider_config(config).ok_or_else(|| InjectError::Malformed("provider not resolved".into()))?;
-            volumes.push(json!({"name": SECRETS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": config.agent.memory_volume_size_limit}}));
+            volumes.push(Volume {
+                name: SECRETS_VOLUME,
+                source: Source::EmptyDir(EmptyDirSource {
+                    medium: "Memory",
+                    size_limit: &config.agent.memory_volume_size_limit,
+                }),
+            });
             let mut agent_mounts = vec![Mount { name: SECRETS_VOLUME, mount_path, read_only: false }];
             if let Some(audience) = provider.token_audience() {
-                volumes.push(json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
-                    "audience": audience,
-                    "expirationSeconds": config.agent.token_expiration_seconds,
-                    "path": "token",
-                }}]}}));
+                volumes.push(Volume {
+                    name: TOKEN_VOLUME,
+                    source: Source::Projected(ProjectedSource {
+                        sources: [Projection {
+                            service_account_token: TokenProjection {
+                                audience,
+                                expiration_seconds: config.agent.token_expiration_seconds,
+                                path: "token",
+                            },
+                        }],
+                    }),
+                });
                 agent_mounts.push(Mount { name: TOKEN_VOLUME, mount_path: agent_spec::TOKEN_DIR, read_only: true });
             }
             if let Some(secret) = &plan.fallback_secret {
-                volumes.push(json!({"name": FALLBACK_VOLUME, "secret": {"secretName": secret, "optional": true, "defaultMode": MODE_0444}}));
+                volumes.push(Volume {
+                    name: FALLBACK_VOLUME,
+                    source: Source::Secret(SecretSource {
+                        secret_name: secret,
+                        items: None,
+                        optional: Some(true),
+                        default_mode: MODE_0444,
+                    }),
+                });
                 agent_mounts.push(Mount {
                     name: FALLBACK_VOLUME,
                     mount_path: agent_spec::FALLBACK_DIR,
@@ -338,11 +368,11 @@ fn agent_container<'a>(
         health_port: a.health_port,
     };
     let spec_json = serde_json::to_string(&spec).map_err(|e| InjectError::Malformed(format!("agent spec: {e}")))?;
-    let mut env = vec![EnvVar { name: agent_spec::SPEC_ENV, value: Some(spec_json), value_from: None }];
+    let mut env = vec![EnvVar { name: agent_spec::SPEC_ENV.into(), value: Some(spec_json), value_from: None }];
     if let ProviderConfig::Vault(v) = provider {
         if let VaultAuth::Token { secret_ref } = &v.auth {
             env.push(EnvVar {
-                name: "VAULT_TOKEN",
+                name: "VAULT_TOKEN".into(),
                 value: None,
                 value_from: Some(EnvSource { secret_key_ref: KeyRef { name: &secret_ref.name, key: &secret_ref.key } }),
             });
@@ -435,8 +465,8 @@ fn check_reserved(
 ) -> Result<(), InjectError> {
     let fix = "names starting with secretmode- are reserved: rename yours, or remove the copied injection and let the webhook add it";
     for (name, existing) in volumes.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
-        match desired.volumes.iter().find(|v| v["name"] == *name) {
-            Some(wanted) if covers(existing, wanted, "") => {}
+        match desired.volumes.iter().find(|v| v.name == *name) {
+            Some(wanted) if covers(existing, &serde_json::to_value(wanted)?, "") => {}
             Some(_) => {
                 return deny(
                     format!("volume {name} exists but differs from what secretmode injects for these annotations"),
@@ -502,7 +532,10 @@ fn wire_container(
         let m_name = m.get("name").and_then(Value::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(Value::as_str).unwrap_or_default();
         if m_name == SECRETS_VOLUME {
-            if !covers(m, &desired.mount, "") || m.get("subPath").is_some() || m.get("subPathExpr").is_some() {
+            if !covers(m, &serde_json::to_value(&desired.mount)?, "")
+                || m.get("subPath").is_some()
+                || m.get("subPathExpr").is_some()
+            {
                 return deny(
                     format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects"),
                     "remove that volumeMount and let the webhook add it",
@@ -524,11 +557,14 @@ fn wire_container(
     let env = container.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let mut to_add = Vec::new();
     for var in &desired.env {
-        let var_name = var["name"].as_str().unwrap_or_default();
+        let var_name = &*var.name;
         let mut same_name = env.iter().filter(|e| e.get("name").and_then(Value::as_str) == Some(var_name)).peekable();
         if same_name.peek().is_none() {
             to_add.push(var);
-        } else if !same_name.any(|e| covers(e, var, "")) {
+            continue;
+        }
+        let wanted = serde_json::to_value(var)?;
+        if !same_name.any(|e| covers(e, &wanted, "")) {
             return deny(
                 format!("container {name} already sets {var_name} to something else"),
                 "remove that variable (secretmode sets it), or rename the item",
@@ -573,8 +609,13 @@ fn covers(existing: &Value, wanted: &Value, key: &str) -> bool {
 mod container;
 #[cfg(test)]
 mod tests;
+mod volumes;
 
 use container::{AgentContainer, EnvSource, EnvVar, KeyRef, Mount, Role};
+use volumes::{
+    CsiAttributes, CsiSource, EmptyDirSource, KeyToPath, ProjectedSource, Projection, SecretSource, Source,
+    TokenProjection, Volume,
+};
 
 impl From<serde_json::Error> for InjectError {
     fn from(e: serde_json::Error) -> InjectError {

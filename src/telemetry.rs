@@ -48,6 +48,8 @@ pub fn init(format: LogFormat, level: &str, writer: LogWriter) -> LogGuard {
         LogWriter::Background => {
             let (writer, guard) = NonBlockingBuilder::default()
                 .lossy(false)
+                // About 2 MB of queued lines at most; then loggers wait, as on a direct write.
+                .buffered_lines_limit(8192)
                 .thread_name("secretmode-log")
                 .finish(std::io::BufWriter::new(std::io::stderr()));
             install(format, level, writer);

@@ -26,7 +26,7 @@ pub struct Mount<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvVar<'a> {
-    pub name: &'a str,
+    pub name: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
