@@ -82,6 +82,8 @@ enum Shape {
     Container,
     Volumes,
     Volume,
+    /// Of the pod or a container: only the user and group settings are read.
+    SecurityContext,
 }
 
 impl Shape {
@@ -90,18 +92,23 @@ impl Shape {
         match (self, key) {
             (Shape::Pod, "metadata") => Some(Shape::Metadata),
             (Shape::Pod, "spec") => Some(Shape::Spec),
-            (Shape::Metadata, "name" | "generateName" | "namespace" | "annotations") => Some(Shape::Whole),
+            (Shape::Metadata, "namespace" | "annotations") => Some(Shape::Whole),
             (Shape::Spec, "containers" | "initContainers") => Some(Shape::Containers),
             (Shape::Spec, "volumes") => Some(Shape::Volumes),
-            (Shape::Spec, "os" | "hostNetwork" | "securityContext" | "serviceAccountName") => Some(Shape::Whole),
-            (Shape::Container, "name" | "ports" | "securityContext" | "volumeMounts" | "env") => Some(Shape::Whole),
+            (Shape::Spec | Shape::Container, "securityContext") => Some(Shape::SecurityContext),
+            (Shape::Spec, "os" | "hostNetwork" | "serviceAccountName") => Some(Shape::Whole),
+            (Shape::Container, "name" | "ports" | "volumeMounts" | "env") => Some(Shape::Whole),
+            (Shape::SecurityContext, "runAsUser" | "runAsGroup" | "runAsNonRoot" | "fsGroup") => Some(Shape::Whole),
             (Shape::Volume, "name" | "csi") => Some(Shape::Whole),
             _ => None,
         }
     }
 
     fn is_object(self) -> bool {
-        matches!(self, Shape::Pod | Shape::Metadata | Shape::Spec | Shape::Container | Shape::Volume)
+        matches!(
+            self,
+            Shape::Pod | Shape::Metadata | Shape::Spec | Shape::Container | Shape::Volume | Shape::SecurityContext
+        )
     }
 
     /// The shape of the entries of a list of this shape.
@@ -251,10 +258,11 @@ mod tests {
                          "annotations": {"secrets/mode": "init"}},
             "spec": {
                 "serviceAccountName": "sa", "hostNetwork": false, "os": {"name": "linux"},
-                "securityContext": {"runAsGroup": 5},
+                "securityContext": {"runAsGroup": 5, "seccompProfile": {"type": "RuntimeDefault"}},
                 "tolerations": [{"key": "k"}],
                 "containers": [{"name": "app", "image": "nginx", "args": ["a"], "ports": [{"containerPort": 80}],
-                                "env": [{"name": "A", "value": "1"}], "volumeMounts": [], "securityContext": {},
+                                "env": [{"name": "A", "value": "1"}], "volumeMounts": [],
+                                "securityContext": {"runAsUser": 1, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}},
                                 "resources": {"limits": {"cpu": "1"}}}],
                 "volumes": [{"name": "v", "csi": {"driver": "d"}, "emptyDir": {}}]
             }
@@ -262,16 +270,45 @@ mod tests {
         assert_eq!(
             view(&pod),
             json!({
-                "metadata": {"name": "p", "namespace": "ns", "annotations": {"secrets/mode": "init"}},
+                "metadata": {"namespace": "ns", "annotations": {"secrets/mode": "init"}},
                 "spec": {
                     "serviceAccountName": "sa", "hostNetwork": false, "os": {"name": "linux"},
                     "securityContext": {"runAsGroup": 5},
                     "containers": [{"name": "app", "ports": [{"containerPort": 80}],
-                                    "env": [{"name": "A", "value": "1"}], "volumeMounts": [], "securityContext": {}}],
+                                    "env": [{"name": "A", "value": "1"}], "volumeMounts": [],
+                                    "securityContext": {"runAsUser": 1, "runAsNonRoot": true}}],
                     "volumes": [{"name": "v", "csi": {"driver": "d"}}]
                 }
             })
         );
+    }
+
+    #[test]
+    fn decisions_that_read_security_contexts_are_the_same_on_the_view() {
+        let config = crate::config::Config::builtin().unwrap();
+        let contexts = [
+            json!(null),
+            json!({}),
+            json!({"runAsNonRoot": true}),
+            json!({"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}}),
+            json!({"runAsUser": 1000, "runAsGroup": 2000}),
+            json!({"runAsNonRoot": true, "fsGroup": 3000, "seccompProfile": {"type": "RuntimeDefault"}}),
+            json!({"runAsGroup": 0, "runAsUser": 0}),
+            json!("not an object"),
+        ];
+        for mode in ["eso", "init", "sidecar"] {
+            for pod_sc in &contexts {
+                for container_sc in &contexts {
+                    let pod = json!({
+                        "metadata": {"annotations": {"secrets/mode": mode, "secrets/item.a": if mode == "eso" { "a" } else { "x/y#z" },
+                                                     "secrets/eso-secret": "s"}},
+                        "spec": {"securityContext": pod_sc, "containers": [{"name": "app", "securityContext": container_sc}]}
+                    });
+                    let full = crate::admit::admit_pod(&pod, "ns", &config);
+                    assert_eq!(crate::admit::admit_pod(&view(&pod), "ns", &config), full, "{pod}");
+                }
+            }
+        }
     }
 
     #[test]
