@@ -305,7 +305,8 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
     let mut items = Vec::with_capacity(ann.items.len());
     let mut env_owner: BTreeMap<String, &str> = BTreeMap::new();
     for (name, value) in &ann.items {
-        let item_key = key(&format!("item.{name}"));
+        // Only for error messages, but built for every item: no formatting machinery.
+        let item_key = [p, "/item.", name.as_str()].concat();
         let (source, file) = match mode {
             Mode::Eso => (
                 ItemSource::SecretKey(secret_key(&item_key, value, "a key of the Secret named by eso-secret")?),

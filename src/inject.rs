@@ -104,13 +104,13 @@ pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> R
         let present = if *as_init { &init_containers } else { &app_containers };
         if !present.iter().any(|(n, _)| *n == agent.name) {
             ops.push(match spec.get(list) {
-                Some(Value::Array(_)) => PatchOp::add(format!("/spec/{list}/0"), agent),
-                _ => PatchOp::add(format!("/spec/{list}"), &[agent]),
+                Some(Value::Array(_)) => PatchOp::add(["/spec/", list, "/0"].concat(), agent),
+                _ => PatchOp::add(["/spec/", list].concat(), &[agent]),
             }?);
         }
     }
     let changes_pod = !ops.is_empty();
-    annotate(pod, &format!("{}/injected", config.annotation_prefix), ctx.injected_note, &mut ops)?;
+    annotate(pod, &[config.annotation_prefix.as_str(), "/injected"].concat(), ctx.injected_note, &mut ops)?;
     Ok(Injection { ops, changes_pod })
 }
 
@@ -149,7 +149,10 @@ fn append_all<T: Serialize>(
     match existing {
         Some(Value::Array(list)) => {
             for (i, value) in values.iter().enumerate() {
-                ops.push(PatchOp::add(format!("{path}/{}", list.len() + i), value)?);
+                let mut at = path.clone();
+                at.push('/');
+                at.push_str(itoa::Buffer::new().format(list.len() + i));
+                ops.push(PatchOp::add(at, value)?);
             }
         }
         _ => ops.push(PatchOp::add(path, values)?),
@@ -229,8 +232,8 @@ fn desired<'a>(pod: &Value, plan: &'a Plan, config: &'a Config, ctx: &Context<'_
     let mut env = Vec::with_capacity(plan.items.len() * 2);
     for item in &plan.items {
         env.push(EnvVar {
-            name: format!("{}_FILE", item.env_stem).into(),
-            value: Some(format!("{mount_path}/{}", item.file)),
+            name: [item.env_stem.as_str(), "_FILE"].concat().into(),
+            value: Some([mount_path, "/", item.file.as_str()].concat()),
             value_from: None,
         });
     }
@@ -550,7 +553,7 @@ fn wire_container(
         }
     }
     if !has_mount {
-        let path = format!("/spec/containers/{index}/volumeMounts");
+        let path = container_path(index, "volumeMounts");
         append_all(ops, path, container.get("volumeMounts"), std::slice::from_ref(&desired.mount))?;
     }
 
@@ -571,8 +574,14 @@ fn wire_container(
             );
         }
     }
-    append_all(ops, format!("/spec/containers/{index}/env"), container.get("env"), &to_add)?;
+    append_all(ops, container_path(index, "env"), container.get("env"), &to_add)?;
     Ok(())
+}
+
+/// `/spec/containers/<index>/<field>`. Patch paths are built for every admission, so they are
+/// joined directly instead of through `format!`.
+fn container_path(index: usize, field: &str) -> String {
+    ["/spec/containers/", itoa::Buffer::new().format(index), "/", field].concat()
 }
 
 /// Fields the API server fills in on objects like ours (container, probe, port, volume

@@ -86,7 +86,7 @@ impl Mode {
                 "new pods start from the fallback Secret if the provider is down"
             }
         };
-        format!("secretmode {}: {text}", self.as_str())
+        ["secretmode ", self.as_str(), ": ", text].concat()
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -61,12 +61,11 @@ struct MutateQuery {
     timeout: Option<String>,
 }
 
-async fn mutate(
-    State(state): State<Arc<WebhookState>>,
-    Query(query): Query<MutateQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Response {
+    // Headers and query are read in place rather than through extractors, which would copy the
+    // header map on every admission.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let started = Instant::now();
     let reject = |reason: &'static str, status: StatusCode, message: String| {
         state.metrics.rejected.get_or_create(&ReasonLabels { reason }).inc();
@@ -96,6 +95,7 @@ async fn mutate(
             format!("body larger than {} bytes", state.max_body_bytes),
         );
     }
+    let query = Query::<MutateQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or(MutateQuery { timeout: None });
     let budget = query
         .timeout
         .as_deref()
@@ -179,7 +179,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::Request;
+    use axum::body::Body;
     use tower::ServiceExt;
 
     async fn boom() -> &'static str {
