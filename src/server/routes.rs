@@ -186,12 +186,48 @@ mod tests {
         panic!("boom")
     }
 
+    /// A body that never arrives.
+    struct NeverEnds;
+
+    impl axum::body::HttpBody for NeverEnds {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn the_api_servers_timeout_bounds_the_body_read() {
+        let state = Arc::new(WebhookState {
+            config: Arc::new(Config::builtin().unwrap()),
+            metrics: Arc::new(Metrics::new()),
+            max_body_bytes: 1 << 20,
+            body_timeout: Duration::from_secs(300),
+        });
+        let request = axum::http::Request::post("/mutate?timeout=1s")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::new(NeverEnds))
+            .unwrap();
+        // Bounded far above the request's 1 s and far below the server's own 300 s.
+        let response = tokio::time::timeout(Duration::from_secs(60), webhook_router(state).oneshot(request))
+            .await
+            .expect("the request's ?timeout= was not applied")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+
     #[tokio::test]
     async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
         let router = harden(Router::new().route("/panic", get(boom)).route("/fine", get(|| async { "fine" })));
-        let response = router.clone().oneshot(Request::get("/panic").body(Body::empty()).unwrap()).await.unwrap();
+        let response =
+            router.clone().oneshot(axum::http::Request::get("/panic").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let response = router.oneshot(Request::get("/fine").body(Body::empty()).unwrap()).await.unwrap();
+        let response = router.oneshot(axum::http::Request::get("/fine").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
 }
