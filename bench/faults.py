@@ -270,12 +270,16 @@ async def fault_sigterm_async(args, server, grace):
     exit_s = time.time() - t0
     ok_load, bad_load, err_load, _ = oha_result(load)
     # oha's errors after the stop are new connections refused (expected); in-flight ones are not.
-    # New connections after the stop are refused (expected). oha may also see "operation was
-    # canceled": a keep-alive connection closed while idle just as oha began its next request
-    # (the server never received it; Go's client retries exactly this case). At most one per
-    # connection; anything else fails the run.
-    unexpected = {k: v for k, v in err_load.items() if "refused" not in k.lower() and "canceled" not in k.lower()}
-    canceled = sum(v for k, v in err_load.items() if "canceled" in k.lower())
+    # New connections after the stop are refused (expected). oha may also see the keep-alive
+    # close race: a connection closed while idle just as oha began its next request, which the
+    # server never read. hyper's client reports it as "operation was canceled" (not yet written)
+    # or "connection closed before message completed" (written into a socket the server had
+    # already closed); HTTP/1.1 clients must retry it, and the API server's webhook client
+    # retries connection resets and EOFs. At most one per connection; anything else fails.
+    race = ("canceled", "connection closed before message completed")
+    unexpected = {k: v for k, v in err_load.items()
+                  if "refused" not in k.lower() and not any(r in k.lower() for r in race)}
+    canceled = sum(v for k, v in err_load.items() if any(r in k.lower() for r in race))
     if canceled > 16:
         unexpected["canceled beyond one per connection"] = canceled
     ok = (answered == len(inflight) and idle_closed == len(idle) and exit_code == 0 and exit_s <= grace + 1
@@ -427,52 +431,27 @@ def fault_oversize(args):
         server.stop()
 
 
-async def conn_client(port, req, results, hold, sem):
-    conn = await connect_limited(port, sem, results, lambda e: f"connect:{type(e).__name__}")
-    if conn is None:
-        return
-    r, w = conn
-    try:
-        w.write(req)
-        await w.drain()
-        status, _, _ = await read_response(r, timeout=60)
-        results.append(f"status:{status}")
-        await hold.wait()
-    except Exception as e:
-        results.append(f"error:{type(e).__name__}")
-    finally:
-        w.close()
-
-
-async def fault_conns_async(args, server, n):
-    req = request_bytes(args.body.read_bytes())
-    results = []
-    hold = asyncio.Event()
-    sem = asyncio.Semaphore(50)
-    tasks = [asyncio.create_task(conn_client(server.port, req, results, hold, sem)) for _ in range(n)]
-    deadline = time.time() + 120
-    while len(results) < n and time.time() < deadline:
-        await asyncio.sleep(0.2)
-    open_now = hwm_kb(server.proc.pid, "VmRSS")
-    peak = hwm_kb(server.proc.pid)
-    hold.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    alive = server.proc.poll() is None
-    answered = sum(1 for x in results if x == "status:200")
-    other = {}
-    for x in results:
-        if x != "status:200":
-            other[x] = other.get(x, 0) + 1
-    ok = alive and not server.panicked() and answered == n and peak < 200 * 1024
-    verdict("conns", ok, f"{n} concurrent TLS connections: {answered} answered 200, other {other}; server alive {alive}, "
-            f"RSS with all open {open_now / 1024:.1f} MB, peak {peak / 1024:.1f} MB")
-
-
 def fault_conns(args):
+    """The client is compiled (bench/conns.rs): a Python event loop driving 3,000 handshakes was
+    itself slow enough to hit the server's 5 s handshake timeout on a busy 2-core machine."""
     n = 3000
     server = Server(args, ["--max-connections", "4096"], "conns")
     try:
-        asyncio.run(fault_conns_async(args, server, n))
+        client = subprocess.Popen([args.conns_client, f"127.0.0.1:{server.port}", str(args.body), str(n), "50"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        ready = client.stdout.readline().decode()
+        open_now = hwm_kb(server.proc.pid, "VmRSS")
+        peak = hwm_kb(server.proc.pid)
+        client.stdin.close()
+        client.wait(timeout=60)
+        if not ready.startswith("READY "):
+            raise RuntimeError(f"client failed: {ready!r} {client.stderr.read().decode()[-500:]}")
+        outcomes = json.loads(ready[len("READY "):])
+        alive = server.proc.poll() is None
+        answered = outcomes.pop("status:200", 0)
+        ok = alive and not server.panicked() and answered == n and peak < 200 * 1024
+        verdict("conns", ok, f"{n} concurrent TLS connections: {answered} answered 200, other {outcomes}; server alive "
+                f"{alive}, RSS with all open {open_now / 1024:.1f} MB, peak {peak / 1024:.1f} MB")
     finally:
         server.stop()
 
@@ -487,6 +466,7 @@ def main():
     p.add_argument("--oha", required=True)
     p.add_argument("--out", required=True, type=pathlib.Path)
     p.add_argument("--body", required=True, type=pathlib.Path)
+    p.add_argument("--conns-client", required=True, help="secretmode-conns (bench/conns.rs)")
     p.add_argument("faults", nargs="*", default=list(FAULTS))
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

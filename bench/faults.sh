@@ -16,8 +16,8 @@ if [ ! -x "$oha" ]; then
   echo "==> installing oha (load generator) into bench/.tools"
   cargo install oha --version 1.16.0 --locked --root "$root/bench/.tools" --quiet
 fi
-echo "==> building the release binary"
-cargo build --release --locked --bin secretmode --quiet
+echo "==> building the release binary and the connection drill's client"
+cargo build --release --locked --features bench --bin secretmode --bin secretmode-conns --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 out="$root/bench/results/faults-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
@@ -25,4 +25,5 @@ python3 bench/make_reviews.py "$out/bodies" >/dev/null
 ulimit -n 20000 2>/dev/null || true
 { echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"; echo "nproc: $(nproc)"; echo "load: $(uptime)"; } >"$out/machine.txt"
 python3 bench/faults.py --bin "$target_dir/release/secretmode" --oha "$oha" --out "$out" \
+  --conns-client "$target_dir/release/secretmode-conns" \
   --body "$out/bodies/sidecar.json" "$@" | tee "$out/summary.txt"
