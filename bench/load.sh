@@ -77,6 +77,8 @@ stop_servers() {
 }
 
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# The server's user + system CPU time so far, in clock ticks (all its threads).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # run SERVER PHASE MODE CONNS RATE REP
 run() {
@@ -85,11 +87,13 @@ run() {
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
   [ "$rate" != max ] && rate_args=(-q "$rate" --latency-correction)
+  local cpu_before
+  cpu_before=$(cpu_ticks "$pid")
   "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
     -m POST -T application/json -D "$out/bodies/$mode.json" \
     "https://127.0.0.1:$port/mutate?timeout=10s" >"$file"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
-    >>"$out/runs.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
+    "$(($(cpu_ticks "$pid") - cpu_before))" >>"$out/runs.tsv"
   printf '  %-10s %-9s %-8s c=%-4s rate=%-5s rep=%s done\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep"
 }
 
@@ -99,6 +103,7 @@ run() {
   lscpu | head -n 15
   echo "load before: $(uptime)"
   echo "oha: $("$oha" --version)"
+  echo "clock ticks per second: $(getconf CLK_TCK)"
   echo "settings: DURATION=$DURATION REPEAT=$REPEAT CONNS=$CONNS RATE=$RATE MODES=$MODES PHASES=$PHASES"
 } >"$out/machine.txt"
 

@@ -3,14 +3,16 @@
 JSON files beside it, prints a table, the secretmode/ceiling throughput ratio and the verdict
 on each target, and writes the same text to <dir>/summary.txt."""
 import json
+import os
 import pathlib
 import statistics
 import sys
 
 d = pathlib.Path(sys.argv[1])
+TICKS = os.sysconf("SC_CLK_TCK")
 rows = []
 for line in (d / "runs.tsv").read_text().splitlines():
-    server, phase, mode, conns, rate, rep, rss_kb, path = line.split("\t")
+    server, phase, mode, conns, rate, rep, rss_kb, path, *cpu = line.split("\t")
     data = json.loads(pathlib.Path(path).read_text())
     summary = data["summary"]
     codes = data.get("statusCodeDistribution", {})
@@ -32,12 +34,14 @@ for line in (d / "runs.tsv").read_text().splitlines():
             errors=errors,
             ok=ok,
             hwm_mb=int(rss_kb) / 1024,
+            # The server's CPU time per answered request, all threads (older runs lack it).
+            cpu_us=int(cpu[0]) / TICKS * 1e6 / ok if cpu and ok else 0.0,
         )
     )
 
 lines = []
 say = lines.append
-say(f"{'server':<11} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8}")
+say(f"{'server':<11} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10}")
 
 
 def med(group, key):
@@ -52,14 +56,14 @@ for r in rows:
 agg = {}
 for k in keys:
     group = [r for r in rows if (r["server"], r["phase"], r["mode"], r["conns"], r["rate"]) == k]
-    a = {f: med(group, f) for f in ["rps", "p50", "p99", "p999"]}
+    a = {f: med(group, f) for f in ["rps", "p50", "p99", "p999", "cpu_us"]}
     a["errors"] = sum(r["errors"] for r in group)
     a["hwm_mb"] = max(r["hwm_mb"] for r in group)
     a["n"] = len(group)
     agg[k] = a
     say(
         f"{k[0]:<11} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
-        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f}"
+        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f}"
     )
 say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far)" % max(r["rep"] for r in rows))
 
@@ -78,6 +82,12 @@ if ratios:
     mean = statistics.mean(ratios.values())
     verdicts.append(("throughput >= 0.6 x ceiling at saturation (worst mode)", worst >= 0.6, f"{worst:.2f}"))
     say(f"RATIO secretmode/ceiling at saturation: {mean:.2f} (mean over modes), {worst:.2f} (worst mode)")
+    cpu = {m: (agg[("ceiling", "saturate", m, c, r)]["cpu_us"], a["cpu_us"])
+           for (s_, p_, m, c, r), a in agg.items() if s_ == "secretmode" and p_ == "saturate"
+           and ("ceiling", "saturate", m, c, r) in agg}
+    if cpu and all(ce and sm for ce, sm in cpu.values()):
+        say("server CPU per request at saturation (ceiling / secretmode, us): "
+            + ", ".join(f"{m} {ce:.1f} / {sm:.1f}" for m, (ce, sm) in cpu.items()))
 
 fixed = [a for (s, p, m, c, r), a in agg.items() if s == "secretmode" and p == "fixed"]
 if fixed:

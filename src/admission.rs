@@ -1,9 +1,9 @@
 //! AdmissionReview `admission.k8s.io/v1` on the wire.
 //!
 //! Only the fields the decision needs are deserialised, in one pass over the body: of the pod
-//! (`object`), the parts the decision reads ([`crate::pod_view`]); `oldObject`, `userInfo`
-//! and `options` are skipped without building values. The answer echoes the request uid and carries the patch as the base64 string the
-//! API server expects.
+//! (`object`), the parts the decision reads ([`crate::pod_view`]); `oldObject`, `userInfo` and
+//! `options` are skipped without building values. The answer echoes the request uid and
+//! carries the patch as the base64 string the API server expects.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -379,8 +379,7 @@ mod tests {
         assert_eq!(again["response"]["allowed"], true, "{again}");
         assert!(again["response"].get("patch").is_none(), "{again}");
         // Only the whole pod shows the difference: a field the view skips, changed inside the
-        // injected sidecar, is a collision.
-        // (A native sidecar by default: the first init container.)
+        // injected sidecar (native by default: the first init container), is a collision.
         assert_eq!(patched["spec"]["initContainers"][0]["name"], "secretmode-sidecar");
         patched["spec"]["initContainers"][0]["image"] = json!("attacker/agent:latest");
         let tampered = answer(&request(patched, "CREATE", "Pod", "ns"));
