@@ -3,9 +3,10 @@
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
+
+use crate::log_writer;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum LogFormat {
@@ -20,19 +21,16 @@ pub enum LogWriter {
     /// Written to stderr by the thread that logs: output stays in order with the command's
     /// own stderr messages (CLI commands).
     Direct,
-    /// Handed to a writer thread that writes whatever has queued up in one `write` and
-    /// flushes as soon as the queue is empty (`serve`). One line per admission would
-    /// otherwise cost a `write(2)` on the request path; this way a busy webhook writes in
-    /// batches and an idle one still writes every line at once. Nothing is dropped: when the
-    /// queue is full (stderr blocked), loggers wait, as they would on a direct write.
+    /// Handed to a writer thread that writes them in batches ([`crate::log_writer`]; `serve`,
+    /// which logs a line per admission).
     Background,
 }
 
-/// Keeps the background writer alive; dropping it writes out every queued line. Hold it until
-/// the command has finished.
-#[must_use = "dropping the guard stops the log writer"]
+/// Keeps the background writer; dropping it writes out every queued line. Hold it until the
+/// command has finished.
+#[must_use = "dropping the guard flushes the log writer"]
 pub struct LogGuard {
-    _writer: Option<WorkerGuard>,
+    _writer: Option<log_writer::Guard>,
 }
 
 /// Installs the global subscriber. `level` is an env-filter directive (`info`,
@@ -40,22 +38,15 @@ pub struct LogGuard {
 /// `audit` output on stdout stays clean; colours only when stderr is a terminal, so container
 /// logs carry no escape codes.
 pub fn init(format: LogFormat, level: &str, writer: LogWriter) -> LogGuard {
-    match writer {
-        LogWriter::Direct => {
-            install(format, level, std::io::stderr);
-            LogGuard { _writer: None }
-        }
-        LogWriter::Background => {
-            let (writer, guard) = NonBlockingBuilder::default()
-                .lossy(false)
-                // About 2 MB of queued lines at most; then loggers wait, as on a direct write.
-                .buffered_lines_limit(8192)
-                .thread_name("secretmode-log")
-                .finish(std::io::BufWriter::new(std::io::stderr()));
-            install(format, level, writer);
-            LogGuard { _writer: Some(guard) }
+    if writer == LogWriter::Background {
+        // If the thread cannot be started, log directly rather than not at all.
+        if let Ok((sender, guard)) = log_writer::start(std::io::stderr()) {
+            install(format, level, sender);
+            return LogGuard { _writer: Some(guard) };
         }
     }
+    install(format, level, std::io::stderr);
+    LogGuard { _writer: None }
 }
 
 fn install<W>(format: LogFormat, level: &str, writer: W)
