@@ -219,7 +219,8 @@ fn injected_note(plan: &Plan, defaulted: bool) -> String {
     note
 }
 
-fn reserved_name(pod: &Value) -> Option<String> {
+/// The first volume or container with a reserved `secretmode-` name, described for a denial.
+pub(crate) fn reserved_name(pod: &Value) -> Option<String> {
     let spec = pod.get("spec")?;
     for field in ["volumes", "containers", "initContainers"] {
         for entry in spec.get(field).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {

@@ -27,8 +27,6 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
-use crate::inject::RESERVED_PREFIX;
-
 /// The pod as the decision reads it: deserialise it where the pod is (the AdmissionReview's
 /// `request.object`), then ask [`PodView::into_value`] for the value.
 #[derive(Debug)]
@@ -44,7 +42,7 @@ impl PodView {
     /// The pod's decision-relevant parts, or `None` when the decision needs the whole pod (a
     /// `secretmode-` entry is present): parse it whole then.
     pub fn into_value(self) -> Option<Value> {
-        (!has_reserved_entry(&self.0)).then_some(self.0)
+        crate::admit::reserved_name(&self.0).is_none().then_some(self.0)
     }
 }
 
@@ -54,19 +52,6 @@ pub fn parse(text: &str) -> serde_json::Result<Value> {
         Some(view) => Ok(view),
         None => serde_json::from_str(text),
     }
-}
-
-fn has_reserved_entry(pod: &Value) -> bool {
-    let Some(spec) = pod.get("spec") else {
-        return false;
-    };
-    ["containers", "initContainers", "volumes"].iter().any(|list| {
-        spec.get(list).and_then(Value::as_array).is_some_and(|entries| {
-            entries
-                .iter()
-                .any(|e| e.get("name").and_then(Value::as_str).is_some_and(|n| n.starts_with(RESERVED_PREFIX)))
-        })
-    })
 }
 
 /// Which part of the pod a JSON value is, and so which of its fields are kept.

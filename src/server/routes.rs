@@ -95,9 +95,8 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
             format!("body larger than {} bytes", state.max_body_bytes),
         );
     }
-    let query = Query::<MutateQuery>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or(MutateQuery { timeout: None });
-    let budget = query
-        .timeout
+    let requested = Query::<MutateQuery>::try_from_uri(&parts.uri).ok().and_then(|q| q.0.timeout);
+    let budget = requested
         .as_deref()
         .and_then(|t| crate::duration::parse(t).ok())
         .map_or(state.body_timeout, |t| t.min(state.body_timeout));
