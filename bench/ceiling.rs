@@ -5,15 +5,24 @@
 //! (every byte is still validated, but nothing is built except the uid), and echoes the uid
 //! with `allowed: true`. No decision, no patch, no metrics, no logs.
 //!
+//! A second route, `POST /answer/{name}`, does the same work but answers with a body of
+//! secretmode's own size: `ANSWERS/<name>.json`, secretmode's answer to the same review, with
+//! the request's uid put in place of the one it was recorded with. It tells how much of the
+//! gap to the ceiling is only the size of the answer (a sidecar's patch is ~4 KB of base64,
+//! which the server encrypts and sends and the client receives and decrypts on every request).
+//!
 //! Built only with `--features bench`; `bench/load.sh` drives it beside `secretmode serve`.
-//! Usage: `secretmode-ceiling 127.0.0.1:9443`
+//! Usage: `secretmode-ceiling 127.0.0.1:9443 [ANSWERS]`
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -58,7 +67,7 @@ struct ResponseOut<'a> {
 
 async fn mutate(body: Bytes) -> Response {
     let Ok(review) = serde_json::from_slice::<ReviewIn<'_>>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not an AdmissionReview\n").into_response();
+        return not_a_review();
     };
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
@@ -66,12 +75,78 @@ async fn mutate(body: Bytes) -> Response {
         response: ResponseOut { uid: &review.request.uid, allowed: true },
     };
     let body = serde_json::to_vec(&out).unwrap_or_default();
+    json_response(body)
+}
+
+/// A recorded answer split around its uid.
+struct Answer {
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+type Answers = Arc<HashMap<String, Answer>>;
+
+async fn answer_sized(State(answers): State<Answers>, UrlPath(name): UrlPath<String>, body: Bytes) -> Response {
+    let Ok(review) = serde_json::from_slice::<ReviewIn<'_>>(&body) else {
+        return not_a_review();
+    };
+    let Some(answer) = answers.get(&name) else {
+        return (StatusCode::NOT_FOUND, "no recorded answer of that name\n").into_response();
+    };
+    let mut out = Vec::with_capacity(answer.before.len() + review.request.uid.len() + 2 + answer.after.len());
+    out.extend_from_slice(&answer.before);
+    serde_json::to_writer(&mut out, &*review.request.uid).unwrap_or_default();
+    out.extend_from_slice(&answer.after);
+    json_response(out)
+}
+
+fn not_a_review() -> Response {
+    (StatusCode::BAD_REQUEST, "not an AdmissionReview\n").into_response()
+}
+
+fn json_response(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// Reads every `<name>.json` AdmissionReview answer in `dir`, split around its response uid.
+fn load_answers(dir: &Path) -> Result<HashMap<String, Answer>> {
+    #[derive(Deserialize)]
+    struct Recorded {
+        response: RecordedResponse,
+    }
+    #[derive(Deserialize)]
+    struct RecordedResponse {
+        uid: String,
+    }
+    let mut answers = HashMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(name) =
+            path.file_stem().and_then(|n| n.to_str()).filter(|_| path.extension().is_some_and(|e| e == "json"))
+        else {
+            continue;
+        };
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let recorded: Recorded = serde_json::from_slice(&text)
+            .with_context(|| format!("{} is not an AdmissionReview answer", path.display()))?;
+        let uid = serde_json::to_vec(&recorded.response.uid)?;
+        let at = text
+            .windows(uid.len())
+            .position(|w| w == uid.as_slice())
+            .with_context(|| format!("uid not found in {}", path.display()))?;
+        answers
+            .insert(name.to_string(), Answer { before: text[..at].to_vec(), after: text[at + uid.len()..].to_vec() });
+    }
+    Ok(answers)
 }
 
 fn main() -> Result<()> {
     let addr: SocketAddr =
         std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9443".into()).parse().context("address")?;
+    let answers: Answers = Arc::new(match std::env::args().nth(2) {
+        Some(dir) => load_answers(Path::new(&dir))?,
+        None => HashMap::new(),
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let resolver = Arc::new(CertResolver::default());
@@ -79,7 +154,10 @@ fn main() -> Result<()> {
         resolver.set(tls::self_signed(&names)?.key);
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         println!("ceiling listening on {}", listener.local_addr()?);
-        let router = Router::new().route("/mutate", post(mutate));
+        let router = Router::new()
+            .route("/mutate", post(mutate))
+            .route("/answer/{name}", post(answer_sized))
+            .with_state(answers);
         let limits = ListenerLimits {
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(5),

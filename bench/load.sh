@@ -4,7 +4,9 @@
 # loopback over HTTPS with keep-alive, driven by the same load generator (oha, installed here
 # into bench/.tools). For each mode's realistic AdmissionReview (examples/admission, compact):
 #   fixed    RATE req/s (default 1000) with 50 connections  -> p50/p99/p99.9 latency
-#   saturate as fast as possible with CONNS connections    -> requests/s, ratio to the ceiling
+#   saturate as fast as possible with CONNS connections    -> requests/s, ratio to the ceiling;
+#            also the ceiling answering with secretmode's answer (same size): what the
+#            answer's size alone costs
 #   conns500 as fast as possible with 500 connections       -> peak RSS (VmHWM)
 # Prints a table, the secretmode/ceiling ratio and PASS/MISS per target; keeps everything under
 # bench/results/<timestamp>/.
@@ -42,7 +44,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 bin="$target_dir/release"
 
 out="$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
-mkdir -p "$out/bodies" "$out/oha"
+mkdir -p "$out/bodies" "$out/oha" "$out/answers"
 python3 bench/make_reviews.py "$out/bodies" > "$out/bodies.txt"
 cat "$out/bodies.txt"
 
@@ -57,16 +59,29 @@ start_servers() {
   "$bin/secretmode" serve --addr "127.0.0.1:$sm_port" --admin-addr "127.0.0.1:$sm_admin" \
     --shutdown-grace 2s 2>>"$out/secretmode.log" >/dev/null &
   sm_pid=$!
-  "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" >>"$out/ceiling.log" 2>&1 &
+  pids+=("$sm_pid")
+  wait_ready "curl -fs http://127.0.0.1:$sm_admin/readyz"
+  # secretmode's own answer to each review, for the ceiling's answer-sized route
+  # (bench/ceiling.rs): recorded once, before the ceiling starts.
+  for mode in $MODES; do
+    [ -s "$out/answers/$mode.json" ] && continue
+    curl -fsk -H 'Content-Type: application/json' --data-binary "@$out/bodies/$mode.json" \
+      "https://127.0.0.1:$sm_port/mutate" -o "$out/answers/$mode.json"
+  done
+  "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" "$out/answers" >>"$out/ceiling.log" 2>&1 &
   ceil_pid=$!
-  pids+=("$sm_pid" "$ceil_pid")
+  pids+=("$ceil_pid")
+  wait_ready "grep -q listening $out/ceiling.log"
+}
+
+wait_ready() {
   for _ in $(seq 1 100); do
-    if curl -fs "http://127.0.0.1:$sm_admin/readyz" >/dev/null 2>&1 && grep -q listening "$out/ceiling.log"; then
+    if eval "$1" >/dev/null 2>&1; then
       return 0
     fi
     sleep 0.1
   done
-  echo "servers did not become ready" >&2
+  echo "server did not become ready: $1" >&2
   exit 1
 }
 
@@ -79,21 +94,35 @@ stop_servers() {
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # The server's user + system CPU time so far, in clock ticks (all its threads).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Runs a command and writes its user + system CPU time in milliseconds to the file $1.
+with_cpu_ms() {
+  python3 -c 'import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write("%d" % ((r.ru_utime + r.ru_stime) * 1000))
+sys.exit(code)' "$@"
+}
 
 # run SERVER PHASE MODE CONNS RATE REP
 run() {
   local server=$1 phase=$2 mode=$3 conns=$4 rate=$5 rep=$6 port pid
-  if [ "$server" = secretmode ]; then port=$sm_port; pid=$sm_pid; else port=$ceil_port; pid=$ceil_pid; fi
+  local path=/mutate
+  case $server in
+    secretmode) port=$sm_port pid=$sm_pid ;;
+    ceiling) port=$ceil_port pid=$ceil_pid ;;
+    # the ceiling's work with secretmode's answer for this mode (bench/ceiling.rs)
+    ceiling-sized) port=$ceil_port pid=$ceil_pid path=/answer/$mode ;;
+  esac
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
   [ "$rate" != max ] && rate_args=(-q "$rate" --latency-correction)
   local cpu_before
   cpu_before=$(cpu_ticks "$pid")
-  "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
+  with_cpu_ms "$out/client-ms" "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
     -m POST -T application/json -D "$out/bodies/$mode.json" \
-    "https://127.0.0.1:$port/mutate?timeout=10s" >"$file"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
-    "$(($(cpu_ticks "$pid") - cpu_before))" >>"$out/runs.tsv"
+    "https://127.0.0.1:$port$path?timeout=10s" >"$file"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
+    "$(($(cpu_ticks "$pid") - cpu_before))" "$(cat "$out/client-ms")" >>"$out/runs.tsv"
   printf '  %-10s %-9s %-8s c=%-4s rate=%-5s rep=%s done\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep"
 }
 
@@ -125,6 +154,7 @@ for phase in $PHASES; do
         saturate)
           run ceiling saturate "$mode" "$CONNS" max "$rep"
           run secretmode saturate "$mode" "$CONNS" max "$rep"
+          run ceiling-sized saturate "$mode" "$CONNS" max "$rep"
           ;;
         conns500) run secretmode conns500 "$mode" 500 max "$rep" ;;
       esac

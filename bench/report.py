@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Summarises one bench/load.sh run: reads <dir>/runs.tsv (one line per oha run) and the oha
 JSON files beside it, prints a table, the secretmode/ceiling throughput ratio and the verdict
-on each target, and writes the same text to <dir>/summary.txt."""
+on each target, and writes the same text to <dir>/summary.txt.
+
+Server `ceiling-sized` is the ceiling answering with secretmode's own answer for the mode: the
+ratio ceiling-sized/ceiling is what the size of the answer alone costs."""
 import json
 import os
 import pathlib
@@ -13,6 +16,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 rows = []
 for line in (d / "runs.tsv").read_text().splitlines():
     server, phase, mode, conns, rate, rep, rss_kb, path, *cpu = line.split("\t")
+    client_ms = cpu[1] if len(cpu) > 1 else ""
     data = json.loads(pathlib.Path(path).read_text())
     summary = data["summary"]
     codes = data.get("statusCodeDistribution", {})
@@ -36,12 +40,14 @@ for line in (d / "runs.tsv").read_text().splitlines():
             hwm_mb=int(rss_kb) / 1024,
             # The server's CPU time per answered request, all threads (older runs lack it).
             cpu_us=int(cpu[0]) / TICKS * 1e6 / ok if cpu and ok else 0.0,
+            # The load generator's CPU time per answered request (older runs lack it).
+            client_us=int(client_ms) * 1e3 / ok if client_ms and ok else 0.0,
         )
     )
 
 lines = []
 say = lines.append
-say(f"{'server':<11} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10}")
+say(f"{'server':<11} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10}")
 
 
 def med(group, key):
@@ -56,16 +62,17 @@ for r in rows:
 agg = {}
 for k in keys:
     group = [r for r in rows if (r["server"], r["phase"], r["mode"], r["conns"], r["rate"]) == k]
-    a = {f: med(group, f) for f in ["rps", "p50", "p99", "p999", "cpu_us"]}
+    a = {f: med(group, f) for f in ["rps", "p50", "p99", "p999", "cpu_us", "client_us"]}
     a["errors"] = sum(r["errors"] for r in group)
     a["hwm_mb"] = max(r["hwm_mb"] for r in group)
     a["n"] = len(group)
     agg[k] = a
     say(
         f"{k[0]:<11} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
-        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f}"
+        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f}"
     )
-say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far)" % max(r["rep"] for r in rows))
+say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far; CPU is the server's, all\n"
+    " threads; oha is the load generator's, which shares the cores)" % max(r["rep"] for r in rows))
 
 verdicts = []
 ratios = {}
@@ -88,6 +95,18 @@ if ratios:
     if cpu and all(ce and sm for ce, sm in cpu.values()):
         say("server CPU per request at saturation (ceiling / secretmode, us): "
             + ", ".join(f"{m} {ce:.1f} / {sm:.1f}" for m, (ce, sm) in cpu.items()))
+    sized = {}
+    for mode in ratios:
+        key = next(k for k in agg if k[:3] == ("secretmode", "saturate", mode))
+        plain, same = agg.get(("ceiling",) + key[1:]), agg.get(("ceiling-sized",) + key[1:])
+        if plain and same and plain["rps"] and same["rps"]:
+            sized[mode] = (same["rps"] / plain["rps"], agg[key]["rps"] / same["rps"])
+    if sized:
+        say("the answer's size alone (ceiling with secretmode's answer / ceiling): "
+            + ", ".join(f"{m} {a:.2f}" for m, (a, _) in sized.items()))
+        say("secretmode / ceiling with secretmode's answer: "
+            + ", ".join(f"{m} {b:.2f}" for m, (_, b) in sized.items())
+            + f" (mean {statistics.mean(b for _, b in sized.values()):.2f})")
 
 fixed = [a for (s, p, m, c, r), a in agg.items() if s == "secretmode" and p == "fixed"]
 if fixed:
