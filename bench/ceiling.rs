@@ -11,6 +11,10 @@
 //! gap to the ceiling is only the size of the answer (a sidecar's patch is ~4 KB of base64,
 //! which the server encrypts and sends and the client receives and decrypts on every request).
 //!
+//! A third, `POST /busy/{micros}`, is the ceiling plus that many microseconds of busy work on
+//! the request's thread (a stand-in for a webhook's own decision): it shows how the ratio
+//! falls with the CPU a handler adds, so what budget a review must fit for a given ratio.
+//!
 //! Built only with `--features bench`; `bench/load.sh` drives it beside `secretmode serve`.
 //! Usage: `secretmode-ceiling 127.0.0.1:9443 [ANSWERS]`
 
@@ -76,6 +80,14 @@ async fn mutate(body: Bytes) -> Response {
     };
     let body = serde_json::to_vec(&out).unwrap_or_default();
     json_response(body)
+}
+
+async fn busy(UrlPath(micros): UrlPath<u64>, body: Bytes) -> Response {
+    let until = std::time::Instant::now() + Duration::from_micros(micros);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    mutate(body).await
 }
 
 /// A recorded answer split around its uid.
@@ -157,6 +169,7 @@ fn main() -> Result<()> {
         let router = Router::new()
             .route("/mutate", post(mutate))
             .route("/answer/{name}", post(answer_sized))
+            .route("/busy/{micros}", post(busy))
             .with_state(answers);
         let limits = ListenerLimits {
             handshake_timeout: Duration::from_secs(5),

@@ -14,6 +14,8 @@
 #   bench/load.sh                 # full run (about 4 minutes with the defaults)
 #   bench/load.sh --ratio         # saturation only: prints the ratio (about 1.5 minutes)
 #   DURATION=10 REPEAT=3 CONNS=32 RATE=1000 bench/load.sh
+#   BUSY="10 20 35" MODES=eso bench/load.sh --ratio   # also the ceiling plus N us of busy
+#                                 # work per request: the CPU budget behind a given ratio
 #   PHASES=fixed bench/load.sh   # only the fixed-rate latency phase
 #
 # Every load run is bounded (DURATION seconds each) and only touches 127.0.0.1.
@@ -28,6 +30,7 @@ REPEAT=${REPEAT:-1}
 CONNS=${CONNS:-32}
 RATE=${RATE:-1000}
 MODES=${MODES:-"eso csi init sidecar"}
+BUSY=${BUSY:-}
 PHASES=${PHASES:-"fixed saturate conns500"}
 [ "${1:-}" = "--ratio" ] && PHASES="saturate"
 
@@ -112,6 +115,7 @@ run() {
     ceiling) port=$ceil_port pid=$ceil_pid ;;
     # the ceiling's work with secretmode's answer for this mode (bench/ceiling.rs)
     ceiling-sized) port=$ceil_port pid=$ceil_pid path=/answer/$mode ;;
+    ceiling-busy*) port=$ceil_port pid=$ceil_pid path=/busy/${server#ceiling-busy} ;;
   esac
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
@@ -123,7 +127,7 @@ run() {
     "https://127.0.0.1:$port$path?timeout=10s" >"$file"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
     "$(($(cpu_ticks "$pid") - cpu_before))" "$(cat "$out/client-ms")" >>"$out/runs.tsv"
-  printf '  %-10s %-9s %-8s c=%-4s rate=%-5s rep=%s done\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep"
+  printf '  %-14s %-9s %-8s c=%-4s rate=%-5s rep=%s done\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep"
 }
 
 {
@@ -133,7 +137,7 @@ run() {
   echo "load before: $(uptime)"
   echo "oha: $("$oha" --version)"
   echo "clock ticks per second: $(getconf CLK_TCK)"
-  echo "settings: DURATION=$DURATION REPEAT=$REPEAT CONNS=$CONNS RATE=$RATE MODES=$MODES PHASES=$PHASES"
+  echo "settings: DURATION=$DURATION REPEAT=$REPEAT CONNS=$CONNS RATE=$RATE MODES=$MODES PHASES=$PHASES BUSY=$BUSY"
 } >"$out/machine.txt"
 
 echo "==> load runs (results in ${out#"$root"/})"
@@ -155,6 +159,7 @@ for phase in $PHASES; do
           run ceiling saturate "$mode" "$CONNS" max "$rep"
           run secretmode saturate "$mode" "$CONNS" max "$rep"
           run ceiling-sized saturate "$mode" "$CONNS" max "$rep"
+          for us in $BUSY; do run "ceiling-busy$us" saturate "$mode" "$CONNS" max "$rep"; done
           ;;
         conns500) run secretmode conns500 "$mode" 500 max "$rep" ;;
       esac

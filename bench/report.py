@@ -4,7 +4,8 @@ JSON files beside it, prints a table, the secretmode/ceiling throughput ratio an
 on each target, and writes the same text to <dir>/summary.txt.
 
 Server `ceiling-sized` is the ceiling answering with secretmode's own answer for the mode: the
-ratio ceiling-sized/ceiling is what the size of the answer alone costs."""
+ratio ceiling-sized/ceiling is what the size of the answer alone costs; `ceiling-busyN` is the
+ceiling plus N microseconds of busy work per request."""
 import json
 import os
 import pathlib
@@ -47,7 +48,7 @@ for line in (d / "runs.tsv").read_text().splitlines():
 
 lines = []
 say = lines.append
-say(f"{'server':<11} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10}")
+say(f"{'server':<14} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10}")
 
 
 def med(group, key):
@@ -68,7 +69,7 @@ for k in keys:
     a["n"] = len(group)
     agg[k] = a
     say(
-        f"{k[0]:<11} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
+        f"{k[0]:<14} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
         f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f}"
     )
 say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far; CPU is the server's, all\n"
@@ -107,6 +108,14 @@ if ratios:
         say("secretmode / ceiling with secretmode's answer: "
             + ", ".join(f"{m} {b:.2f}" for m, (_, b) in sized.items())
             + f" (mean {statistics.mean(b for _, b in sized.values()):.2f})")
+    busy = sorted({k[0] for k in agg if k[0].startswith("ceiling-busy")}, key=lambda s: int(s[len("ceiling-busy"):]))
+    for server in busy:
+        parts = []
+        for (s_, p_, m, c, r), a in agg.items():
+            plain = agg.get(("ceiling", p_, m, c, r))
+            if s_ == server and plain and plain["rps"]:
+                parts.append(f"{m} {a['rps'] / plain['rps']:.2f} ({a['cpu_us']:.0f} us/req)")
+        say(f"ceiling + {server[len('ceiling-busy'):]} us busy work per request / ceiling: " + ", ".join(parts))
 
 fixed = [a for (s, p, m, c, r), a in agg.items() if s == "secretmode" and p == "fixed"]
 if fixed:
