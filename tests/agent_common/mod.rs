@@ -163,9 +163,14 @@ impl Bao {
             .expect("start bao");
         self.child = Some(KillOnDrop(child));
         let url = format!("{}/v1/sys/health", self.addr);
-        wait_for("bao to be unsealed", Duration::from_secs(30), || {
-            http("GET", &url, &[], None).ok().filter(|(c, _)| *c == 200).map(|_| ())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http("GET", &url, &[], None).is_ok_and(|(code, _)| code == 200) {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default();
+                panic!("bao on port {} was not unsealed within 30 s; its log:\n{log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

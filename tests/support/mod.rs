@@ -22,21 +22,26 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that is free now and that nobody else in this process will be handed.
+/// A loopback port that is free now, with the port after it, and that nobody else in this
+/// process will be handed.
 ///
 /// Ports come from below the kernel's ephemeral range (32768+), where the source ports of
 /// outgoing connections would otherwise take them between this probe and a child's bind; the
-/// start is spread by process id because test binaries may run side by side.
+/// start is spread by process id because test binaries may run side by side. Only even ports
+/// are handed out and the odd one after each is kept free too: `bao server -dev` also binds
+/// its cluster listener on port + 1, and a server of a neighbouring test there kept OpenBao
+/// from starting (a CI flake).
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let spread = (std::process::id() % 500) * 24;
+    let spread = (std::process::id() % 500) * 12;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + ((spread + n) % 12_000) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let port = 20_000 + 2 * ((spread + n) % 6_000) as u16;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 1) {
             return port;
         }
-        assert!(n < 12_000, "no free loopback port between 20000 and 32000");
+        assert!(n < 6_000, "no free pair of loopback ports between 20000 and 32000");
     }
 }
 
