@@ -155,7 +155,7 @@ fn answer(
 ) -> Reviewed {
     let (allowed, message, patch, warnings): (bool, Option<&str>, Option<Vec<u8>>, &[String]) = match decision {
         Decision::Allow { patch, warnings, .. } => {
-            let bytes = if patch.is_empty() { None } else { serde_json::to_vec(patch).ok() };
+            let bytes = (!patch.is_empty()).then(|| crate::patch::to_json(patch));
             (true, None, bytes, warnings)
         }
         Decision::Deny { message, .. } => (false, Some(message.as_str()), None, &[]),

@@ -35,6 +35,30 @@ impl PartialEq for PatchOp {
     }
 }
 
+/// The patch as JSON text, written directly: each op's value is already JSON, and the fixed
+/// parts need no serialiser (which would escape every key and the word `add` byte by byte, on
+/// every admission). Equal to `serde_json::to_vec(ops)` byte for byte (tested).
+pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
+    let len: usize = ops.iter().map(|PatchOp::Add { path, value }| path.len() + value.get().len() + 40).sum();
+    let mut out = Vec::with_capacity(len + 2);
+    out.push(b'[');
+    for (i, PatchOp::Add { path, value }) in ops.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"op":"add","path":"#);
+        // A string serialises into a Vec without fail.
+        if serde_json::to_writer(&mut out, path.as_str()).is_err() {
+            out.extend_from_slice(b"null");
+        }
+        out.extend_from_slice(br#","value":"#);
+        out.extend_from_slice(value.get().as_bytes());
+        out.push(b'}');
+    }
+    out.push(b']');
+    out
+}
+
 /// Appends `/token` with RFC 6901 escaping (`~` → `~0`, `/` → `~1`).
 pub fn push_token(path: &mut String, token: &str) {
     path.push('/');
@@ -63,6 +87,17 @@ mod tests {
         let mut out = doc;
         json_patch::patch(&mut out, &patch).unwrap();
         assert_eq!(out["metadata"]["annotations"]["secrets/a~b"], "x");
+    }
+
+    #[test]
+    fn the_hand_written_patch_is_what_serde_writes() {
+        let ops = vec![
+            PatchOp::add("/spec/volumes/-".into(), &json!({"name": "a\"b", "emptyDir": {}})).unwrap(),
+            PatchOp::add("/metadata/annotations/secrets~1inj\"ected".into(), "mode=eso\n").unwrap(),
+            PatchOp::add("/spec/containers/0/env".into(), &json!([{"name": "X_FILE", "value": "/v/x"}])).unwrap(),
+        ];
+        assert_eq!(String::from_utf8(to_json(&ops)).unwrap(), serde_json::to_string(&ops).unwrap());
+        assert_eq!(to_json(&[]), b"[]");
     }
 
     #[test]
