@@ -63,7 +63,7 @@ start_servers() {
     --shutdown-grace 2s 2>>"$out/secretmode.log" >/dev/null &
   sm_pid=$!
   pids+=("$sm_pid")
-  wait_ready "curl -fs http://127.0.0.1:$sm_admin/readyz"
+  wait_ready curl -fs "http://127.0.0.1:$sm_admin/readyz"
   # secretmode's own answer to each review, for the ceiling's answer-sized route
   # (bench/ceiling.rs): recorded once, before the ceiling starts.
   for mode in $MODES; do
@@ -74,17 +74,18 @@ start_servers() {
   "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" "$out/answers" >>"$out/ceiling.log" 2>&1 &
   ceil_pid=$!
   pids+=("$ceil_pid")
-  wait_ready "grep -q listening $out/ceiling.log"
+  wait_ready grep -q listening "$out/ceiling.log"
 }
 
+# wait_ready COMMAND [ARGS...]: until the command succeeds, at most 10 s.
 wait_ready() {
   for _ in $(seq 1 100); do
-    if eval "$1" >/dev/null 2>&1; then
+    if "$@" >/dev/null 2>&1; then
       return 0
     fi
     sleep 0.1
   done
-  echo "server did not become ready: $1" >&2
+  echo "server did not become ready: $*" >&2
   exit 1
 }
 
