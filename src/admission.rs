@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use crate::admit::{self, Decision};
 use crate::config::Config;
+use crate::json::push_json;
 use crate::modes::Mode;
 use crate::pod_view::PodView;
 
@@ -197,13 +198,6 @@ fn response_body(
     }
     body.extend_from_slice(b"}}");
     body
-}
-
-/// Serialising a string or a list of strings into a Vec cannot fail.
-fn push_json<T: serde::Serialize + ?Sized>(body: &mut Vec<u8>, value: &T) {
-    if serde_json::to_writer(&mut *body, value).is_err() {
-        body.extend_from_slice(b"null");
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Reading the pod's raw JSON on the request path.
+//! Reading the pod's raw JSON, and writing JSON by hand, on the request path.
 
 use serde_json::Value;
 
@@ -6,6 +6,13 @@ use serde_json::Value;
 /// unescaping a pointer string into fresh allocations on every call.
 pub fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(value, |v, key| v.get(key))
+}
+
+/// Appends `value` as JSON; serialising a string or a list of strings into a Vec cannot fail.
+pub fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"null");
+    }
 }
 
 #[cfg(test)]

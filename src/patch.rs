@@ -47,10 +47,7 @@ pub fn to_json(ops: &[PatchOp]) -> Vec<u8> {
             out.push(b',');
         }
         out.extend_from_slice(br#"{"op":"add","path":"#);
-        // A string serialises into a Vec without fail.
-        if serde_json::to_writer(&mut out, path.as_str()).is_err() {
-            out.extend_from_slice(b"null");
-        }
+        crate::json::push_json(&mut out, path.as_str());
         out.extend_from_slice(br#","value":"#);
         out.extend_from_slice(value.get().as_bytes());
         out.push(b'}');

@@ -26,13 +26,25 @@ pub const ROOT_TOKEN: &str = "root";
 pub const ROLE: &str = "app";
 
 /// Polls `f` until it returns Some or `timeout` passes; panics with `what` on timeout.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_explained(what, timeout, f, String::new)
+}
+
+/// [`wait_for`], with `explain()` (a server's log, say) appended to the timeout's panic.
+pub fn wait_for_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -163,14 +175,16 @@ impl Bao {
             .expect("start bao");
         self.child = Some(KillOnDrop(child));
         let url = format!("{}/v1/sys/health", self.addr);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http("GET", &url, &[], None).is_ok_and(|(code, _)| code == 200) {
-            if Instant::now() > deadline {
+        let what = format!("bao on port {} to be unsealed", self.port);
+        wait_for_explained(
+            &what,
+            Duration::from_secs(30),
+            || http("GET", &url, &[], None).ok().filter(|(code, _)| *code == 200).map(|_| ()),
+            || {
                 let log = std::fs::read_to_string(self.dir.path().join("bao.log")).unwrap_or_default();
-                panic!("bao on port {} was not unsealed within 30 s; its log:\n{log}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                format!("; its log:\n{log}")
+            },
+        );
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
