@@ -1,9 +1,10 @@
 //! Where the time of one admission goes, stage by stage, in a release build (no profiler
-//! needed): `secretmode-review-cost examples/admission/sidecar.json [iterations [stage]]`.
+//! needed): `secretmode-review-cost examples/admission/sidecar.json [iterations [stage]]`
+//! (the last stage logs to stderr: add `2>/dev/null`).
 //! Built only with `--features bench`.
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -11,6 +12,8 @@ use serde_json::Value;
 use secretmode::admission;
 use secretmode::admit;
 use secretmode::config::Config;
+use secretmode::server::routes;
+use secretmode::telemetry::{self, LogFormat, LogWriter};
 
 /// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
 #[global_allocator]
@@ -62,5 +65,14 @@ fn main() -> Result<()> {
     time("inject::inject", n, || secretmode::inject::inject(&pod, &plan, &config, &ctx));
     let injection = secretmode::inject::inject(&pod, &plan, &config, &ctx)?;
     time("serialise patch", n, || serde_json::to_vec(&injection.ops));
+    // Last, because it installs the subscriber `serve` installs: the admission's log line,
+    // written to stderr (run with 2>/dev/null). SECRETMODE_LOG_FORMAT=json for the JSON layout.
+    let reviewed = admission::review(&body, &config)?;
+    let format = match std::env::var("SECRETMODE_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let _log = telemetry::init(format, "info", LogWriter::Background);
+    time("admission log line", n, || routes::log_admission(&reviewed, Duration::from_micros(87)));
     Ok(())
 }

@@ -3,9 +3,10 @@
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::{format, MakeWriter};
 use tracing_subscriber::EnvFilter;
 
+use crate::log_format::{Layout, OwnLines};
 use crate::log_writer;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -58,9 +59,13 @@ where
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    // try_init: tests may install a subscriber more than once.
+    // try_init: tests may install a subscriber more than once. OwnLines writes this crate's
+    // lines itself, identical to what the stock formatter it wraps would write.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Text => builder.event_format(OwnLines::new(format::format(), Layout::Text)).try_init(),
+        LogFormat::Json => {
+            let json = format::format().json().flatten_event(true).with_current_span(true).with_span_list(false);
+            builder.json().event_format(OwnLines::new(json, Layout::Json)).try_init()
+        }
     };
 }

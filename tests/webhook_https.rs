@@ -84,6 +84,11 @@ impl Server {
     /// Starts the binary on fresh loopback ports. Another test may take a port between our
     /// probe and the child's bind, so an early exit is retried on new ports.
     fn start(cert: &Path, key: &Path, extra: &[&str]) -> Server {
+        Server::start_logging_to(cert, key, extra, None)
+    }
+
+    /// With `log`, the default log level and stderr written to that file.
+    fn start_logging_to(cert: &Path, key: &Path, extra: &[&str], log: Option<&Path>) -> Server {
         for _ in 0..5 {
             let (port, admin) = (support::free_port(), support::free_port());
             let child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
@@ -93,9 +98,9 @@ impl Server {
                 .arg("--tls-key")
                 .arg(key)
                 .args(extra)
-                .env("RUST_LOG", "secretmode=warn")
+                .env("RUST_LOG", if log.is_some() { "info" } else { "secretmode=warn" })
                 .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
+                .stderr(log.map_or_else(Stdio::inherit, |path| std::fs::File::create(path).unwrap().into()))
                 .spawn()
                 .unwrap();
             let mut server = Server { child, port, admin };
@@ -143,6 +148,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// SIGTERM, and waits for the process to exit (its log written out).
+    fn stop(mut self) {
+        self.terminate();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -479,4 +496,45 @@ async fn sigterm_finishes_in_flight_requests_and_closes_idle_connections() {
     };
     assert!(status.success(), "{status}");
     assert!(TcpStream::connect(server.addr()).await.is_err(), "still accepting after shutdown");
+}
+
+/// The admission line as `serve` writes it (src/log_format.rs writes this crate's lines),
+/// in both formats, from the real binary: one line, the fields in order, nothing of the pod.
+#[tokio::test]
+async fn each_admission_is_one_log_line_in_either_format() {
+    let (dir, pair, secret) = setup();
+    let annotations = json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.token": "token"});
+    for format in ["text", "json"] {
+        let log = dir.path().join(format!("serve-{format}.log"));
+        let server = Server::start_logging_to(
+            &secret.cert(),
+            &secret.key(),
+            &["--log-format", format, "--shutdown-delay", "0s"],
+            Some(&log),
+        );
+        let response =
+            client(&pair.ca_pem, &server).post(server.url()).json(&review(annotations.clone())).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        server.stop();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("admission") && l.contains("8b6fbd5c")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line = lines[0];
+        assert!(!line.contains("nginx") && !line.contains("web-7d4b9c"), "{line}");
+        if format == "text" {
+            let (time, rest) = line.split_at(27);
+            assert!(time.starts_with("20") && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{line}");
+            let expected = " INFO secretmode::server::routes: admission uid=8b6fbd5c-4f4a-4b8e-9a51-6e8f5c1e0b2a \
+                            namespace=shop mode=\"eso\" outcome=\"injected\" duration_us=";
+            assert!(rest.starts_with(&format!(" {expected}")), "{line}");
+            assert!(rest.contains(" patch_bytes=") && rest.ends_with(" dry_run=false"), "{line}");
+        } else {
+            let prefix = r#"{"timestamp":"20"#;
+            let suffix = r#","level":"INFO","message":"admission","uid":"8b6fbd5c-4f4a-4b8e-9a51-6e8f5c1e0b2a","namespace":"shop","mode":"eso","outcome":"injected","duration_us":"#;
+            assert!(line.starts_with(prefix) && line[27 + 15..].starts_with(suffix), "{line}");
+            assert!(line.ends_with(r#","dry_run":false,"target":"secretmode::server::routes"}"#), "{line}");
+            let value: Value = serde_json::from_str(line).unwrap();
+            assert!(value["patch_bytes"].as_u64().unwrap() > 0, "{line}");
+        }
+    }
 }

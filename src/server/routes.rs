@@ -129,28 +129,33 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
             if reviewed.patch_bytes > 0 {
                 state.metrics.patch_bytes.observe(reviewed.patch_bytes as f64);
             }
-            // One line per admission, never the pod spec, never env values; an event, not a
-            // span plus an event, because this runs on every pod creation.
-            macro_rules! admission_line {
-                ($level:ident) => {
-                    tracing::$level!(
-                        uid = %reviewed.uid,
-                        namespace = %reviewed.namespace,
-                        mode,
-                        outcome = reviewed.outcome,
-                        duration_us = elapsed.as_micros() as u64,
-                        patch_bytes = reviewed.patch_bytes,
-                        dry_run = reviewed.dry_run,
-                        "admission"
-                    )
-                };
-            }
-            match reviewed.outcome {
-                "injected" | "denied" | "mirror" => admission_line!(info),
-                _ => admission_line!(debug),
-            }
+            log_admission(&reviewed, elapsed);
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], reviewed.body).into_response()
         }
+    }
+}
+
+/// One line per admission, never the pod spec, never env values; an event, not a span plus an
+/// event, because this runs on every pod creation ([`crate::log_format`] writes it).
+pub fn log_admission(reviewed: &admission::Reviewed, elapsed: Duration) {
+    let mode = reviewed.mode.map_or("none", |m| m.as_str());
+    macro_rules! admission_line {
+        ($level:ident) => {
+            tracing::$level!(
+                uid = %reviewed.uid,
+                namespace = %reviewed.namespace,
+                mode,
+                outcome = reviewed.outcome,
+                duration_us = elapsed.as_micros() as u64,
+                patch_bytes = reviewed.patch_bytes,
+                dry_run = reviewed.dry_run,
+                "admission"
+            )
+        };
+    }
+    match reviewed.outcome {
+        "injected" | "denied" | "mirror" => admission_line!(info),
+        _ => admission_line!(debug),
     }
 }
 
