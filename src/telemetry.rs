@@ -62,10 +62,17 @@ where
     // try_init: tests may install a subscriber more than once. OwnLines writes this crate's
     // lines itself, identical to what the stock formatter it wraps would write.
     let _ = match format {
-        LogFormat::Text => builder.event_format(OwnLines::new(format::format(), Layout::Text)).try_init(),
-        LogFormat::Json => {
-            let json = format::format().json().flatten_event(true).with_current_span(true).with_span_list(false);
-            builder.json().event_format(OwnLines::new(json, Layout::Json)).try_init()
-        }
+        LogFormat::Text => builder.event_format(OwnLines::new(text_format(), Layout::Text)).try_init(),
+        LogFormat::Json => builder.json().event_format(OwnLines::new(json_format(), Layout::Json)).try_init(),
     };
+}
+
+/// The stock formatters behind [`OwnLines`], which writes what they would; its tests use these
+/// same two, so a setting changed here is checked there.
+pub(crate) fn text_format() -> format::Format<format::Full> {
+    format::format()
+}
+
+pub(crate) fn json_format() -> format::Format<format::Json> {
+    format::format().json().flatten_event(true).with_current_span(true).with_span_list(false)
 }

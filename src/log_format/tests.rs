@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tracing::Dispatch;
-use tracing_subscriber::fmt::format::{self, Writer};
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -57,7 +57,7 @@ impl<'a> MakeWriter<'a> for Capture {
     }
 }
 
-/// A subscriber configured as [`crate::telemetry`] configures it, with the stock formatter
+/// A subscriber with the formatters [`crate::telemetry`] installs: the stock one
 /// alone (`own: None`) or wrapped in [`OwnLines`] with the given clock.
 fn dispatch(layout: Layout, own: Option<fn() -> SystemTime>, ansi: bool, out: &Capture) -> Dispatch {
     let builder = tracing_subscriber::fmt()
@@ -65,23 +65,16 @@ fn dispatch(layout: Layout, own: Option<fn() -> SystemTime>, ansi: bool, out: &C
         .with_ansi(ansi)
         .with_writer(out.clone())
         .with_timer(FixedTimer);
+    let text = crate::telemetry::text_format().with_timer(FixedTimer);
+    let json = crate::telemetry::json_format().with_timer(FixedTimer);
     match (layout, own) {
-        (Layout::Text, None) => Dispatch::new(builder.finish()),
+        (Layout::Text, None) => Dispatch::new(builder.event_format(text).finish()),
         (Layout::Text, Some(clock)) => {
-            let inner = format::format().with_timer(FixedTimer);
-            Dispatch::new(builder.event_format(OwnLines { inner, layout, clock }).finish())
+            Dispatch::new(builder.event_format(OwnLines { inner: text, layout, clock }).finish())
         }
-        (Layout::Json, None) => {
-            Dispatch::new(builder.json().flatten_event(true).with_current_span(true).with_span_list(false).finish())
-        }
+        (Layout::Json, None) => Dispatch::new(builder.json().event_format(json).finish()),
         (Layout::Json, Some(clock)) => {
-            let inner = format::format()
-                .json()
-                .flatten_event(true)
-                .with_current_span(true)
-                .with_span_list(false)
-                .with_timer(FixedTimer);
-            Dispatch::new(builder.json().event_format(OwnLines { inner, layout, clock }).finish())
+            Dispatch::new(builder.json().event_format(OwnLines { inner: json, layout, clock }).finish())
         }
     }
 }
@@ -233,6 +226,17 @@ fn own_span_less_events_are_written_here_and_the_rest_handed_on() {
         assert_eq!(handed_on[2].contains(own), error_line_is_own, "{layout:?}: {}", handed_on[2]);
         assert!(handed_on[..2].iter().all(|l| l.contains(FIXED_TEXT)), "{layout:?}: {handed_on:?}");
     }
+}
+
+#[test]
+fn events_in_spans_match_including_those_declared_without_a_parent() {
+    assert_same(|| {
+        tracing::info_span!("request", id = 7u64).in_scope(|| {
+            tracing::info!(target: "secretmode::test", "in a span");
+            tracing::info!(target: "secretmode::test", parent: None, "no parent, a current span");
+        });
+        tracing::info!(target: "secretmode::test", parent: None, "no parent, no span");
+    });
 }
 
 #[test]
