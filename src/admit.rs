@@ -9,6 +9,7 @@ use crate::annotations::{self, Plan};
 use crate::config::Config;
 use crate::inject::{self, InjectError, RESERVED_PREFIX};
 use crate::json;
+use crate::log_format::Printable;
 use crate::modes::Mode;
 use crate::patch::PatchOp;
 use crate::policy::{Enforcement, Verdict};
@@ -255,7 +256,39 @@ fn log_verdict(namespace: &str, verdict: &Verdict) {
         namespace,
         rule,
         enforcement = %verdict.enforcement,
-        violations = %violations.join("; "),
+        violations = %Printable(&violations.join("; ")),
         "policy violation"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log_format::{tests::logged, Layout};
+    use crate::policy::Violation;
+
+    /// A path or name from the pod with a newline in it cannot start a line of its own.
+    #[test]
+    fn a_policy_line_stays_one_line_whatever_the_pod_says() {
+        let verdict = Verdict {
+            rule: Some("prod".into()),
+            enforcement: Enforcement::Audit,
+            violations: vec![Violation {
+                field: "secrets/item.db".into(),
+                message: "path shop/db\n2026-11-23T00:00:00.000000Z  INFO forged is not under shop/".into(),
+            }],
+        };
+        for layout in [Layout::Text, Layout::Json] {
+            let out = logged(layout, || log_verdict("shop", &verdict));
+            assert_eq!(out.lines().count(), 1, "{layout:?}: {out}");
+            let violations = match layout {
+                Layout::Text => out.clone(),
+                Layout::Json => {
+                    serde_json::from_str::<Value>(&out).unwrap()["violations"].as_str().unwrap().to_string()
+                }
+            };
+            // The newline, written as the two characters `\n`.
+            assert!(violations.contains(r"path shop/db\n2026-11-23"), "{layout:?}: {out}");
+        }
+    }
 }

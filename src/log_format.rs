@@ -20,6 +20,26 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+/// A string from a request or a pod, for a `%field` of a log line: control characters (newline,
+/// carriage return, escape, C1) written as Rust escapes (`\n`, `\u{1b}`), so that a value can
+/// neither end the line and forge the next one nor drive a terminal. Both formatters write
+/// `%` fields as they are; everything else passes unchanged, so a uid or a namespace looks the
+/// same as without it.
+pub struct Printable<'a>(pub &'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let ch = rest[at..].chars().next().unwrap_or_default();
+            write!(f, "{}", ch.escape_debug())?;
+            rest = &rest[at + ch.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
 /// Which of the two stock layouts to reproduce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -386,4 +406,4 @@ impl Write for JsonEscaping<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -499,7 +499,8 @@ async fn sigterm_finishes_in_flight_requests_and_closes_idle_connections() {
 }
 
 /// The admission line as `serve` writes it (src/log_format.rs writes this crate's lines),
-/// in both formats, from the real binary: one line, the fields in order, nothing of the pod.
+/// in both formats, from the real binary: one line, the fields in order, nothing of the pod,
+/// and no way for a request to write a line of its own.
 #[tokio::test]
 async fn each_admission_is_one_log_line_in_either_format() {
     let (dir, pair, secret) = setup();
@@ -512,14 +513,24 @@ async fn each_admission_is_one_log_line_in_either_format() {
             &["--log-format", format, "--shutdown-delay", "0s"],
             Some(&log),
         );
-        let response =
-            client(&pair.ca_pem, &server).post(server.url()).json(&review(annotations.clone())).send().await.unwrap();
+        let http = client(&pair.ca_pem, &server);
+        let response = http.post(server.url()).json(&review(annotations.clone())).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        // Only the API server should call, but anything that reaches the Service can: a uid
+        // that tries to end the line and forge the next one.
+        let mut forged = review(annotations.clone());
+        forged["request"]["uid"] =
+            json!("forged\n2026-11-23T00:00:00.000000Z  INFO secretmode::server::routes: admission");
+        let response = http.post(server.url()).json(&forged).send().await.unwrap();
         assert_eq!(response.status(), 200);
         server.stop();
         let text = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<&str> = text.lines().filter(|l| l.contains("admission") && l.contains("8b6fbd5c")).collect();
         assert_eq!(lines.len(), 1, "{text}");
         let line = lines[0];
+        let forged: Vec<&str> = text.lines().filter(|l| l.contains("forged")).collect();
+        assert_eq!(forged.len(), 1, "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("2026-11-23T00:00:00")), "{text}");
         assert!(!line.contains("nginx") && !line.contains("web-7d4b9c"), "{line}");
         if format == "text" {
             let (time, rest) = line.split_at(27);

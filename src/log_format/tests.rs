@@ -89,6 +89,11 @@ fn both(layout: Layout, ansi: bool, emit: impl Fn()) -> (String, String) {
     (run(None), run(Some(fixed_now)))
 }
 
+/// What `emit` logs through the formatters `serve` installs, for other modules' tests.
+pub(crate) fn logged(layout: Layout, emit: impl Fn()) -> String {
+    both(layout, false, emit).1
+}
+
 fn assert_same(emit: impl Fn()) {
     for layout in [Layout::Text, Layout::Json] {
         let (stock, own) = both(layout, false, &emit);
@@ -317,5 +322,21 @@ proptest! {
             });
             prop_assert_eq!(own, stock);
         }
+    }
+}
+
+#[test]
+fn printable_escapes_control_characters_only() {
+    let shown = |s: &str| Printable(s).to_string();
+    assert_eq!(shown("705ab4f5-6393-11e8-b7cc-42010a800002"), "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(shown("é 中 \"quoted\" back\\slash"), "é 中 \"quoted\" back\\slash");
+    assert_eq!(shown("a\nb\rc\td\x1b[2Je\x7ff\u{85}g\u{9b}h"), "a\\nb\\rc\\td\\u{1b}[2Je\\u{7f}f\\u{85}g\\u{9b}h");
+    assert_eq!(shown(""), "");
+    for layout in [Layout::Text, Layout::Json] {
+        let out = logged(
+            layout,
+            || tracing::info!(target: "secretmode::test", uid = %Printable("u\n2026-11-23T00:00:00.000000Z  INFO forged"), "m"),
+        );
+        assert_eq!(out.lines().count(), 1, "{layout:?}: {out}");
     }
 }

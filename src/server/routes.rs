@@ -20,6 +20,7 @@ use super::metrics::{AdmissionLabels, Metrics, PolicyLabels, ReasonLabels};
 use super::tls::CertResolver;
 use crate::admission;
 use crate::config::Config;
+use crate::log_format::Printable;
 
 pub struct WebhookState {
     pub config: Arc<Config>,
@@ -142,8 +143,8 @@ pub fn log_admission(reviewed: &admission::Reviewed, elapsed: Duration) {
     macro_rules! admission_line {
         ($level:ident) => {
             tracing::$level!(
-                uid = %reviewed.uid,
-                namespace = %reviewed.namespace,
+                uid = %Printable(&reviewed.uid),
+                namespace = %Printable(&reviewed.namespace),
                 mode,
                 outcome = reviewed.outcome,
                 duration_us = elapsed.as_micros() as u64,
