@@ -14,6 +14,7 @@ use super::providers::{ErrorKind, FetchError, Provider};
 use super::status::Status;
 use super::writer::{self, WriteError};
 use crate::agent_spec::AgentSpec;
+use crate::log_format::Printable;
 
 #[derive(Debug, Error)]
 pub enum RefreshError {
@@ -120,12 +121,14 @@ impl Agent {
     }
 
     fn fail(&self, e: &RefreshError) {
-        self.status.record_failure(e.to_string());
+        let error = e.to_string();
+        self.status.record_failure(error.clone());
         self.write_status();
+        // Provider answers are quoted in errors: escaped, they cannot split the log line.
         if self.once {
-            tracing::debug!(error = %e, "attempt failed; retrying");
+            tracing::debug!(error = %Printable(&error), "attempt failed; retrying");
         } else {
-            tracing::warn!(error = %e, state = self.status.state().as_str(), "refresh failed; keeping the last good files");
+            tracing::warn!(error = %Printable(&error), state = self.status.state().as_str(), "refresh failed; keeping the last good files");
         }
     }
 
@@ -176,7 +179,7 @@ impl Agent {
                     Ok(()) => {
                         self.status.record_fallback();
                         self.write_status();
-                        tracing::warn!(cause = %line, "provider unreachable: started from the fallback Secret (state fallback); still trying the provider");
+                        tracing::warn!(cause = %Printable(&line), "provider unreachable: started from the fallback Secret (state fallback); still trying the provider");
                         return Ok(Started::Fallback);
                     }
                     Err(e) => line.push_str(&format!("; fallback not usable: {e}")),
@@ -310,4 +313,46 @@ pub async fn sidecar(mut agent: Agent, health: SocketAddr) -> anyhow::Result<()>
     };
     agent.refresh_forever(synced).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_spec::{AgentItem, SPEC_VERSION};
+    use crate::config::{ProviderConfig, VaultAuth, VaultProvider};
+    use crate::log_format::{tests::logged, Layout};
+
+    /// Errors quote what the provider answered; a newline in it stays inside the line.
+    #[test]
+    fn a_provider_answer_cannot_split_the_agent_log_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let provider = ProviderConfig::Vault(VaultProvider {
+            address: "http://127.0.0.1:1".into(),
+            kv_mount: "secret".into(),
+            namespace: None,
+            ca_pem: None,
+            auth: VaultAuth::Jwt { mount: "jwt".into(), role: "web".into(), audience: "vault".into() },
+        });
+        let spec = AgentSpec {
+            version: SPEC_VERSION,
+            provider_name: "vault".into(),
+            provider,
+            items: vec![AgentItem { name: "db".into(), path: "shop/db".into(), key: None }],
+            mount_path: "/var/run/secrets-cache".into(),
+            token_file: None,
+            fallback_dir: None,
+            refresh_interval_seconds: 60,
+            max_staleness_seconds: 300,
+            start_deadline_seconds: 5,
+            health_port: 8099,
+        };
+        let agent = Agent::new(spec, dir.path().to_path_buf(), None, None, false);
+        let answer = "permission denied\n2026-11-23T00:00:00.000000Z  INFO secretmode::agent: forged";
+        let e = RefreshError::Fetch(FetchError::new(ErrorKind::Auth, "shop/db", answer));
+        for layout in [Layout::Text, Layout::Json] {
+            let out = logged(layout, || agent.fail(&e));
+            assert_eq!(out.lines().count(), 1, "{layout:?}: {out}");
+            assert!(out.contains("permission denied"), "{layout:?}: {out}");
+        }
+    }
 }
