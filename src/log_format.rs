@@ -3,7 +3,8 @@
 //!
 //! `serve` logs a line per admission, and tracing-subscriber's formatters build that line from
 //! a dozen nested `core::fmt` calls, most of them painting field names in ANSI styles that are
-//! switched off (~12,000 instructions a line, an eighth of an eso review; docs/BENCHMARKS.md).
+//! switched off (13,000 instructions a text line, 21,000 a JSON one, against 96,000 for a
+//! whole eso review; docs/BENCHMARKS.md).
 //! [`OwnLines`] wraps the stock formatter and writes the common case itself: an event of this
 //! crate (target `secretmode…`), outside any span, with ANSI colours off (container logs), for
 //! the configuration [`crate::telemetry`] installs (timestamp, level, target; JSON flattened).
@@ -29,6 +30,10 @@ pub struct Printable<'a>(pub &'a str);
 
 impl fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Printable ASCII (a uid, a namespace) needs no look at each char.
+        if self.0.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return f.write_str(self.0);
+        }
         let mut rest = self.0;
         while let Some(at) = rest.find(char::is_control) {
             f.write_str(&rest[..at])?;
@@ -339,12 +344,15 @@ impl Visit for JsonFields {
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        push_decimal(&mut self.out, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.out, "{value}");
+        if value < 0 {
+            self.out.push('-');
+        }
+        push_decimal(&mut self.out, value.unsigned_abs());
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
