@@ -111,8 +111,9 @@ where
         let meta = event.metadata();
         // Events forwarded from the `log` crate carry target "log" and are normalised by the
         // stock formatter; spans add a prefix (text, the event's scope) or a "span" key (JSON,
-        // the current span even for an event declared without a parent).
-        let in_span = ctx.event_scope().is_some() || ctx.lookup_current().is_some();
+        // the current span even for an event declared without a parent). An explicit parent
+        // or a current span covers both, with one look-up.
+        let in_span = event.parent().is_some() || ctx.lookup_current().is_some();
         if meta.target().starts_with("secretmode") && !writer.has_ansi_escapes() && !in_span {
             if let Some(line) = self.line(meta, writer.sanitizes_ansi_escapes(), event) {
                 return writer.write_str(&line);

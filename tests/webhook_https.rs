@@ -142,16 +142,7 @@ impl Server {
     fn terminate(&self) {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
     /// SIGTERM, and waits for the process to exit (its log written out).
     fn stop(mut self) {
         self.terminate();
@@ -160,6 +151,13 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
