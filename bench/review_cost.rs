@@ -12,6 +12,8 @@ use serde_json::Value;
 use secretmode::admission;
 use secretmode::admit;
 use secretmode::config::Config;
+use secretmode::json_ref::JsonRef;
+use secretmode::pod_view;
 use secretmode::server::routes;
 use secretmode::telemetry::{self, LogFormat, LogWriter};
 
@@ -51,19 +53,22 @@ fn main() -> Result<()> {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body).map(|_| body.len())
     });
     time("parse pod into Value", n, || serde_json::from_str::<Value>(&pod_text));
-    time("admit::admit_pod", n, || admit::admit_pod(&pod, "demo", &config));
+    // What the review builds of the pod (strings borrowed, unread fields skipped), and drops.
+    time("pod view (pod_view::parse)", n, || pod_view::parse(&pod_text));
+    let view = pod_view::parse(&pod_text)?;
+    time("admit::decide", n, || admit::decide(&view, "demo", &config));
     let prefix = config.annotation_prefix.as_str();
-    let ann = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    let ann = view.at(&["metadata", "annotations"]).and_then(JsonRef::as_object);
     time("annotations::parse", n, || secretmode::annotations::parse(ann, prefix));
     let parsed = secretmode::annotations::parse(ann, prefix).ok().flatten().context("annotations")?;
     let mode = parsed.mode.context("mode")?;
     time("annotations::resolve", n, || secretmode::annotations::resolve(&parsed, mode, &config));
     let plan = secretmode::annotations::resolve(&parsed, mode, &config)?;
-    let spec = pod.get("spec").unwrap_or(&Value::Null);
+    let spec = view.get("spec").unwrap_or(&JsonRef::Null);
     time("policy.evaluate_pod", n, || config.policy.evaluate_pod("demo", spec, Some(&plan), &config));
     let ctx = secretmode::inject::Context { namespace: "demo", injected_note: "mode=sidecar,items=2" };
-    time("inject::inject", n, || secretmode::inject::inject(&pod, &plan, &config, &ctx));
-    let injection = secretmode::inject::inject(&pod, &plan, &config, &ctx)?;
+    time("inject::inject", n, || secretmode::inject::inject(&view, &plan, &config, &ctx));
+    let injection = secretmode::inject::inject(&view, &plan, &config, &ctx)?;
     time("serialise patch", n, || serde_json::to_vec(&injection.ops));
     // Last, because it installs the subscriber `serve` installs: the admission's log line,
     // written to stderr (run with 2>/dev/null). SECRETMODE_LOG_FORMAT=json for the JSON layout.

@@ -6,12 +6,12 @@
 //! carries the patch as the base64 string the API server expects.
 
 use serde::Deserialize;
-use serde_json::Value;
 use thiserror::Error;
 
 use crate::admit::{self, Decision};
 use crate::config::Config;
 use crate::json::push_json;
+use crate::json_ref::JsonRef;
 use crate::modes::Mode;
 use crate::pod_view::PodView;
 
@@ -33,22 +33,24 @@ pub enum ReviewError {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
+struct ReviewIn<'a> {
     api_version: Option<String>,
     kind: Option<String>,
-    request: Option<RequestIn>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn {
+struct RequestIn<'a> {
     uid: Option<String>,
     kind: Option<GroupVersionKind>,
     sub_resource: Option<String>,
     namespace: Option<String>,
     operation: Option<String>,
     /// `null` (DELETE) becomes `None`.
-    object: Option<PodView>,
+    #[serde(borrow)]
+    object: Option<PodView<'a>>,
     #[serde(default)]
     dry_run: bool,
 }
@@ -99,8 +101,8 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
         return Ok(answer(uid, request_namespace, None, "ignored", &Decision::allow_nothing(), request.dry_run));
     };
 
-    let pod = match object.into_value().map_or_else(|| whole_object(text), Ok)? {
-        pod @ Value::Object(_) => pod,
+    let pod = match object.into_json().map_or_else(|| whole_object(text), Ok)? {
+        pod @ JsonRef::Object(_) => pod,
         _ => {
             let denial =
                 Decision::Deny { message: "request.object is not a JSON object".into(), mode: None, policy: None };
@@ -111,24 +113,26 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
     let namespace = pod
         .get("metadata")
         .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
+        .and_then(JsonRef::as_str)
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .unwrap_or(request_namespace);
-    let decision = admit::admit_pod(&pod, &namespace, config);
+    let decision = admit::decide(&pod, &namespace, config);
     let outcome = decision.outcome_label();
     Ok(answer(uid, namespace, decision.mode(), outcome, &decision, request.dry_run))
 }
 
 /// `request.object` parsed whole, for the rare pod whose decision needs all of it.
-fn whole_object(text: &str) -> Result<Value, ReviewError> {
+fn whole_object(text: &str) -> Result<JsonRef<'_>, ReviewError> {
     #[derive(Deserialize)]
-    struct Review {
-        request: Request,
+    struct Review<'a> {
+        #[serde(borrow)]
+        request: Request<'a>,
     }
     #[derive(Deserialize)]
-    struct Request {
-        object: Value,
+    struct Request<'a> {
+        #[serde(borrow)]
+        object: JsonRef<'a>,
     }
     let review: Review = serde_json::from_str(text).map_err(|e| ReviewError::NotJson(e.to_string()))?;
     Ok(review.request.object)
@@ -204,7 +208,7 @@ fn response_body(
 mod tests {
     use super::*;
     use base64::Engine;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     /// An AdmissionReview shaped the way kube-apiserver sends it.
     fn request(object: Value, operation: &str, kind: &str, namespace: &str) -> Value {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::annotations::{self, Plan};
 use crate::config::Config;
 use crate::inject::{self, InjectError, RESERVED_PREFIX};
-use crate::json;
+use crate::json_ref::JsonRef;
 use crate::log_format::Printable;
 use crate::modes::Mode;
 use crate::patch::PatchOp;
@@ -108,8 +108,13 @@ fn skip_noting(warnings: Vec<String>, policy: Option<PolicyHit>) -> Decision {
 
 /// Decides for a pod in `namespace` (the pod's own, or the request's for `generateName` pods).
 pub fn admit_pod(pod: &Value, namespace: &str, config: &Config) -> Decision {
+    decide(&JsonRef::from(pod), namespace, config)
+}
+
+/// [`admit_pod`] for a pod read as a [`JsonRef`] (the webhook's view of the request body).
+pub fn decide(pod: &JsonRef<'_>, namespace: &str, config: &Config) -> Decision {
     let prefix = config.annotation_prefix.as_str();
-    let pod_annotations = json::at(pod, &["metadata", "annotations"]).and_then(Value::as_object);
+    let pod_annotations = pod.at(&["metadata", "annotations"]).and_then(JsonRef::as_object);
     let parsed = match annotations::parse(pod_annotations, prefix) {
         Ok(parsed) => parsed,
         Err(e) => return Decision::Deny { message: e.to_string(), mode: None, policy: None },
@@ -221,11 +226,11 @@ fn injected_note(plan: &Plan, defaulted: bool) -> String {
 }
 
 /// The first volume or container with a reserved `secretmode-` name, described for a denial.
-pub(crate) fn reserved_name(pod: &Value) -> Option<String> {
+pub(crate) fn reserved_name(pod: &JsonRef<'_>) -> Option<String> {
     let spec = pod.get("spec")?;
     for field in ["volumes", "containers", "initContainers"] {
-        for entry in spec.get(field).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-            if let Some(name) = entry.get("name").and_then(Value::as_str) {
+        for entry in JsonRef::entries(spec.get(field)) {
+            if let Some(name) = entry.get("name").and_then(JsonRef::as_str) {
                 if name.starts_with(RESERVED_PREFIX) {
                     return Some(format!("spec.{field} entry {name}"));
                 }
@@ -239,8 +244,8 @@ fn truncate_warning(w: String) -> String {
     crate::policy::fit_warning(w)
 }
 
-fn pod_spec(pod: &Value) -> &Value {
-    pod.get("spec").unwrap_or(&Value::Null)
+fn pod_spec<'p, 'a>(pod: &'p JsonRef<'a>) -> &'p JsonRef<'a> {
+    pod.get("spec").unwrap_or(&JsonRef::Null)
 }
 
 /// Policy findings go to the log whatever the enforcement, so `audit` rules are visible

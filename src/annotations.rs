@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::config::{is_dns_label, is_dns_subdomain, Config, ProviderConfig};
 use crate::duration;
+use crate::json_ref::ObjectRef;
 use crate::modes::{Mode, VALID_MODES};
 
 /// Longest accepted annotation value. Real values are short references; anything longer is a
@@ -142,16 +142,13 @@ impl fmt::Display for Plan {
 
 /// Checks every `<prefix>/` annotation on its own. `Ok(None)`: the pod has none (apart from a
 /// hand-written `<prefix>/injected`, which changes nothing) and is not ours.
-pub fn parse(
-    annotations: Option<&Map<String, Value>>,
-    prefix: &str,
-) -> Result<Option<PodAnnotations>, AnnotationError> {
+pub fn parse(annotations: Option<&ObjectRef<'_>>, prefix: &str) -> Result<Option<PodAnnotations>, AnnotationError> {
     let Some(annotations) = annotations else {
         return Ok(None);
     };
     let mut out = PodAnnotations::default();
     let mut seen = false;
-    for (full_key, value) in annotations {
+    for (full_key, value) in annotations.iter() {
         let Some(key) = full_key.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('/')) else {
             continue;
         };
@@ -593,14 +590,15 @@ pub fn paths_overlap(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::json_ref::JsonRef;
+    use serde_json::{json, Value};
 
     fn cfg() -> Config {
         Config::builtin().unwrap()
     }
 
     fn ann(v: Value) -> Result<Option<PodAnnotations>, AnnotationError> {
-        parse(v.as_object(), "secrets")
+        parse(JsonRef::from(&v).as_object(), "secrets")
     }
 
     fn plan(v: Value) -> Result<Plan, AnnotationError> {

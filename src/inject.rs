@@ -6,13 +6,13 @@
 //! everything this injection would write; anything else under a reserved name is a collision.
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::agent_spec::{self, AgentItem, AgentSpec};
 use crate::annotations::{paths_overlap, ItemSource, Plan};
 use crate::config::{AwsAuth, Config, ProviderConfig, VaultAuth};
-use crate::json;
+use crate::json_ref::{JsonRef, ObjectRef};
 use crate::modes::Mode;
 use crate::patch::{self, PatchOp};
 use crate::quantity;
@@ -72,10 +72,10 @@ pub struct Injection {
 /// The ops that inject `plan` into `pod`. Every op is an `add` at a position read from the
 /// pod itself (append after the last entry, insert the agent first, create a missing list or
 /// map), so the pod's own JSON, unknown fields included, is never rewritten.
-pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Injection, InjectError> {
+pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>) -> Result<Injection, InjectError> {
     let spec = pod
         .get("spec")
-        .and_then(Value::as_object)
+        .and_then(JsonRef::as_object)
         .ok_or_else(|| InjectError::Malformed("spec is missing or not an object".into()))?;
     let app_containers = named_list(spec, "containers")?;
     if app_containers.is_empty() {
@@ -104,7 +104,7 @@ pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> R
         let present = if *as_init { &init_containers } else { &app_containers };
         if !present.iter().any(|(n, _)| *n == agent.name) {
             ops.push(match spec.get(list) {
-                Some(Value::Array(_)) => PatchOp::add(["/spec/", list, "/0"].concat(), agent),
+                Some(JsonRef::Array(_)) => PatchOp::add(["/spec/", list, "/0"].concat(), agent),
                 _ => PatchOp::add(["/spec/", list].concat(), &[agent]),
             }?);
         }
@@ -116,13 +116,13 @@ pub fn inject(pod: &Value, plan: &Plan, config: &Config, ctx: &Context<'_>) -> R
 
 /// Sets one annotation, creating `metadata` or `metadata.annotations` if missing; no op when
 /// it already holds `value`.
-fn annotate(pod: &Value, key: &str, value: &str, ops: &mut Vec<PatchOp>) -> Result<(), InjectError> {
+fn annotate(pod: &JsonRef<'_>, key: &str, value: &str, ops: &mut Vec<PatchOp>) -> Result<(), InjectError> {
     let op = match pod.get("metadata") {
         None => PatchOp::add("/metadata".into(), &json!({"annotations": {key: value}})),
-        Some(Value::Object(meta)) => match meta.get("annotations") {
-            None | Some(Value::Null) => PatchOp::add("/metadata/annotations".into(), &json!({key: value})),
-            Some(Value::Object(a)) if a.get(key).and_then(Value::as_str) == Some(value) => return Ok(()),
-            Some(Value::Object(_)) => {
+        Some(JsonRef::Object(meta)) => match meta.get("annotations") {
+            None | Some(JsonRef::Null) => PatchOp::add("/metadata/annotations".into(), &json!({key: value})),
+            Some(JsonRef::Object(a)) if a.get(key).and_then(JsonRef::as_str) == Some(value) => return Ok(()),
+            Some(JsonRef::Object(_)) => {
                 let mut path = String::from("/metadata/annotations");
                 patch::push_token(&mut path, key);
                 PatchOp::add(path, value)
@@ -140,14 +140,14 @@ fn annotate(pod: &Value, key: &str, value: &str, ops: &mut Vec<PatchOp>) -> Resu
 fn append_all<T: Serialize>(
     ops: &mut Vec<PatchOp>,
     path: String,
-    existing: Option<&Value>,
+    existing: Option<&JsonRef<'_>>,
     values: &[T],
 ) -> Result<(), InjectError> {
     if values.is_empty() {
         return Ok(());
     }
     match existing {
-        Some(Value::Array(list)) => {
+        Some(JsonRef::Array(list)) => {
             for (i, value) in values.iter().enumerate() {
                 let mut at = path.clone();
                 at.push('/');
@@ -161,15 +161,15 @@ fn append_all<T: Serialize>(
 }
 
 /// `(name, object)` pairs of a named list; missing list = empty.
-fn named_list<'a>(spec: &'a Map<String, Value>, field: &str) -> Result<Vec<(&'a str, &'a Value)>, InjectError> {
+fn named_list<'p, 'a>(spec: &'p ObjectRef<'a>, field: &str) -> Result<Vec<(&'p str, &'p JsonRef<'a>)>, InjectError> {
     match spec.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(list)) => list
+        None | Some(JsonRef::Null) => Ok(Vec::new()),
+        Some(JsonRef::Array(list)) => list
             .iter()
             .map(|entry| {
                 entry
                     .get("name")
-                    .and_then(Value::as_str)
+                    .and_then(JsonRef::as_str)
                     .map(|n| (n, entry))
                     .ok_or_else(|| InjectError::Malformed(format!("an entry of spec.{field} has no name")))
             })
@@ -178,8 +178,8 @@ fn named_list<'a>(spec: &'a Map<String, Value>, field: &str) -> Result<Vec<(&'a 
     }
 }
 
-fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
-    let os = spec.get("os").and_then(|o| o.get("name")).and_then(Value::as_str);
+fn check_platform(spec: &ObjectRef<'_>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
+    let os = spec.get("os").and_then(|o| o.get("name")).and_then(JsonRef::as_str);
     if plan.mode.uses_agent() && os == Some("windows") {
         return deny(
             format!(
@@ -190,7 +190,7 @@ fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Re
         );
     }
     if plan.mode == Mode::Sidecar {
-        if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        if spec.get("hostNetwork").and_then(JsonRef::as_bool) == Some(true) {
             return deny(
                 format!(
                     "mode sidecar would bind the agent's port {} on the node (hostNetwork: true)",
@@ -202,9 +202,9 @@ fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Re
         for list in ["containers", "initContainers"] {
             // Our own sidecar is judged by check_reserved, not here.
             for (name, c) in named_list(spec, list)?.into_iter().filter(|(n, _)| !n.starts_with(RESERVED_PREFIX)) {
-                let ports = c.get("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-                for port in ports {
-                    if port.get("containerPort").and_then(Value::as_u64) == Some(u64::from(config.agent.health_port)) {
+                for port in JsonRef::entries(c.get("ports")) {
+                    if port.get("containerPort").and_then(JsonRef::as_u64) == Some(u64::from(config.agent.health_port))
+                    {
                         return deny(
                             format!(
                                 "container {name} uses port {}, which the secretmode sidecar needs",
@@ -213,7 +213,8 @@ fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Re
                             "move the container to another port, or use mode init",
                         );
                     }
-                    if port.get("name").and_then(Value::as_str) == Some(PORT_NAME) && !name.starts_with(RESERVED_PREFIX)
+                    if port.get("name").and_then(JsonRef::as_str) == Some(PORT_NAME)
+                        && !name.starts_with(RESERVED_PREFIX)
                     {
                         return deny(
                             format!("container {name} declares a port named {PORT_NAME:?}, which is reserved"),
@@ -227,7 +228,12 @@ fn check_platform(spec: &Map<String, Value>, plan: &Plan, config: &Config) -> Re
     Ok(())
 }
 
-fn desired<'a>(pod: &Value, plan: &'a Plan, config: &'a Config, ctx: &Context<'_>) -> Result<Desired<'a>, InjectError> {
+fn desired<'a>(
+    pod: &JsonRef<'_>,
+    plan: &'a Plan,
+    config: &'a Config,
+    ctx: &Context<'_>,
+) -> Result<Desired<'a>, InjectError> {
     let mount_path = plan.mount_path.as_str();
     let mut env = Vec::with_capacity(plan.items.len() * 2);
     for item in &plan.items {
@@ -336,7 +342,7 @@ fn desired<'a>(pod: &Value, plan: &'a Plan, config: &'a Config, ctx: &Context<'_
 }
 
 fn agent_container<'a>(
-    pod: &Value,
+    pod: &JsonRef<'_>,
     plan: &Plan,
     config: &'a Config,
     ctx: &Context<'_>,
@@ -344,8 +350,9 @@ fn agent_container<'a>(
     mounts: Vec<Mount<'a>>,
 ) -> Result<(AgentContainer<'a>, bool), InjectError> {
     let a = &config.agent;
-    let service_account = json::at(pod, &["spec", "serviceAccountName"])
-        .and_then(Value::as_str)
+    let service_account = pod
+        .at(&["spec", "serviceAccountName"])
+        .and_then(JsonRef::as_str)
         .filter(|s| !s.is_empty())
         .unwrap_or("default");
     let spec = AgentSpec {
@@ -392,30 +399,36 @@ fn agent_container<'a>(
 /// The group the app runs as (first target container, else the pod), if set and not root.
 /// The agent joins it so the app can read the 0440 files without an `fsGroup`; only the
 /// group follows the pod, the agent's user id always comes from the config.
-fn app_group(pod: &Value, plan: &Plan) -> Option<i64> {
+fn app_group(pod: &JsonRef<'_>, plan: &Plan) -> Option<i64> {
     let spec = pod.get("spec")?;
-    let containers = spec.get("containers").and_then(Value::as_array)?;
+    let containers = spec.get("containers").and_then(JsonRef::as_array)?;
+    fn name<'p>(c: &'p JsonRef<'_>) -> Option<&'p str> {
+        c.get("name").and_then(JsonRef::as_str)
+    }
     let first = match &plan.containers {
-        Some(names) => containers.iter().find(|c| names.first().is_some_and(|n| c["name"] == n.as_str())),
-        None => containers.iter().find(|c| !c["name"].as_str().unwrap_or_default().starts_with(RESERVED_PREFIX)),
+        Some(names) => containers.iter().find(|c| names.first().is_some_and(|n| name(c) == Some(n.as_str()))),
+        None => containers.iter().find(|c| !name(c).unwrap_or_default().starts_with(RESERVED_PREFIX)),
     };
     first
-        .and_then(|c| json::at(c, &["securityContext", "runAsGroup"]))
-        .or_else(|| json::at(spec, &["securityContext", "runAsGroup"]))
-        .and_then(Value::as_i64)
+        .and_then(|c| c.at(&["securityContext", "runAsGroup"]))
+        .or_else(|| spec.at(&["securityContext", "runAsGroup"]))
+        .and_then(JsonRef::as_i64)
         .filter(|g| *g > 0)
 }
 
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
-pub fn readability_warning(pod: &Value, plan: &Plan) -> Option<String> {
+pub fn readability_warning(pod: &JsonRef<'_>, plan: &Plan) -> Option<String> {
     let spec = pod.get("spec")?;
-    if json::at(spec, &["securityContext", "fsGroup"]).is_some() || plan.mode == Mode::Csi {
+    if spec.at(&["securityContext", "fsGroup"]).is_some() || plan.mode == Mode::Csi {
         return None;
     }
-    let non_root = |sc: Option<&Value>| {
-        sc.is_some_and(|sc| sc["runAsNonRoot"] == true || sc["runAsUser"].as_i64().is_some_and(|u| u > 0))
+    let non_root = |sc: Option<&JsonRef<'_>>| {
+        sc.is_some_and(|sc| {
+            sc.get("runAsNonRoot").and_then(JsonRef::as_bool) == Some(true)
+                || sc.get("runAsUser").and_then(JsonRef::as_i64).is_some_and(|u| u > 0)
+        })
     };
-    let first_app = spec.get("containers").and_then(Value::as_array).and_then(|c| c.first());
+    let first_app = spec.get("containers").and_then(JsonRef::as_array).and_then(|c| c.first());
     if !(non_root(spec.get("securityContext")) || non_root(first_app.and_then(|c| c.get("securityContext")))) {
         return None;
     }
@@ -461,9 +474,9 @@ fn personalise(provider: &ProviderConfig, namespace: &str, service_account: &str
 /// Every object under a reserved name must be one this injection would write, holding at
 /// least what it would write (the API server may have added defaults since).
 fn check_reserved(
-    volumes: &[(&str, &Value)],
-    containers: &[(&str, &Value)],
-    init_containers: &[(&str, &Value)],
+    volumes: &[(&str, &JsonRef<'_>)],
+    containers: &[(&str, &JsonRef<'_>)],
+    init_containers: &[(&str, &JsonRef<'_>)],
     desired: &Desired,
 ) -> Result<(), InjectError> {
     let fix = "names starting with secretmode- are reserved: rename yours, or remove the copied injection and let the webhook add it";
@@ -500,7 +513,7 @@ fn check_reserved(
 }
 
 /// Indices of the regular containers that receive mount and env.
-fn target_containers(containers: &[(&str, &Value)], plan: &Plan) -> Result<Vec<usize>, InjectError> {
+fn target_containers(containers: &[(&str, &JsonRef<'_>)], plan: &Plan) -> Result<Vec<usize>, InjectError> {
     match &plan.containers {
         None => Ok(containers
             .iter()
@@ -522,18 +535,17 @@ fn target_containers(containers: &[(&str, &Value)], plan: &Plan) -> Result<Vec<u
 
 /// The ops that add the read-only mount and the env vars to app container `index`, once.
 fn wire_container(
-    container: &Map<String, Value>,
+    container: &ObjectRef<'_>,
     index: usize,
     desired: &Desired,
     mount_path: &str,
     ops: &mut Vec<PatchOp>,
 ) -> Result<(), InjectError> {
-    let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
-    let mounts = container.get("volumeMounts").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
     let mut has_mount = false;
-    for m in mounts {
-        let m_name = m.get("name").and_then(Value::as_str).unwrap_or_default();
-        let m_path = m.get("mountPath").and_then(Value::as_str).unwrap_or_default();
+    for m in JsonRef::entries(container.get("volumeMounts")) {
+        let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
+        let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
         if m_name == SECRETS_VOLUME {
             if !covers(m, &serde_json::to_value(&desired.mount)?, "")
                 || m.get("subPath").is_some()
@@ -557,11 +569,11 @@ fn wire_container(
         append_all(ops, path, container.get("volumeMounts"), std::slice::from_ref(&desired.mount))?;
     }
 
-    let env = container.get("env").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let env = JsonRef::entries(container.get("env"));
     let mut to_add = Vec::new();
     for var in &desired.env {
         let var_name = &*var.name;
-        let mut same_name = env.iter().filter(|e| e.get("name").and_then(Value::as_str) == Some(var_name)).peekable();
+        let mut same_name = env.iter().filter(|e| e.get("name").and_then(JsonRef::as_str) == Some(var_name)).peekable();
         if same_name.peek().is_none() {
             to_add.push(var);
             continue;
@@ -601,14 +613,18 @@ const SERVER_DEFAULTS: [&str; 10] = [
 
 /// Whether `existing` is what we would write, plus only API-server defaults. Quantities
 /// compare by value because the API server canonicalises them.
-fn covers(existing: &Value, wanted: &Value, key: &str) -> bool {
+fn covers(existing: &JsonRef<'_>, wanted: &Value, key: &str) -> bool {
     match (existing, wanted) {
-        (Value::Object(e), Value::Object(w)) => {
+        (JsonRef::Object(e), Value::Object(w)) => {
             w.iter().all(|(k, wv)| e.get(k).is_some_and(|ev| covers(ev, wv, k)))
-                && e.keys().all(|k| w.contains_key(k) || SERVER_DEFAULTS.contains(&k.as_str()))
+                && e.keys().all(|k| w.contains_key(k) || SERVER_DEFAULTS.contains(&k))
         }
-        (Value::Array(e), Value::Array(w)) => e.len() == w.len() && e.iter().zip(w).all(|(ev, wv)| covers(ev, wv, key)),
-        (Value::String(e), Value::String(w)) if matches!(key, "cpu" | "memory" | "ephemeral-storage" | "sizeLimit") => {
+        (JsonRef::Array(e), Value::Array(w)) => {
+            e.len() == w.len() && e.iter().zip(w).all(|(ev, wv)| covers(ev, wv, key))
+        }
+        (JsonRef::String(e), Value::String(w))
+            if matches!(key, "cpu" | "memory" | "ephemeral-storage" | "sizeLimit") =>
+        {
             quantity::same(e, w)
         }
         _ => existing == wanted,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod duration;
 pub mod inject;
 pub mod json;
+pub mod json_ref;
 pub mod log_format;
 pub mod log_writer;
 pub mod modes;

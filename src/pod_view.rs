@@ -1,5 +1,6 @@
-//! The pod as the webhook's decision reads it: the parts [`crate::admit::admit_pod`] looks at,
-//! built as JSON values, and everything else only validated and skipped.
+//! The pod as the webhook's decision reads it: the parts [`crate::admit::decide`] looks at,
+//! built as a [`JsonRef`] tree that borrows its strings from the request body, and everything
+//! else only validated and skipped.
 //!
 //! Building the whole pod as a `serde_json::Value` (one allocation per string, one B-tree per
 //! object, all dropped again) was the largest single cost of a review; image, command, probes,
@@ -22,33 +23,41 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
+
+use crate::json_ref::{JsonRef, ObjectRef};
 
 /// The pod as the decision reads it: deserialise it where the pod is (the AdmissionReview's
-/// `request.object`), then ask [`PodView::into_value`] for the value.
+/// `request.object`), then ask [`PodView::into_json`] for the tree.
 #[derive(Debug)]
-pub struct PodView(Value);
+pub struct PodView<'a>(JsonRef<'a>);
 
-impl<'de> Deserialize<'de> for PodView {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PodView, D::Error> {
+impl<'de: 'a, 'a> Deserialize<'de> for PodView<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PodView<'a>, D::Error> {
         Shape::Pod.deserialize(deserializer).map(PodView)
     }
 }
 
-impl PodView {
+impl<'a> PodView<'a> {
     /// The pod's decision-relevant parts, or `None` when the decision needs the whole pod (a
     /// `secretmode-` entry is present): parse it whole then.
-    pub fn into_value(self) -> Option<Value> {
+    pub fn into_json(self) -> Option<JsonRef<'a>> {
         crate::admit::reserved_name(&self.0).is_none().then_some(self.0)
     }
 }
 
+/// A whole JSON value, every field kept, strings borrowed where they have no escapes.
+impl<'de: 'a, 'a> Deserialize<'de> for JsonRef<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<JsonRef<'a>, D::Error> {
+        Shape::Whole.deserialize(deserializer)
+    }
+}
+
 /// Parses the pod JSON `text` for the decision, whole when it must be; see the module docs.
-pub fn parse(text: &str) -> serde_json::Result<Value> {
-    match serde_json::from_str::<PodView>(text)?.into_value() {
+pub fn parse(text: &str) -> serde_json::Result<JsonRef<'_>> {
+    match serde_json::from_str::<PodView>(text)?.into_json() {
         Some(view) => Ok(view),
         None => serde_json::from_str(text),
     }
@@ -72,9 +81,11 @@ enum Shape {
 }
 
 impl Shape {
-    /// The shape of field `key` of an object of this shape; `None`: not read, skipped.
+    /// The shape of field `key` of an object of this shape; `None`: not read, skipped. An
+    /// object where a list or a scalar was expected is kept whole.
     fn field(self, key: &str) -> Option<Shape> {
         match (self, key) {
+            (Shape::Whole | Shape::Containers | Shape::Volumes, _) => Some(Shape::Whole),
             (Shape::Pod, "metadata") => Some(Shape::Metadata),
             (Shape::Pod, "spec") => Some(Shape::Spec),
             (Shape::Metadata, "namespace" | "annotations") => Some(Shape::Whole),
@@ -89,108 +100,97 @@ impl Shape {
         }
     }
 
-    fn is_object(self) -> bool {
-        matches!(
-            self,
-            Shape::Pod | Shape::Metadata | Shape::Spec | Shape::Container | Shape::Volume | Shape::SecurityContext
-        )
-    }
-
-    /// The shape of the entries of a list of this shape.
-    fn entry(self) -> Option<Shape> {
+    /// The shape of the entries of a list of this shape; a list where an object was expected
+    /// is kept whole.
+    fn entry(self) -> Shape {
         match self {
-            Shape::Containers => Some(Shape::Container),
-            Shape::Volumes => Some(Shape::Volume),
-            _ => None,
+            Shape::Containers => Shape::Container,
+            Shape::Volumes => Shape::Volume,
+            _ => Shape::Whole,
         }
     }
 }
 
 impl<'de> DeserializeSeed<'de> for Shape {
-    type Value = Value;
+    type Value = JsonRef<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        if self == Shape::Whole {
-            Value::deserialize(deserializer)
-        } else {
-            deserializer.deserialize_any(self)
-        }
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<JsonRef<'de>, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-/// Scalars become the values a full parse gives; objects and lists that are not of the
-/// expected shape are kept whole.
+/// Scalars become the values a full parse gives (numbers by the same constructors as
+/// `serde_json::Value`'s).
 impl<'de> Visitor<'de> for Shape {
-    type Value = Value;
+    type Value = JsonRef<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, v: bool) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::Bool(v))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_i64<E>(self, v: i64) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::Number(v.into()))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
+    fn visit_u64<E>(self, v: u64) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::Number(v.into()))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    fn visit_f64<E>(self, v: f64) -> Result<JsonRef<'de>, E> {
+        Ok(Number::from_f64(v).map_or(JsonRef::Null, JsonRef::Number))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::String(Cow::Borrowed(v)))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_str<E>(self, v: &str) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::String(Cow::Owned(v.to_owned())))
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_string<E>(self, v: String) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::String(Cow::Owned(v)))
     }
 
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::Null)
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+    fn visit_none<E>(self) -> Result<JsonRef<'de>, E> {
+        Ok(JsonRef::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<JsonRef<'de>, D::Error> {
         self.deserialize(deserializer)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let Some(entry) = self.entry() else {
-            return Value::deserialize(SeqAccessDeserializer::new(seq));
-        };
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonRef<'de>, A::Error> {
+        let entry = self.entry();
         let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0));
         while let Some(value) = seq.next_element_seed(entry)? {
             list.push(value);
         }
-        Ok(Value::Array(list))
+        Ok(JsonRef::Array(list))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        if !self.is_object() {
-            return Value::deserialize(MapAccessDeserializer::new(map));
-        }
-        let mut object = Map::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonRef<'de>, A::Error> {
+        let mut entries = Vec::new();
         while let Some(key) = map.next_key_seed(Key)? {
             match self.field(&key) {
                 Some(shape) => {
                     let value = map.next_value_seed(shape)?;
-                    object.insert(key.into_owned(), value);
+                    entries.push((key, value));
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Value::Object(object))
+        Ok(JsonRef::Object(ObjectRef::from_entries(entries)))
     }
 }
 
@@ -229,10 +229,11 @@ impl<'de> Visitor<'de> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
+    /// The view of `v`'s text, as a `Value` to compare.
     fn view(v: &Value) -> Value {
-        parse(&v.to_string()).unwrap()
+        serde_json::to_value(parse(&v.to_string()).unwrap()).unwrap()
     }
 
     #[test]
@@ -290,7 +291,8 @@ mod tests {
                         "spec": {"securityContext": pod_sc, "containers": [{"name": "app", "securityContext": container_sc}]}
                     });
                     let full = crate::admit::admit_pod(&pod, "ns", &config);
-                    assert_eq!(crate::admit::admit_pod(&view(&pod), "ns", &config), full, "{pod}");
+                    let text = pod.to_string();
+                    assert_eq!(crate::admit::decide(&parse(&text).unwrap(), "ns", &config), full, "{pod}");
                 }
             }
         }
@@ -339,5 +341,6 @@ mod tests {
         let text = r#"{"metadata": {"namespace": "a", "namespace": "b"}, "spec": {"containers": [{"name": "x", "name": "y"}]}}"#;
         let full: Value = serde_json::from_str(text).unwrap();
         assert_eq!(parse(text).unwrap(), full);
+        assert_eq!(parse(text).unwrap().at(&["metadata", "namespace"]).and_then(JsonRef::as_str), Some("b"));
     }
 }

@@ -7,11 +7,11 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::annotations::{ItemSource, Plan};
 use crate::config::Config;
 use crate::duration::HumanDuration;
+use crate::json_ref::JsonRef;
 use crate::modes::Mode;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -177,24 +177,24 @@ pub struct CsiVolume {
 }
 
 /// The Secrets Store CSI volumes of a pod spec (`spec`, not the pod).
-pub fn csi_volumes(spec: &Value) -> Vec<CsiVolume> {
-    let volumes = spec.get("volumes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    volumes
+pub fn csi_volumes(spec: &JsonRef<'_>) -> Vec<CsiVolume> {
+    JsonRef::entries(spec.get("volumes"))
         .iter()
         .filter_map(|v| {
             let csi = v.get("csi")?;
-            if csi.get("driver").and_then(Value::as_str) != Some(CSI_DRIVER) {
+            if csi.get("driver").and_then(JsonRef::as_str) != Some(CSI_DRIVER) {
                 return None;
             }
-            let attrs = csi.get("volumeAttributes").and_then(Value::as_object);
-            let mut extra: Vec<String> =
-                attrs.map(|a| a.keys().filter(|k| *k != CSI_CLASS_ATTRIBUTE).cloned().collect()).unwrap_or_default();
+            let attrs = csi.get("volumeAttributes").and_then(JsonRef::as_object);
+            let mut extra: Vec<String> = attrs
+                .map(|a| a.keys().filter(|k| *k != CSI_CLASS_ATTRIBUTE).map(str::to_string).collect())
+                .unwrap_or_default();
             extra.sort();
             Some(CsiVolume {
-                name: v.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-                class: attrs.and_then(|a| a.get(CSI_CLASS_ATTRIBUTE)).and_then(Value::as_str).map(str::to_string),
+                name: v.get("name").and_then(JsonRef::as_str).unwrap_or_default().to_string(),
+                class: attrs.and_then(|a| a.get(CSI_CLASS_ATTRIBUTE)).and_then(JsonRef::as_str).map(str::to_string),
                 extra_attributes: extra,
-                read_only: csi.get("readOnly").and_then(Value::as_bool),
+                read_only: csi.get("readOnly").and_then(JsonRef::as_bool),
             })
         })
         .collect()
@@ -214,7 +214,7 @@ impl PolicyConfig {
     /// Judges a pod: its resolved annotations (`plan`, `None` when it has none) and what its
     /// own spec delivers without the webhook. `spec` is the pod's `spec` object. This is the
     /// one judgement the webhook and `secretmode audit` share.
-    pub fn evaluate_pod(&self, namespace: &str, spec: &Value, plan: Option<&Plan>, config: &Config) -> Verdict {
+    pub fn evaluate_pod(&self, namespace: &str, spec: &JsonRef<'_>, plan: Option<&Plan>, config: &Config) -> Verdict {
         let mut verdict = match plan {
             Some(plan) => self.evaluate(namespace, plan, config),
             None => self.evaluate_nothing(namespace),

@@ -18,6 +18,7 @@ use secretmode::admission;
 use secretmode::admit::{self, Decision};
 use secretmode::annotations;
 use secretmode::config::Config;
+use secretmode::json_ref::JsonRef;
 use secretmode::pod_view;
 
 #[derive(serde::Deserialize)]
@@ -128,8 +129,9 @@ pub fn check_pod(pod: &Value, namespace: &str, config: &Config) -> Option<Value>
 /// The webhook decides on the parts of the pod it reads (`pod_view`), `mutate` and `audit` on
 /// the whole pod: the decision must be the same.
 pub fn assert_same_decision_on_view(pod: &Value, namespace: &str, config: &Config, decision: &Decision) {
-    let view = pod_view::parse(&pod.to_string()).expect("a serialised pod parses");
-    assert_eq!(&admit::admit_pod(&view, namespace, config), decision, "the webhook's view decides otherwise: {view}");
+    let text = pod.to_string();
+    let view = pod_view::parse(&text).expect("a serialised pod parses");
+    assert_eq!(&admit::decide(&view, namespace, config), decision, "the webhook's view decides otherwise: {view:?}");
 }
 
 /// The security-relevant fields of every injected container are the config's.
@@ -274,8 +276,11 @@ pub fn pod_with_annotations(annotations: Map<String, Value>) -> Value {
 /// The annotation target: parsing alone must not panic, and the whole decision on a pod
 /// carrying these annotations keeps every invariant.
 pub fn check_annotations(data: &[u8], config: &Config) {
-    let map = annotations_from_lines(data);
-    let _ = annotations::parse(Some(&map), &config.annotation_prefix);
-    let pod = pod_with_annotations(map);
+    let pod = pod_with_annotations(annotations_from_lines(data));
+    let read = JsonRef::from(&pod);
+    let _ = annotations::parse(
+        read.at(&["metadata", "annotations"]).and_then(JsonRef::as_object),
+        &config.annotation_prefix,
+    );
     check_pod(&pod, "demo", config);
 }

@@ -14,6 +14,7 @@ use crate::annotations::{self, Plan};
 use crate::config::Config;
 use crate::duration;
 use crate::inject::RESERVED_PREFIX;
+use crate::json_ref::JsonRef;
 use crate::modes::{Mode, Outage};
 use crate::policy::{csi_volumes, Enforcement, Violation};
 
@@ -580,11 +581,13 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
     metadata.insert("namespace".into(), Value::String(w.namespace.clone()));
     metadata.entry("name").or_insert_with(|| Value::String(w.name.clone()));
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": w.spec});
-    let decision = admit::admit_pod(&pod, &w.namespace, config);
+    let pod = JsonRef::from(&pod);
+    let decision = admit::decide(&pod, &w.namespace, config);
 
-    let pod_annotations = w.metadata.get("annotations").and_then(Value::as_object);
+    let pod_annotations = pod.at(&["metadata", "annotations"]).and_then(JsonRef::as_object);
     let parsed = annotations::parse(pod_annotations, prefix).ok().flatten();
-    let csi = csi_volumes(w.spec);
+    let spec = JsonRef::from(w.spec);
+    let csi = csi_volumes(&spec);
     let (mode, mode_source) = match &parsed {
         Some(p) => match p.mode {
             Some(m) => (Some(m), Some(ModeSource::Annotation)),
@@ -600,7 +603,7 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         (Some(p), Some(m)) => annotations::resolve(p, m, config).ok(),
         _ => None,
     };
-    let verdict = config.policy.evaluate_pod(&w.namespace, w.spec, plan.as_ref(), config);
+    let verdict = config.policy.evaluate_pod(&w.namespace, &spec, plan.as_ref(), config);
 
     for v in &verdict.violations {
         let level = match verdict.enforcement {
