@@ -53,7 +53,7 @@ fn default_max_items() -> usize {
 }
 
 /// The injected agent container (`secretmode-init` / `secretmode-sidecar`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentConfig {
     /// Image reference; pin by digest in production (`repo@sha256:...`).

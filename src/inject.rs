@@ -14,7 +14,7 @@ use crate::annotations::{paths_overlap, ItemSource, Plan};
 use crate::config::{AwsAuth, Config, ProviderConfig, VaultAuth};
 use crate::json_ref::{JsonRef, ObjectRef};
 use crate::modes::Mode;
-use crate::patch::{self, PatchOp};
+use crate::patch::{self, JsonText, PatchOp};
 use crate::quantity;
 
 pub const RESERVED_PREFIX: &str = "secretmode-";
@@ -102,11 +102,12 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
     if let Some((agent, as_init)) = &desired.agent {
         let list = if *as_init { "initContainers" } else { "containers" };
         let present = if *as_init { &init_containers } else { &app_containers };
-        if !present.iter().any(|(n, _)| *n == agent.name) {
+        if !present.iter().any(|(n, _)| *n == agent.name()) {
+            let agent = agent.to_json()?;
             ops.push(match spec.get(list) {
-                Some(JsonRef::Array(_)) => PatchOp::add(["/spec/", list, "/0"].concat(), agent),
-                _ => PatchOp::add(["/spec/", list].concat(), &[agent]),
-            }?);
+                Some(JsonRef::Array(_)) => PatchOp::add_json(["/spec/", list, "/0"].concat(), agent),
+                _ => PatchOp::add_json(["/spec/", list].concat(), JsonText::list(&[agent])),
+            });
         }
     }
     let changes_pod = !ops.is_empty();
@@ -495,7 +496,7 @@ fn check_reserved(
     for (list, entries, as_init) in [("containers", containers, false), ("initContainers", init_containers, true)] {
         for (name, existing) in entries.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
             match &desired.agent {
-                Some((wanted, init)) if *init == as_init && wanted.name == *name => {
+                Some((wanted, init)) if *init == as_init && wanted.name() == *name => {
                     if !covers(existing, &wanted.to_value(), "") {
                         return deny(format!("{list} entry {name} exists but differs from what secretmode injects (another version or settings?)"), fix);
                     }

@@ -4,7 +4,8 @@
 //! read from the pod, so nothing in the pod is rewritten and the patch stays minimal without
 //! cloning and diffing the whole pod on every admission.
 
-use serde::Serialize;
+use serde::ser::Error as _;
+use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// The webhook only ever adds: it never removes or rewrites what the pod already has. Values
@@ -12,18 +13,67 @@ use serde_json::value::RawValue;
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum PatchOp {
-    Add { path: String, value: Box<RawValue> },
+    Add { path: String, value: JsonText },
 }
 
 impl PatchOp {
     pub fn add<T: Serialize + ?Sized>(path: String, value: &T) -> Result<PatchOp, serde_json::Error> {
-        Ok(PatchOp::Add { path, value: serde_json::value::to_raw_value(value)? })
+        Ok(PatchOp::Add { path, value: JsonText::of(value)? })
+    }
+
+    /// An op whose value is JSON text this crate has already written.
+    pub(crate) fn add_json(path: String, value: JsonText) -> PatchOp {
+        PatchOp::Add { path, value }
     }
 
     pub fn path(&self) -> &str {
         match self {
             PatchOp::Add { path, .. } => path,
         }
+    }
+}
+
+/// JSON text written by this crate: by serde_json, or joined from pieces serde_json wrote (the
+/// agent container, `inject::container`). Unlike `serde_json::value::RawValue`, which checks
+/// text from elsewhere by parsing it, it is trusted as it is, so a value joined from prepared
+/// pieces is not parsed again on every admission; the pieces' own tests check the joins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonText(Box<str>);
+
+impl JsonText {
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<JsonText, serde_json::Error> {
+        serde_json::to_string(value).map(|text| JsonText(text.into_boxed_str()))
+    }
+
+    /// `text` must be one JSON value, written by serde_json or joined from its output.
+    pub(crate) fn trusted(text: String) -> JsonText {
+        JsonText(text.into_boxed_str())
+    }
+
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+
+    /// The JSON list of `items`.
+    pub fn list(items: &[JsonText]) -> JsonText {
+        let mut text = String::with_capacity(items.iter().map(|i| i.0.len() + 1).sum::<usize>() + 2);
+        text.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&item.0);
+        }
+        text.push(']');
+        JsonText::trusted(text)
+    }
+}
+
+/// Written as the JSON it holds; checked on the way (this path is for tests and tools, the
+/// webhook writes patches with [`to_json`]).
+impl Serialize for JsonText {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RawValue::from_string(self.0.to_string()).map_err(S::Error::custom)?.serialize(serializer)
     }
 }
 
@@ -95,6 +145,19 @@ mod tests {
         ];
         assert_eq!(String::from_utf8(to_json(&ops)).unwrap(), serde_json::to_string(&ops).unwrap());
         assert_eq!(to_json(&[]), b"[]");
+    }
+
+    #[test]
+    fn prepared_json_is_written_as_it_is() {
+        let items = [JsonText::of(&json!({"a": [1, "x"]})).unwrap(), JsonText::of("y\"z").unwrap()];
+        let list = JsonText::list(&items);
+        assert_eq!(list.get(), r#"[{"a":[1,"x"]},"y\"z"]"#);
+        assert_eq!(JsonText::list(&[]).get(), "[]");
+        let op = PatchOp::add_json("/a".into(), list);
+        assert_eq!(
+            String::from_utf8(to_json(std::slice::from_ref(&op))).unwrap(),
+            serde_json::to_string(&[op]).unwrap()
+        );
     }
 
     #[test]
