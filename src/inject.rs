@@ -240,7 +240,7 @@ fn desired<'a>(
     for item in &plan.items {
         env.push(EnvVar {
             name: [item.env_stem.as_str(), "_FILE"].concat().into(),
-            value: Some([mount_path, "/", item.file.as_str()].concat()),
+            value: Some(EnvValue::Text([mount_path, "/", item.file.as_str()].concat())),
             value_from: None,
         });
     }
@@ -378,8 +378,11 @@ fn agent_container<'a>(
         start_deadline_seconds: a.start_deadline.0.as_secs().max(1),
         health_port: a.health_port,
     };
-    let spec_json = serde_json::to_string(&spec).map_err(|e| InjectError::Malformed(format!("agent spec: {e}")))?;
-    let mut env = vec![EnvVar { name: agent_spec::SPEC_ENV.into(), value: Some(spec_json), value_from: None }];
+    let mut env = vec![EnvVar {
+        name: agent_spec::SPEC_ENV.into(),
+        value: Some(EnvValue::Spec(Box::new(spec))),
+        value_from: None,
+    }];
     if let ProviderConfig::Vault(v) = provider {
         if let VaultAuth::Token { secret_ref } = &v.auth {
             env.push(EnvVar {
@@ -637,7 +640,7 @@ mod container;
 mod tests;
 mod volumes;
 
-use container::{AgentContainer, EnvSource, EnvVar, KeyRef, Mount, Role};
+use container::{AgentContainer, EnvSource, EnvValue, EnvVar, KeyRef, Mount, Role};
 use volumes::{
     CsiAttributes, CsiSource, EmptyDirSource, KeyToPath, ProjectedSource, Projection, SecretSource, Source,
     TokenProjection, Volume,

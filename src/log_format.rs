@@ -21,6 +21,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::json::escape;
+
 /// A string from a request or a pod, for a `%field` of a log line: control characters (newline,
 /// carriage return, escape, C1) written as Rust escapes (`\n`, `\u{1b}`), so that a value can
 /// neither end the line and forge the next one nor drive a terminal. Both formatters write
@@ -370,48 +372,14 @@ impl Visit for JsonFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.key(field);
         self.out.push('"');
-        let _ = write!(JsonEscaping(&mut self.out), "{value:?}");
+        let _ = write!(escape::InString(&mut self.out), "{value:?}");
         self.out.push('"');
     }
 }
 
 /// `value` as a JSON string, escaped as serde_json escapes it.
 fn push_json_str(out: &mut String, value: &str) {
-    out.push('"');
-    let _ = JsonEscaping(out).write_str(value);
-    out.push('"');
-}
-
-/// Writes through with serde_json's string escapes: `"`, `\`, the short forms of \b \t \n \f
-/// \r, and `\u00XX` for the other control characters; nothing else.
-struct JsonEscaping<'a>(&'a mut String);
-
-impl Write for JsonEscaping<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut rest = s;
-        while let Some(at) = rest.find(|c: char| c < ' ' || c == '"' || c == '\\') {
-            self.0.push_str(&rest[..at]);
-            let byte = rest.as_bytes()[at];
-            match byte {
-                b'"' => self.0.push_str("\\\""),
-                b'\\' => self.0.push_str("\\\\"),
-                b'\x08' => self.0.push_str("\\b"),
-                b'\t' => self.0.push_str("\\t"),
-                b'\n' => self.0.push_str("\\n"),
-                b'\x0c' => self.0.push_str("\\f"),
-                b'\r' => self.0.push_str("\\r"),
-                _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    self.0.push_str("\\u00");
-                    self.0.push(char::from(HEX[usize::from(byte >> 4)]));
-                    self.0.push(char::from(HEX[usize::from(byte & 0xf)]));
-                }
-            }
-            rest = &rest[at + 1..];
-        }
-        self.0.push_str(rest);
-        Ok(())
-    }
+    escape::push_quoted(out, value);
 }
 
 #[cfg(test)]

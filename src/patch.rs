@@ -42,7 +42,7 @@ pub struct JsonText(Box<str>);
 
 impl JsonText {
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<JsonText, serde_json::Error> {
-        serde_json::to_string(value).map(|text| JsonText(text.into_boxed_str()))
+        crate::json::to_string(value).map(|text| JsonText(text.into_boxed_str()))
     }
 
     /// `text` must be one JSON value, written by serde_json or joined from its output.

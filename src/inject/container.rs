@@ -17,8 +17,9 @@ use serde::ser::Error as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::agent_spec;
+use crate::agent_spec::{self, AgentSpec};
 use crate::config::{AgentConfig, Resources};
+use crate::json::{self, escape};
 use crate::patch::JsonText;
 
 /// `readOnly` is left out when false, as the API server would.
@@ -36,9 +37,28 @@ pub struct Mount<'a> {
 pub struct EnvVar<'a> {
     pub name: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<EnvValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_from: Option<EnvSource<'a>>,
+}
+
+/// An env var's value: text, or the agent spec. The spec is kept as the spec rather than as
+/// its JSON text, so that [`AgentContainer::to_json`] can write that JSON straight into the
+/// env string, escaped as it goes, instead of writing it and then escaping it all over again
+/// (the second pass was the largest single cost of an init or sidecar review).
+pub enum EnvValue {
+    Text(String),
+    Spec(Box<AgentSpec>),
+}
+
+/// Either way a JSON string, as the Kubernetes `EnvVar.value` is.
+impl Serialize for EnvValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EnvValue::Text(text) => serializer.serialize_str(text),
+            EnvValue::Spec(spec) => serializer.serialize_str(&json::to_string(spec).map_err(S::Error::custom)?),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -291,15 +311,38 @@ impl<'a> AgentContainer<'a> {
     /// configuration's part taken from the [`Template`].
     pub fn to_json(&self) -> Result<JsonText, serde_json::Error> {
         let template = Template::for_container(self)?;
-        let mut out = Vec::with_capacity(template.len() + 2048);
-        out.extend_from_slice(template.before_env.as_bytes());
-        serde_json::to_writer(&mut out, &self.env)?;
-        out.extend_from_slice(br#","volumeMounts":"#);
-        serde_json::to_writer(&mut out, &self.volume_mounts)?;
-        out.extend_from_slice(template.before_group.as_bytes());
-        out.extend_from_slice(itoa::Buffer::new().format(self.security_context.run_as_group).as_bytes());
-        out.extend_from_slice(template.after_group.as_bytes());
-        String::from_utf8(out).map(JsonText::trusted).map_err(serde_json::Error::custom)
+        let mut out = String::with_capacity(template.len() + 2048);
+        out.push_str(&template.before_env);
+        self.write_env(&mut out)?;
+        out.push_str(r#","volumeMounts":"#);
+        json::write(&mut out, &self.volume_mounts)?;
+        out.push_str(&template.before_group);
+        out.push_str(itoa::Buffer::new().format(self.security_context.run_as_group));
+        out.push_str(&template.after_group);
+        Ok(JsonText::trusted(out))
+    }
+
+    /// The env list as serialising it writes it, with the agent spec's JSON escaped into its
+    /// string as it is written ([`EnvValue`]).
+    fn write_env(&self, out: &mut String) -> Result<(), serde_json::Error> {
+        out.push('[');
+        for (i, var) in self.env.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match var {
+                EnvVar { name, value: Some(EnvValue::Spec(spec)), value_from: None } => {
+                    out.push_str(r#"{"name":"#);
+                    escape::push_quoted(out, name);
+                    out.push_str(r#","value":""#);
+                    json::write(&mut escape::InString(&mut *out), spec)?;
+                    out.push_str(r#""}"#);
+                }
+                _ => json::write(out, var)?,
+            }
+        }
+        out.push(']');
+        Ok(())
     }
 }
 
@@ -358,7 +401,7 @@ impl Template {
 
 /// `{"a":1,"b":2` of an object with at least one field.
 fn open_object<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
-    let mut text = serde_json::to_string(part)?;
+    let mut text = json::to_string(part)?;
     match text.pop() {
         Some('}') if text.len() > 1 => Ok(text),
         _ => Err(serde_json::Error::custom("a template part is not an object with fields")),
@@ -367,7 +410,7 @@ fn open_object<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
 
 /// `,"a":1,"b":2` of an object, to follow other fields (empty for `{}`).
 fn more_fields<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
-    let text = serde_json::to_string(part)?;
+    let text = json::to_string(part)?;
     match text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
         Some("") => Ok(String::new()),
         Some(fields) => Ok([",", fields].concat()),
@@ -378,17 +421,41 @@ fn more_fields<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::agent_spec::AgentItem;
+    use crate::config::{Config, ProviderConfig, VaultAuth};
     use crate::duration::HumanDuration;
     use std::time::Duration;
+
+    /// A spec with every kind of character its strings can hold.
+    fn spec() -> AgentSpec {
+        let mut config = Config::builtin().unwrap();
+        let Some(ProviderConfig::Vault(mut vault)) = config.providers.remove("vault") else {
+            panic!("the built-in config has a vault provider");
+        };
+        vault.auth = VaultAuth::Jwt { mount: "j\\w\"t".into(), role: "ünï\n\u{1}".into(), audience: "v".into() };
+        AgentSpec {
+            version: agent_spec::SPEC_VERSION,
+            provider_name: "vault \"main\"".into(),
+            provider: ProviderConfig::Vault(vault),
+            items: vec![AgentItem { name: "a\"b".into(), path: "x/y\\z".into(), key: Some("k\t".into()) }],
+            mount_path: "/var/run/secrets/app".into(),
+            token_file: Some("/t".into()),
+            fallback_dir: None,
+            refresh_interval_seconds: 60,
+            max_staleness_seconds: 300,
+            start_deadline_seconds: 5,
+            health_port: 8099,
+        }
+    }
 
     fn env() -> Vec<EnvVar<'static>> {
         vec![
             EnvVar {
                 name: "SECRETMODE_AGENT_SPEC".into(),
-                value: Some(r#"{"items":[{"name":"a\"b","path":"x/y"}],"ünï":"\n"}"#.into()),
+                value: Some(EnvValue::Spec(Box::new(spec()))),
                 value_from: None,
             },
+            EnvVar { name: "PLAIN\"".into(), value: Some(EnvValue::Text("a\"b\n".into())), value_from: None },
             EnvVar {
                 name: "VAULT_TOKEN".into(),
                 value: None,
