@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, Limited};
-use serde::Deserialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::metrics::{AdmissionLabels, Metrics, PolicyLabels, ReasonLabels};
@@ -56,10 +55,12 @@ pub fn harden(router: Router) -> Router {
     }))
 }
 
-#[derive(Deserialize)]
-struct MutateQuery {
-    /// The API server appends `?timeout=10s`: its whole budget for this call.
-    timeout: Option<String>,
+/// The API server appends `?timeout=10s` to the webhook URL: its whole budget for this call.
+/// Read by hand, as a query extractor deserialises the whole query through serde on every
+/// admission; the API server never percent-encodes it, and a value that does not parse as a
+/// duration leaves the default budget, as an absent one does.
+fn requested_timeout(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|pair| pair.strip_prefix("timeout="))
 }
 
 async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Response {
@@ -96,9 +97,7 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
             format!("body larger than {} bytes", state.max_body_bytes),
         );
     }
-    let requested = Query::<MutateQuery>::try_from_uri(&parts.uri).ok().and_then(|q| q.0.timeout);
-    let budget = requested
-        .as_deref()
+    let budget = requested_timeout(parts.uri.query())
         .and_then(|t| crate::duration::parse(t).ok())
         .map_or(state.body_timeout, |t| t.min(state.body_timeout));
     // Limited stops reading as soon as the cap is passed: an oversized chunked body is never
@@ -224,6 +223,16 @@ mod tests {
             .expect("the request's ?timeout= was not applied")
             .unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+
+    #[test]
+    fn the_timeout_is_read_from_anywhere_in_the_query() {
+        assert_eq!(requested_timeout(Some("timeout=10s")), Some("10s"));
+        assert_eq!(requested_timeout(Some("a=1&timeout=2s&b")), Some("2s"));
+        assert_eq!(requested_timeout(Some("timeout=")), Some(""));
+        assert_eq!(requested_timeout(Some("xtimeout=1s&timeouts=2s")), None);
+        assert_eq!(requested_timeout(Some("")), None);
+        assert_eq!(requested_timeout(None), None);
     }
 
     #[tokio::test]
