@@ -15,6 +15,12 @@
 //! the request's thread (a stand-in for a webhook's own decision): it shows how the ratio
 //! falls with the CPU a handler adds, so what budget a review must fit for a given ratio.
 //!
+//! A fourth, `POST /review`, runs secretmode's whole review (`admission::review` with the
+//! built-in config) in this handler and answers with its answer: the review's own cost, apart
+//! from what `secretmode serve` wraps around it (body cap and timeout, query, metrics, log
+//! line, panic guard). It is a diagnostic; the ceiling the target is measured against is
+//! `/mutate`.
+//!
 //! Built only with `--features bench`; `bench/load.sh` drives it beside `secretmode serve`.
 //! Usage: `secretmode-ceiling 127.0.0.1:9443 [ANSWERS]`
 
@@ -81,6 +87,19 @@ async fn mutate(body: Bytes) -> Response {
     let body = serde_json::to_vec(&out).unwrap_or_default();
     json_response(body)
 }
+
+/// Diagnostic: secretmode's whole review (parse, decide, patch, answer) in the ceiling's
+/// handler, without what `serve` adds around it (body timeout and cap, query, metrics, the log
+/// line): how much of the distance to the ceiling is the review itself.
+async fn review_only(body: Bytes) -> Response {
+    match REVIEW_CONFIG.get().map(|config| secretmode::admission::review(&body, config)) {
+        Some(Ok(reviewed)) => json_response(reviewed.body),
+        Some(Err(_)) => not_a_review(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "no config\n").into_response(),
+    }
+}
+
+static REVIEW_CONFIG: std::sync::OnceLock<secretmode::config::Config> = std::sync::OnceLock::new();
 
 async fn busy(UrlPath(micros): UrlPath<u64>, body: Bytes) -> Response {
     let until = std::time::Instant::now() + Duration::from_micros(micros);
@@ -159,6 +178,7 @@ fn main() -> Result<()> {
         Some(dir) => load_answers(Path::new(&dir))?,
         None => HashMap::new(),
     });
+    let _ = REVIEW_CONFIG.set(secretmode::config::Config::builtin()?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let resolver = Arc::new(CertResolver::default());
@@ -170,6 +190,7 @@ fn main() -> Result<()> {
             .route("/mutate", post(mutate))
             .route("/answer/{name}", post(answer_sized))
             .route("/busy/{micros}", post(busy))
+            .route("/review", post(review_only))
             .with_state(answers);
         let limits = ListenerLimits {
             handshake_timeout: Duration::from_secs(5),

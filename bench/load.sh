@@ -6,7 +6,8 @@
 #   fixed    RATE req/s (default 1000) with 50 connections  -> p50/p99/p99.9 latency
 #   saturate as fast as possible with CONNS connections    -> requests/s, ratio to the ceiling;
 #            also the ceiling answering with secretmode's answer (same size): what the
-#            answer's size alone costs
+#            answer's size alone costs; and the ceiling's handler running secretmode's review:
+#            what the review costs, apart from what `serve` wraps around it
 #   conns500 as fast as possible with 500 connections       -> peak RSS (VmHWM)
 # Prints a table, the secretmode/ceiling ratio and PASS/MISS per target; keeps everything under
 # bench/results/<timestamp>/.
@@ -117,6 +118,8 @@ run() {
     # the ceiling's work with secretmode's answer for this mode (bench/ceiling.rs)
     ceiling-sized) port=$ceil_port pid=$ceil_pid path=/answer/$mode ;;
     ceiling-busy*) port=$ceil_port pid=$ceil_pid path=/busy/${server#ceiling-busy} ;;
+    # secretmode's review (admission::review) in the ceiling's handler, without serve's wrapper
+    ceiling-review) port=$ceil_port pid=$ceil_pid path=/review ;;
   esac
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
@@ -160,6 +163,7 @@ for phase in $PHASES; do
           run ceiling saturate "$mode" "$CONNS" max "$rep"
           run secretmode saturate "$mode" "$CONNS" max "$rep"
           run ceiling-sized saturate "$mode" "$CONNS" max "$rep"
+          run ceiling-review saturate "$mode" "$CONNS" max "$rep"
           for us in $BUSY; do run "ceiling-busy$us" saturate "$mode" "$CONNS" max "$rep"; done
           ;;
         conns500) run secretmode conns500 "$mode" 500 max "$rep" ;;

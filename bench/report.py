@@ -5,7 +5,10 @@ on each target, and writes the same text to <dir>/summary.txt.
 
 Server `ceiling-sized` is the ceiling answering with secretmode's own answer for the mode: the
 ratio ceiling-sized/ceiling is what the size of the answer alone costs; `ceiling-busyN` is the
-ceiling plus N microseconds of busy work per request."""
+ceiling plus N microseconds of busy work per request; `ceiling-review` is the ceiling's handler
+running secretmode's whole review (admission::review) and answering with its answer: the ratio
+ceiling-review/ceiling is what the review costs, and secretmode/ceiling-review what `serve` adds
+around it (body cap and timeout, query, metrics, log line, panic guard)."""
 import json
 import os
 import pathlib
@@ -108,6 +111,19 @@ if ratios:
         say("secretmode / ceiling with secretmode's answer: "
             + ", ".join(f"{m} {b:.2f}" for m, (_, b) in sized.items())
             + f" (mean {statistics.mean(b for _, b in sized.values()):.2f})")
+    review = {}
+    for mode in ratios:
+        key = next(k for k in agg if k[:3] == ("secretmode", "saturate", mode))
+        plain, only = agg.get(("ceiling",) + key[1:]), agg.get(("ceiling-review",) + key[1:])
+        if plain and only and plain["rps"] and only["rps"]:
+            review[mode] = (only["rps"] / plain["rps"], agg[key]["rps"] / only["rps"])
+    if review:
+        say("the review alone (ceiling's handler running admission::review / ceiling): "
+            + ", ".join(f"{m} {a:.2f}" for m, (a, _) in review.items())
+            + f" (mean {statistics.mean(a for a, _ in review.values()):.2f})")
+        say("what serve adds around the review (secretmode / ceiling running the review): "
+            + ", ".join(f"{m} {b:.2f}" for m, (_, b) in review.items())
+            + f" (mean {statistics.mean(b for _, b in review.values()):.2f})")
     busy = sorted({k[0] for k in agg if k[0].startswith("ceiling-busy")}, key=lambda s: int(s[len("ceiling-busy"):]))
     for server in busy:
         parts = []
