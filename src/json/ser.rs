@@ -1,7 +1,7 @@
 //! A compact JSON serialiser for what the webhook writes on every admission (patch values, the
 //! agent spec): serde_json's output byte for byte (tested against it for any JSON value and
-//! for every shape serde derives), with [`super::escape`]'s word-at-a-time string escaping in
-//! place of serde_json's byte-at-a-time scan, which cannot be swapped out of its serialiser.
+//! for every shape serde derives). It exists for where it writes: into any [`Sink`], including
+//! one inside a JSON string ([`escape::InString`]), which serde_json's serialiser cannot do.
 //!
 //! Errors are `serde_json::Error`s so callers keep one error type for JSON. One deliberate
 //! difference: serde_json's `RawValue` (JSON text written as it is) is refused rather than
