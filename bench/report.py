@@ -99,24 +99,23 @@ if ratios:
     if cpu and all(ce and sm for ce, sm in cpu.values()):
         say("server CPU per request at saturation (ceiling / secretmode, us): "
             + ", ".join(f"{m} {ce:.1f} / {sm:.1f}" for m, (ce, sm) in cpu.items()))
-    sized = {}
-    for mode in ratios:
-        key = next(k for k in agg if k[:3] == ("secretmode", "saturate", mode))
-        plain, same = agg.get(("ceiling",) + key[1:]), agg.get(("ceiling-sized",) + key[1:])
-        if plain and same and plain["rps"] and same["rps"]:
-            sized[mode] = (same["rps"] / plain["rps"], agg[key]["rps"] / same["rps"])
+    def against(other):
+        """mode -> (other / ceiling, secretmode / other), where all three ran."""
+        out = {}
+        for mode in ratios:
+            key = next(k for k in agg if k[:3] == ("secretmode", "saturate", mode))
+            plain, that = agg.get(("ceiling",) + key[1:]), agg.get((other,) + key[1:])
+            if plain and that and plain["rps"] and that["rps"]:
+                out[mode] = (that["rps"] / plain["rps"], agg[key]["rps"] / that["rps"])
+        return out
+    sized = against("ceiling-sized")
     if sized:
         say("the answer's size alone (ceiling with secretmode's answer / ceiling): "
             + ", ".join(f"{m} {a:.2f}" for m, (a, _) in sized.items()))
         say("secretmode / ceiling with secretmode's answer: "
             + ", ".join(f"{m} {b:.2f}" for m, (_, b) in sized.items())
             + f" (mean {statistics.mean(b for _, b in sized.values()):.2f})")
-    review = {}
-    for mode in ratios:
-        key = next(k for k in agg if k[:3] == ("secretmode", "saturate", mode))
-        plain, only = agg.get(("ceiling",) + key[1:]), agg.get(("ceiling-review",) + key[1:])
-        if plain and only and plain["rps"] and only["rps"]:
-            review[mode] = (only["rps"] / plain["rps"], agg[key]["rps"] / only["rps"])
+    review = against("ceiling-review")
     if review:
         say("the review alone (ceiling's handler running admission::review / ceiling): "
             + ", ".join(f"{m} {a:.2f}" for m, (a, _) in review.items())

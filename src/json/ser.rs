@@ -227,57 +227,30 @@ impl<S: Sink> Compound<'_, '_, S> {
     }
 }
 
-impl<S: Sink> ser::SerializeSeq for Compound<'_, '_, S> {
-    type Ok = ();
-    type Error = Error;
+/// The four list-like compounds differ only in their method's name and how they close.
+macro_rules! list_like {
+    ($($trait:ident: $method:ident, $close:ident),*) => {
+        $(impl<S: Sink> ser::$trait for Compound<'_, '_, S> {
+            type Ok = ();
+            type Error = Error;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<()> {
-        self.close(b']')
-    }
+            fn end(self) -> Result<()> {
+                self.$close(b']')
+            }
+        })*
+    };
 }
 
-impl<S: Sink> ser::SerializeTuple for Compound<'_, '_, S> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close(b']')
-    }
-}
-
-impl<S: Sink> ser::SerializeTupleStruct for Compound<'_, '_, S> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close(b']')
-    }
-}
-
-impl<S: Sink> ser::SerializeTupleVariant for Compound<'_, '_, S> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close_variant(b']')
-    }
-}
+list_like!(
+    SerializeSeq: serialize_element, close,
+    SerializeTuple: serialize_element, close,
+    SerializeTupleStruct: serialize_field, close,
+    SerializeTupleVariant: serialize_field, close_variant
+);
 
 impl<S: Sink> ser::SerializeMap for Compound<'_, '_, S> {
     type Ok = ();
@@ -299,31 +272,25 @@ impl<S: Sink> ser::SerializeMap for Compound<'_, '_, S> {
     }
 }
 
-impl<S: Sink> ser::SerializeStruct for Compound<'_, '_, S> {
-    type Ok = ();
-    type Error = Error;
+/// A struct and a struct variant differ only in how they close.
+macro_rules! struct_like {
+    ($($trait:ident: $close:ident),*) => {
+        $(impl<S: Sink> ser::$trait for Compound<'_, '_, S> {
+            type Ok = ();
+            type Error = Error;
 
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<()> {
-        self.field(key, value)
-    }
+            fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<()> {
+                self.field(key, value)
+            }
 
-    fn end(self) -> Result<()> {
-        self.close(b'}')
-    }
+            fn end(self) -> Result<()> {
+                self.$close(b'}')
+            }
+        })*
+    };
 }
 
-impl<S: Sink> ser::SerializeStructVariant for Compound<'_, '_, S> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) -> Result<()> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close_variant(b'}')
-    }
-}
+struct_like!(SerializeStruct: close, SerializeStructVariant: close_variant);
 
 /// A map key: JSON keys are strings, so serde_json quotes numbers and booleans used as keys
 /// and refuses anything else; so does this.
