@@ -21,8 +21,18 @@
 //! line, panic guard). It is a diagnostic; the ceiling the target is measured against is
 //! `/mutate`.
 //!
+//! A fifth, `POST /naive/{kube,value}`, is the naive parse-clone-diff handler the target is
+//! calibrated on ("a naive parse-clone-diff handler lands near 0.4", issue 6), in the two
+//! flavours of `bench/naive.rs`: secretmode's decision with the pod parsed whole, cloned,
+//! patched and diffed. `secretmode-ceiling --check REVIEW.json...` checks that their answers
+//! patch each pod exactly as secretmode's do (`bench/load.sh` runs it before measuring).
+//!
+//! A sixth, `POST /value`, is the ceiling read the other way "parse it as JSON" can be read:
+//! the whole review built as a `serde_json::Value` (what most webhooks do first), then the uid
+//! echoed. It tells which ceiling the target's calibration point fits.
+//!
 //! Built only with `--features bench`; `bench/load.sh` drives it beside `secretmode serve`.
-//! Usage: `secretmode-ceiling 127.0.0.1:9443 [ANSWERS]`
+//! Usage: `secretmode-ceiling 127.0.0.1:9443 [ANSWERS]`, `secretmode-ceiling --check REVIEW.json...`
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,9 +51,13 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use secretmode::config::Config;
 use secretmode::server::listener::{serve_tls, ListenerLimits};
 use secretmode::server::metrics::Metrics;
 use secretmode::server::tls::{self, CertResolver};
+
+#[path = "naive.rs"]
+mod naive;
 
 /// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
 #[global_allocator]
@@ -88,6 +102,22 @@ async fn mutate(body: Bytes) -> Response {
     json_response(body)
 }
 
+/// Diagnostic: the ceiling with the review built as a `serde_json::Value` (see the module docs).
+async fn value(body: Bytes) -> Response {
+    let Ok(review) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return not_a_review();
+    };
+    let Some(uid) = review["request"]["uid"].as_str() else {
+        return not_a_review();
+    };
+    let out = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: ResponseOut { uid, allowed: true },
+    };
+    json_response(serde_json::to_vec(&out).unwrap_or_default())
+}
+
 /// Diagnostic: secretmode's whole review (parse, decide, patch, answer) in the ceiling's
 /// handler, without what `serve` adds around it (body timeout and cap, query, metrics, the log
 /// line): how much of the distance to the ceiling is the review itself.
@@ -99,7 +129,19 @@ async fn review_only(body: Bytes) -> Response {
     }
 }
 
-static REVIEW_CONFIG: std::sync::OnceLock<secretmode::config::Config> = std::sync::OnceLock::new();
+static REVIEW_CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+
+/// Diagnostic: the naive parse-clone-diff handler, in the flavour the path names.
+async fn naive(UrlPath(flavour): UrlPath<String>, body: Bytes) -> Response {
+    let Some(flavour) = naive::Flavour::ALL.into_iter().find(|f| f.name() == flavour) else {
+        return (StatusCode::NOT_FOUND, "no naive handler of that name\n").into_response();
+    };
+    match REVIEW_CONFIG.get().map(|config| flavour.answer(&body, config)) {
+        Some(Ok(answer)) => json_response(answer),
+        Some(Err(_)) => not_a_review(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "no config\n").into_response(),
+    }
+}
 
 async fn busy(UrlPath(micros): UrlPath<u64>, body: Bytes) -> Response {
     let until = std::time::Instant::now() + Duration::from_micros(micros);
@@ -172,13 +214,17 @@ fn load_answers(dir: &Path) -> Result<HashMap<String, Answer>> {
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a == "--check") {
+        return naive::check(&args[2..], &Config::builtin()?);
+    }
     let addr: SocketAddr =
         std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9443".into()).parse().context("address")?;
     let answers: Answers = Arc::new(match std::env::args().nth(2) {
         Some(dir) => load_answers(Path::new(&dir))?,
         None => HashMap::new(),
     });
-    let _ = REVIEW_CONFIG.set(secretmode::config::Config::builtin()?);
+    let _ = REVIEW_CONFIG.set(Config::builtin()?);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let resolver = Arc::new(CertResolver::default());
@@ -191,6 +237,8 @@ fn main() -> Result<()> {
             .route("/answer/{name}", post(answer_sized))
             .route("/busy/{micros}", post(busy))
             .route("/review", post(review_only))
+            .route("/naive/{flavour}", post(naive))
+            .route("/value", post(value))
             .with_state(answers);
         let limits = ListenerLimits {
             handshake_timeout: Duration::from_secs(5),

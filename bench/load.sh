@@ -7,7 +7,10 @@
 #   saturate as fast as possible with CONNS connections    -> requests/s, ratio to the ceiling;
 #            also the ceiling answering with secretmode's answer (same size): what the
 #            answer's size alone costs; and the ceiling's handler running secretmode's review:
-#            what the review costs, apart from what `serve` wraps around it
+#            what the review costs, apart from what `serve` wraps around it; and the naive
+#            parse-clone-diff handler the target is calibrated on (bench/naive.rs), checked
+#            first to patch every pod as secretmode does; and the ceiling building the
+#            review as a serde_json::Value, the other reading of "parse it as JSON"
 #   conns500 as fast as possible with 500 connections       -> peak RSS (VmHWM)
 # Prints a table, the secretmode/ceiling ratio and PASS/MISS per target; keeps everything under
 # bench/results/<timestamp>/.
@@ -51,6 +54,8 @@ out="$root/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out/bodies" "$out/oha" "$out/answers"
 python3 bench/make_reviews.py "$out/bodies" > "$out/bodies.txt"
 cat "$out/bodies.txt"
+mode_bodies=()
+for mode in $MODES; do mode_bodies+=("$out/bodies/$mode.json"); done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sm_port=$(free_port); sm_admin=$(free_port); ceil_port=$(free_port)
@@ -72,6 +77,8 @@ start_servers() {
     curl -fsk -H 'Content-Type: application/json' --data-binary "@$out/bodies/$mode.json" \
       "https://127.0.0.1:$sm_port/mutate" -o "$out/answers/$mode.json"
   done
+  # The naive handlers' answers must patch each pod exactly as secretmode's do.
+  "$bin/secretmode-ceiling" --check "${mode_bodies[@]}" >>"$out/ceiling.log"
   "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" "$out/answers" >>"$out/ceiling.log" 2>&1 &
   ceil_pid=$!
   pids+=("$ceil_pid")
@@ -120,6 +127,11 @@ run() {
     ceiling-busy*) port=$ceil_port pid=$ceil_pid path=/busy/${server#ceiling-busy} ;;
     # secretmode's review (admission::review) in the ceiling's handler, without serve's wrapper
     ceiling-review) port=$ceil_port pid=$ceil_pid path=/review ;;
+    # the naive parse-clone-diff handler (bench/naive.rs, flavour kube or value) in the
+    # ceiling's handler
+    # the ceiling with the review built as a serde_json::Value
+    ceiling-value) port=$ceil_port pid=$ceil_pid path=/value ;;
+    ceiling-naive-*) port=$ceil_port pid=$ceil_pid path=/naive/${server#ceiling-naive-} ;;
   esac
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
@@ -164,6 +176,9 @@ for phase in $PHASES; do
           run secretmode saturate "$mode" "$CONNS" max "$rep"
           run ceiling-sized saturate "$mode" "$CONNS" max "$rep"
           run ceiling-review saturate "$mode" "$CONNS" max "$rep"
+          run ceiling-value saturate "$mode" "$CONNS" max "$rep"
+          run ceiling-naive-kube saturate "$mode" "$CONNS" max "$rep"
+          run ceiling-naive-value saturate "$mode" "$CONNS" max "$rep"
           for us in $BUSY; do run "ceiling-busy$us" saturate "$mode" "$CONNS" max "$rep"; done
           ;;
         conns500) run secretmode conns500 "$mode" 500 max "$rep" ;;

@@ -8,7 +8,14 @@ ratio ceiling-sized/ceiling is what the size of the answer alone costs; `ceiling
 ceiling plus N microseconds of busy work per request; `ceiling-review` is the ceiling's handler
 running secretmode's whole review (admission::review) and answering with its answer: the ratio
 ceiling-review/ceiling is what the review costs, and secretmode/ceiling-review what `serve` adds
-around it (body cap and timeout, query, metrics, log line, panic guard)."""
+around it (body cap and timeout, query, metrics, log line, panic guard); `ceiling-naive-kube`
+and `ceiling-naive-value` are the ceiling's handler running the naive parse-clone-diff handler
+(bench/naive.rs, with kube-rs's admission types or serde_json::Value throughout) the target is
+calibrated on ("a naive parse-clone-diff handler lands near 0.4"): naive/ceiling says whether
+this ceiling is the one that calibration assumed, secretmode/naive what the rework gained;
+`ceiling-value` is the ceiling building the whole review as a serde_json::Value (the other
+reading of "parse it as JSON"), against which both are given too. The target's ratio is always
+secretmode against the plain ceiling."""
 import json
 import os
 import pathlib
@@ -123,6 +130,27 @@ if ratios:
         say("what serve adds around the review (secretmode / ceiling running the review): "
             + ", ".join(f"{m} {b:.2f}" for m, (_, b) in review.items())
             + f" (mean {statistics.mean(b for _, b in review.values()):.2f})")
+    value = against("ceiling-value")
+    if value:
+        say("the ceiling building the review as a serde_json::Value / the ceiling: "
+            + ", ".join(f"{m} {a:.2f}" for m, (a, _) in value.items())
+            + f" (mean {statistics.mean(a for a, _ in value.values()):.2f})")
+        say("secretmode / the ceiling building a Value: "
+            + ", ".join(f"{m} {b:.2f}" for m, (_, b) in value.items())
+            + f" (mean {statistics.mean(b for _, b in value.values()):.2f})")
+    for flavour in ("kube", "value"):
+        naive = against(f"ceiling-naive-{flavour}")
+        if naive:
+            say(f"the naive parse-clone-diff handler, {flavour} (its ratio to the ceiling; the target "
+                "assumes about 0.4): "
+                + ", ".join(f"{m} {a:.2f}" for m, (a, _) in naive.items())
+                + f" (mean {statistics.mean(a for a, _ in naive.values()):.2f})")
+            say(f"secretmode / the naive handler, {flavour} (the target assumes 0.6 / 0.4 = 1.5): "
+                + ", ".join(f"{m} {b:.2f}" for m, (_, b) in naive.items())
+                + f" (mean {statistics.mean(b for _, b in naive.values()):.2f})")
+            if value:
+                say(f"the naive handler, {flavour} / the ceiling building a Value: "
+                    + ", ".join(f"{m} {a / value[m][0]:.2f}" for m, (a, _) in naive.items() if m in value))
     busy = sorted({k[0] for k in agg if k[0].startswith("ceiling-busy")}, key=lambda s: int(s[len("ceiling-busy"):]))
     for server in busy:
         parts = []
