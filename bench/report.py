@@ -58,7 +58,7 @@ for line in (d / "runs.tsv").read_text().splitlines():
 
 lines = []
 say = lines.append
-say(f"{'server':<14} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10}")
+say(f"{'server':<19} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10}")
 
 
 def med(group, key):
@@ -79,7 +79,7 @@ for k in keys:
     a["n"] = len(group)
     agg[k] = a
     say(
-        f"{k[0]:<14} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
+        f"{k[0]:<19} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
         f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f}"
     )
 say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far; CPU is the server's, all\n"
