@@ -218,10 +218,9 @@ fn main() -> Result<()> {
     if args.get(1).is_some_and(|a| a == "--check") {
         return naive::check(&args[2..], &Config::builtin()?);
     }
-    let addr: SocketAddr =
-        std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9443".into()).parse().context("address")?;
-    let answers: Answers = Arc::new(match std::env::args().nth(2) {
-        Some(dir) => load_answers(Path::new(&dir))?,
+    let addr: SocketAddr = args.get(1).map_or("127.0.0.1:9443", String::as_str).parse().context("address")?;
+    let answers: Answers = Arc::new(match args.get(2) {
+        Some(dir) => load_answers(Path::new(dir))?,
         None => HashMap::new(),
     });
     let _ = REVIEW_CONFIG.set(Config::builtin()?);

@@ -127,10 +127,10 @@ run() {
     ceiling-busy*) port=$ceil_port pid=$ceil_pid path=/busy/${server#ceiling-busy} ;;
     # secretmode's review (admission::review) in the ceiling's handler, without serve's wrapper
     ceiling-review) port=$ceil_port pid=$ceil_pid path=/review ;;
-    # the naive parse-clone-diff handler (bench/naive.rs, flavour kube or value) in the
-    # ceiling's handler
     # the ceiling with the review built as a serde_json::Value
     ceiling-value) port=$ceil_port pid=$ceil_pid path=/value ;;
+    # the naive parse-clone-diff handler (bench/naive.rs, flavour kube or value) in the
+    # ceiling's handler
     ceiling-naive-*) port=$ceil_port pid=$ceil_pid path=/naive/${server#ceiling-naive-} ;;
   esac
   local file="$out/oha/$server-$phase-$mode-$rep.json"
