@@ -115,42 +115,33 @@ if ratios:
             if plain and that and plain["rps"] and that["rps"]:
                 out[mode] = (that["rps"] / plain["rps"], agg[key]["rps"] / that["rps"])
         return out
+    def per_mode(label, pairs, which, mean=True):
+        """One line: each mode's ratio from `against` (which: 0 = other / ceiling,
+        1 = secretmode / other), and their mean."""
+        values = {m: p[which] for m, p in pairs.items()}
+        say(f"{label}: " + ", ".join(f"{m} {v:.2f}" for m, v in values.items())
+            + (f" (mean {statistics.mean(values.values()):.2f})" if mean else ""))
     sized = against("ceiling-sized")
     if sized:
-        say("the answer's size alone (ceiling with secretmode's answer / ceiling): "
-            + ", ".join(f"{m} {a:.2f}" for m, (a, _) in sized.items()))
-        say("secretmode / ceiling with secretmode's answer: "
-            + ", ".join(f"{m} {b:.2f}" for m, (_, b) in sized.items())
-            + f" (mean {statistics.mean(b for _, b in sized.values()):.2f})")
+        per_mode("the answer's size alone (ceiling with secretmode's answer / ceiling)", sized, 0, mean=False)
+        per_mode("secretmode / ceiling with secretmode's answer", sized, 1)
     review = against("ceiling-review")
     if review:
-        say("the review alone (ceiling's handler running admission::review / ceiling): "
-            + ", ".join(f"{m} {a:.2f}" for m, (a, _) in review.items())
-            + f" (mean {statistics.mean(a for a, _ in review.values()):.2f})")
-        say("what serve adds around the review (secretmode / ceiling running the review): "
-            + ", ".join(f"{m} {b:.2f}" for m, (_, b) in review.items())
-            + f" (mean {statistics.mean(b for _, b in review.values()):.2f})")
+        per_mode("the review alone (ceiling's handler running admission::review / ceiling)", review, 0)
+        per_mode("what serve adds around the review (secretmode / ceiling running the review)", review, 1)
     value = against("ceiling-value")
     if value:
-        say("the ceiling building the review as a serde_json::Value / the ceiling: "
-            + ", ".join(f"{m} {a:.2f}" for m, (a, _) in value.items())
-            + f" (mean {statistics.mean(a for a, _ in value.values()):.2f})")
-        say("secretmode / the ceiling building a Value: "
-            + ", ".join(f"{m} {b:.2f}" for m, (_, b) in value.items())
-            + f" (mean {statistics.mean(b for _, b in value.values()):.2f})")
+        per_mode("the ceiling building the review as a serde_json::Value / the ceiling", value, 0)
+        per_mode("secretmode / the ceiling building a Value", value, 1)
     for flavour in ("kube", "value"):
         naive = against(f"ceiling-naive-{flavour}")
         if naive:
-            say(f"the naive parse-clone-diff handler, {flavour} (its ratio to the ceiling; the target "
-                "assumes about 0.4): "
-                + ", ".join(f"{m} {a:.2f}" for m, (a, _) in naive.items())
-                + f" (mean {statistics.mean(a for a, _ in naive.values()):.2f})")
-            say(f"secretmode / the naive handler, {flavour} (the target assumes 0.6 / 0.4 = 1.5): "
-                + ", ".join(f"{m} {b:.2f}" for m, (_, b) in naive.items())
-                + f" (mean {statistics.mean(b for _, b in naive.values()):.2f})")
+            per_mode(f"the naive parse-clone-diff handler, {flavour} (its ratio to the ceiling; the target "
+                     "assumes about 0.4)", naive, 0)
+            per_mode(f"secretmode / the naive handler, {flavour} (the target assumes 0.6 / 0.4 = 1.5)", naive, 1)
             if value:
-                say(f"the naive handler, {flavour} / the ceiling building a Value: "
-                    + ", ".join(f"{m} {a / value[m][0]:.2f}" for m, (a, _) in naive.items() if m in value))
+                per_mode(f"the naive handler, {flavour} / the ceiling building a Value",
+                         {m: (a / value[m][0],) for m, (a, _) in naive.items() if m in value}, 0, mean=False)
     busy = sorted({k[0] for k in agg if k[0].startswith("ceiling-busy")}, key=lambda s: int(s[len("ceiling-busy"):]))
     for server in busy:
         parts = []
