@@ -1,12 +1,12 @@
 //! `secretmode agent`: the injected init fetcher (`--once`) and refresh sidecar.
 //!
 //! The container spec the webhook injects is the agent's only configuration: the JSON
-//! [`AgentSpec`](crate::agent_spec::AgentSpec) in `SECRETMODE_AGENT_SPEC`, plus `VAULT_TOKEN`
+//! [`AgentSpec`] in `SECRETMODE_AGENT_SPEC`, plus `VAULT_TOKEN`
 //! for development token auth. See docs/AGENT.md.
 //!
 //! Modules: [`providers`] fetch (Vault/OpenBao KV v2, AWS Secrets Manager), [`writer`] swaps
 //! file sets atomically, [`status`] is the single record behind the status file, health
-//! endpoints and metrics, [`backoff`] spaces retries, [`run`] is the loop.
+//! endpoints and metrics, [`backoff`] spaces retries, [`mod@run`] is the loop.
 
 pub mod backoff;
 pub mod fallback;
