@@ -88,9 +88,9 @@ fn with_kube(body: &[u8], config: &Config) -> Result<Vec<u8>> {
         }
         patch = outcome.patch;
     }
-    // kube-core's own `AdmissionResponse::with_patch` writes the patch's bytes as a JSON array
-    // of numbers, about three times secretmode's base64; the patch goes in as base64, as the
-    // API reference has it, so both answers are the same size.
+    // kube-core 2.0.1's own `AdmissionResponse::with_patch` writes the patch's bytes as a JSON
+    // array of numbers (kube-rs/kube issue 1781), about three times secretmode's base64; the
+    // patch goes in as base64, as the API reference has it, so both answers are the same size.
     let mut review = serde_json::to_value(response.into_review())?;
     if let Some(patch) = patch {
         review["response"]["patchType"] = "JSONPatch".into();
