@@ -93,13 +93,17 @@ async fn mutate(body: Bytes) -> Response {
     let Ok(review) = serde_json::from_slice::<ReviewIn<'_>>(&body) else {
         return not_a_review();
     };
+    allow(&review.request.uid)
+}
+
+/// The ceiling's answer: the request's uid, allowed.
+fn allow(uid: &str) -> Response {
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
-        response: ResponseOut { uid: &review.request.uid, allowed: true },
+        response: ResponseOut { uid, allowed: true },
     };
-    let body = serde_json::to_vec(&out).unwrap_or_default();
-    json_response(body)
+    json_response(serde_json::to_vec(&out).unwrap_or_default())
 }
 
 /// Diagnostic: the ceiling with the review built as a `serde_json::Value` (see the module docs).
@@ -110,12 +114,7 @@ async fn value(body: Bytes) -> Response {
     let Some(uid) = review["request"]["uid"].as_str() else {
         return not_a_review();
     };
-    let out = ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: ResponseOut { uid, allowed: true },
-    };
-    json_response(serde_json::to_vec(&out).unwrap_or_default())
+    allow(uid)
 }
 
 /// Diagnostic: secretmode's whole review (parse, decide, patch, answer) in the ceiling's
