@@ -106,6 +106,9 @@ stop_servers() {
 hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # The server's user + system CPU time so far, in clock ticks (all its threads).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# The server's context switches so far, voluntary and not, summed over its threads: how often
+# its workers slept or were preempted, which rises steeply with the time a handler takes.
+ctx_switches() { cat "/proc/$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 # Runs a command and writes its user + system CPU time in milliseconds to the file $1.
 with_cpu_ms() {
   python3 -c 'import resource, subprocess, sys
@@ -136,13 +139,14 @@ run() {
   local file="$out/oha/$server-$phase-$mode-$rep.json"
   local rate_args=()
   [ "$rate" != max ] && rate_args=(-q "$rate" --latency-correction)
-  local cpu_before
+  local cpu_before cs_before
   cpu_before=$(cpu_ticks "$pid")
+  cs_before=$(ctx_switches "$pid")
   with_cpu_ms "$out/client-ms" "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
     -m POST -T application/json -D "$out/bodies/$mode.json" \
     "https://127.0.0.1:$port$path?timeout=10s" >"$file"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
-    "$(($(cpu_ticks "$pid") - cpu_before))" "$(cat "$out/client-ms")" >>"$out/runs.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
+    "$(($(cpu_ticks "$pid") - cpu_before))" "$(cat "$out/client-ms")" "$(($(ctx_switches "$pid") - cs_before))" >>"$out/runs.tsv"
   printf '  %-14s %-9s %-8s c=%-4s rate=%-5s rep=%s done\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep"
 }
 

@@ -28,6 +28,7 @@ rows = []
 for line in (d / "runs.tsv").read_text().splitlines():
     server, phase, mode, conns, rate, rep, rss_kb, path, *cpu = line.split("\t")
     client_ms = cpu[1] if len(cpu) > 1 else ""
+    switches = cpu[2] if len(cpu) > 2 else ""
     data = json.loads(pathlib.Path(path).read_text())
     summary = data["summary"]
     codes = data.get("statusCodeDistribution", {})
@@ -53,12 +54,15 @@ for line in (d / "runs.tsv").read_text().splitlines():
             cpu_us=int(cpu[0]) / TICKS * 1e6 / ok if cpu and ok else 0.0,
             # The load generator's CPU time per answered request (older runs lack it).
             client_us=int(client_ms) * 1e3 / ok if client_ms and ok else 0.0,
+            # The server's context switches per answered request, all threads (older runs
+            # lack it): how often its workers slept on an empty event queue or were preempted.
+            cs=int(switches) / ok if switches and ok else None,
         )
     )
 
 lines = []
 say = lines.append
-say(f"{'server':<19} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10}")
+say(f"{'server':<19} {'phase':<10} {'mode':<8} {'conns':>5} {'rate':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99.9':>7} {'errors':>6} {'VmHWM MB':>8} {'CPU us/req':>10} {'oha us/req':>10} {'cs/req':>6}")
 
 
 def med(group, key):
@@ -74,16 +78,19 @@ agg = {}
 for k in keys:
     group = [r for r in rows if (r["server"], r["phase"], r["mode"], r["conns"], r["rate"]) == k]
     a = {f: med(group, f) for f in ["rps", "p50", "p99", "p999", "cpu_us", "client_us"]}
+    a["cs"] = med(group, "cs") if all(r["cs"] is not None for r in group) else None
     a["errors"] = sum(r["errors"] for r in group)
     a["hwm_mb"] = max(r["hwm_mb"] for r in group)
     a["n"] = len(group)
     agg[k] = a
+    cs_text = "-" if a["cs"] is None else f"{a['cs']:.3f}"
     say(
         f"{k[0]:<19} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
-        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f}"
+        f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f} {cs_text:>6}"
     )
 say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far; CPU is the server's, all\n"
-    " threads; oha is the load generator's, which shares the cores)" % max(r["rep"] for r in rows))
+    " threads; oha is the load generator's, which shares the cores; cs/req is the server's context\n"
+    " switches per request, all threads)" % max(r["rep"] for r in rows))
 
 verdicts = []
 ratios = {}
@@ -100,12 +107,15 @@ if ratios:
     mean = statistics.mean(ratios.values())
     verdicts.append(("throughput >= 0.6 x ceiling at saturation (worst mode)", worst >= 0.6, f"{worst:.2f}"))
     say(f"RATIO secretmode/ceiling at saturation: {mean:.2f} (mean over modes), {worst:.2f} (worst mode)")
-    cpu = {m: (agg[("ceiling", "saturate", m, c, r)]["cpu_us"], a["cpu_us"])
-           for (s_, p_, m, c, r), a in agg.items() if s_ == "secretmode" and p_ == "saturate"
-           and ("ceiling", "saturate", m, c, r) in agg}
-    if cpu and all(ce and sm for ce, sm in cpu.values()):
-        say("server CPU per request at saturation (ceiling / secretmode, us): "
-            + ", ".join(f"{m} {ce:.1f} / {sm:.1f}" for m, (ce, sm) in cpu.items()))
+    for field, label, fmt in [("cpu_us", "server CPU per request", ".1f"),
+                              ("cs", "server context switches per request", ".3f")]:
+        pairs = {m: (agg[("ceiling", "saturate", m, c, r)][field], a[field])
+                 for (s_, p_, m, c, r), a in agg.items() if s_ == "secretmode" and p_ == "saturate"
+                 and ("ceiling", "saturate", m, c, r) in agg}
+        if pairs and all(ce and sm for ce, sm in pairs.values()):
+            unit = ", us" if field == "cpu_us" else ""
+            say(f"{label} at saturation (ceiling / secretmode{unit}): "
+                + ", ".join(f"{m} {ce:{fmt}} / {sm:{fmt}}" for m, (ce, sm) in pairs.items()))
     def against(other):
         """mode -> (other / ceiling, secretmode / other), where all three ran."""
         out = {}
