@@ -107,14 +107,13 @@ if ratios:
     mean = statistics.mean(ratios.values())
     verdicts.append(("throughput >= 0.6 x ceiling at saturation (worst mode)", worst >= 0.6, f"{worst:.2f}"))
     say(f"RATIO secretmode/ceiling at saturation: {mean:.2f} (mean over modes), {worst:.2f} (worst mode)")
-    for field, label, fmt in [("cpu_us", "server CPU per request", ".1f"),
-                              ("cs", "server context switches per request", ".3f")]:
+    for field, label, fmt in [("cpu_us", "server CPU per request at saturation (ceiling / secretmode, us)", ".1f"),
+                              ("cs", "server context switches per request at saturation (ceiling / secretmode)", ".3f")]:
         pairs = {m: (agg[("ceiling", "saturate", m, c, r)][field], a[field])
                  for (s_, p_, m, c, r), a in agg.items() if s_ == "secretmode" and p_ == "saturate"
                  and ("ceiling", "saturate", m, c, r) in agg}
         if pairs and all(ce and sm for ce, sm in pairs.values()):
-            unit = ", us" if field == "cpu_us" else ""
-            say(f"{label} at saturation (ceiling / secretmode{unit}): "
+            say(f"{label}: "
                 + ", ".join(f"{m} {ce:{fmt}} / {sm:{fmt}}" for m, (ce, sm) in pairs.items()))
     def against(other):
         """mode -> (other / ceiling, secretmode / other), where all three ran."""
