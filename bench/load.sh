@@ -21,6 +21,8 @@
 #   BUSY="10 20 35" MODES=eso bench/load.sh --ratio   # also the ceiling plus N us of busy
 #                                 # work per request: the CPU budget behind a given ratio
 #   PHASES=fixed bench/load.sh   # only the fixed-rate latency phase
+#   SERVER_CPUS=0 CLIENT_CPUS=1 bench/load.sh --ratio   # servers and oha on separate cores
+#                                 # (taskset): no preemption between them; see BENCHMARKS.md
 #
 # Every load run is bounded (DURATION seconds each) and only touches 127.0.0.1.
 set -euo pipefail
@@ -36,6 +38,13 @@ RATE=${RATE:-1000}
 MODES=${MODES:-"eso csi init sidecar"}
 BUSY=${BUSY:-}
 PHASES=${PHASES:-"fixed saturate conns500"}
+# Optional CPU placement (taskset lists). Unset: everything shares every core, as always.
+SERVER_CPUS=${SERVER_CPUS:-}
+CLIENT_CPUS=${CLIENT_CPUS:-}
+server_on=()
+client_on=()
+[ -n "$SERVER_CPUS" ] && server_on=(taskset -c "$SERVER_CPUS")
+[ -n "$CLIENT_CPUS" ] && client_on=(taskset -c "$CLIENT_CPUS")
 [ "${1:-}" = "--ratio" ] && PHASES="saturate"
 
 tools="$root/bench/.tools"
@@ -65,7 +74,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 start_servers() {
-  "$bin/secretmode" serve --addr "127.0.0.1:$sm_port" --admin-addr "127.0.0.1:$sm_admin" \
+  "${server_on[@]}" "$bin/secretmode" serve --addr "127.0.0.1:$sm_port" --admin-addr "127.0.0.1:$sm_admin" \
     --shutdown-grace 2s 2>>"$out/secretmode.log" >/dev/null &
   sm_pid=$!
   pids+=("$sm_pid")
@@ -79,7 +88,7 @@ start_servers() {
   done
   # The naive handlers' answers must patch each pod exactly as secretmode's do.
   "$bin/secretmode-ceiling" --check "${mode_bodies[@]}" >>"$out/ceiling.log"
-  "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" "$out/answers" >>"$out/ceiling.log" 2>&1 &
+  "${server_on[@]}" "$bin/secretmode-ceiling" "127.0.0.1:$ceil_port" "$out/answers" >>"$out/ceiling.log" 2>&1 &
   ceil_pid=$!
   pids+=("$ceil_pid")
   wait_ready grep -q listening "$out/ceiling.log"
@@ -142,7 +151,7 @@ run() {
   local cpu_before cs_before
   cpu_before=$(cpu_ticks "$pid")
   cs_before=$(ctx_switches "$pid")
-  with_cpu_ms "$out/client-ms" "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
+  with_cpu_ms "$out/client-ms" "${client_on[@]}" "$oha" --no-tui --output-format json --insecure -w -z "${DURATION}s" -c "$conns" "${rate_args[@]}" \
     -m POST -T application/json -D "$out/bodies/$mode.json" \
     "https://127.0.0.1:$port$path?timeout=10s" >"$file"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$phase" "$mode" "$conns" "$rate" "$rep" "$(hwm_kb "$pid")" "$file" \
@@ -157,7 +166,7 @@ run() {
   echo "load before: $(uptime)"
   echo "oha: $("$oha" --version)"
   echo "clock ticks per second: $(getconf CLK_TCK)"
-  echo "settings: DURATION=$DURATION REPEAT=$REPEAT CONNS=$CONNS RATE=$RATE MODES=$MODES PHASES=$PHASES BUSY=$BUSY"
+  echo "settings: DURATION=$DURATION REPEAT=$REPEAT CONNS=$CONNS RATE=$RATE MODES=$MODES PHASES=$PHASES BUSY=$BUSY SERVER_CPUS=$SERVER_CPUS CLIENT_CPUS=$CLIENT_CPUS"
 } >"$out/machine.txt"
 
 echo "==> load runs (results in ${out#"$root"/})"
@@ -168,7 +177,7 @@ for phase in $PHASES; do
   for rep in $(seq 1 "$REPEAT"); do
     for mode in $MODES; do
       # warm-up: connections, TLS sessions, allocator
-      "$oha" --no-tui --output-format json --insecure -n 2000 -c 8 -m POST -T application/json \
+      "${client_on[@]}" "$oha" --no-tui --output-format json --insecure -n 2000 -c 8 -m POST -T application/json \
         -D "$out/bodies/$mode.json" "https://127.0.0.1:$sm_port/mutate" >/dev/null
       case $phase in
         fixed)

@@ -88,9 +88,25 @@ for k in keys:
         f"{k[0]:<19} {k[1]:<10} {k[2]:<8} {k[3]:>5} {k[4]:>6} {a['rps']:>8.0f} {a['p50']:>7.2f} {a['p99']:>7.2f} "
         f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f} {cs_text:>6}"
     )
+# bench/load.sh records the CPU placement (SERVER_CPUS / CLIENT_CPUS) in machine.txt.
+machine = d / "machine.txt"
+settings = dict(
+    word.split("=", 1)
+    for line in (machine.read_text().splitlines() if machine.exists() else [])
+    if line.startswith("settings:")
+    for word in line.split()[1:]
+    if "=" in word
+)
+if settings.get("SERVER_CPUS") or settings.get("CLIENT_CPUS"):
+    placement = "servers pinned to CPUs %s, oha to CPUs %s (taskset)" % (
+        settings.get("SERVER_CPUS") or "any",
+        settings.get("CLIENT_CPUS") or "any",
+    )
+else:
+    placement = "oha shared the cores with the servers"
 say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far; CPU is the server's, all\n"
-    " threads; oha is the load generator's, which shares the cores; cs/req is the server's context\n"
-    " switches per request, all threads)" % max(r["rep"] for r in rows))
+    " threads; oha is the load generator's CPU; cs/req is the server's context switches per request,\n"
+    " all threads; %s)" % (max(r["rep"] for r in rows), placement))
 
 verdicts = []
 ratios = {}
