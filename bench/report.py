@@ -19,6 +19,7 @@ secretmode against the plain ceiling."""
 import json
 import os
 import pathlib
+import re
 import statistics
 import sys
 
@@ -89,19 +90,12 @@ for k in keys:
         f"{a['p999']:>7.2f} {a['errors']:>6} {a['hwm_mb']:>8.1f} {a['cpu_us']:>10.1f} {a['client_us']:>10.1f} {cs_text:>6}"
     )
 # bench/load.sh records the CPU placement (SERVER_CPUS / CLIENT_CPUS) in machine.txt.
-machine = d / "machine.txt"
-settings = dict(
-    word.split("=", 1)
-    for line in (machine.read_text().splitlines() if machine.exists() else [])
-    if line.startswith("settings:")
-    for word in line.split()[1:]
-    if "=" in word
+machine = (d / "machine.txt").read_text() if (d / "machine.txt").exists() else ""
+server_cpus, client_cpus = (
+    (m.group(1) if (m := re.search(rf"\b{name}=(\S*)", machine)) else "") for name in ("SERVER_CPUS", "CLIENT_CPUS")
 )
-if settings.get("SERVER_CPUS") or settings.get("CLIENT_CPUS"):
-    placement = "servers pinned to CPUs %s, oha to CPUs %s (taskset)" % (
-        settings.get("SERVER_CPUS") or "any",
-        settings.get("CLIENT_CPUS") or "any",
-    )
+if server_cpus or client_cpus:
+    placement = f"servers pinned to CPUs {server_cpus or 'any'}, oha to CPUs {client_cpus or 'any'} (taskset)"
 else:
     placement = "oha shared the cores with the servers"
 say("(medians over %d repetition(s); VmHWM is the server's peak RSS so far; CPU is the server's, all\n"
