@@ -610,12 +610,13 @@ fn wire_container(
 ) -> Result<(), InjectError> {
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
     let mut has_mount = false;
-    let wanted_mount = serde_json::to_value(&desired.mount)?;
     for m in JsonRef::entries(container.get("volumeMounts")) {
         let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
         if m_name == SECRETS_VOLUME {
-            if let Err(d) = owned::mount(m, &wanted_mount, &["volumeMounts[", SECRETS_VOLUME, "]"].concat()) {
+            // Built only here: a first injection, the common case, never needs it.
+            let wanted = serde_json::to_value(&desired.mount)?;
+            if let Err(d) = owned::mount(m, &wanted, &["volumeMounts[", SECRETS_VOLUME, "]"].concat()) {
                 return deny(
                     format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects: {d}"),
                     "remove that volumeMount and let the webhook add it",
