@@ -72,7 +72,8 @@ impl Rendered {
         &self.files[i]
     }
     fn config(&self) -> secretmode::config::Config {
-        let cm = self.all("ConfigMap").into_iter().find(|c| c["data"]["config.yaml"].is_string()).expect("config ConfigMap");
+        let cm =
+            self.all("ConfigMap").into_iter().find(|c| c["data"]["config.yaml"].is_string()).expect("config ConfigMap");
         let text = cm["data"]["config.yaml"].as_str().unwrap();
         secretmode::config::Config::from_yaml(text, "chart ConfigMap").unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
@@ -305,7 +306,9 @@ fn judged(decision: &secretmode::admit::Decision) -> bool {
     use secretmode::admit::Decision;
     match decision {
         Decision::Deny { .. } => true,
-        Decision::Allow { patch, warnings, policy, .. } => !patch.is_empty() || !warnings.is_empty() || policy.is_some(),
+        Decision::Allow { patch, warnings, policy, .. } => {
+            !patch.is_empty() || !warnings.is_empty() || policy.is_some()
+        }
     }
 }
 
@@ -336,7 +339,12 @@ fn sends_what_it_judges(r: &Rendered) {
     };
     for (name, pod) in &pods {
         let sent = mwc.decision(name);
-        assert_eq!(sent, expected(name), "prefix {prefix:?}, pod {name}: {:?}", mwc.calls.iter().find(|c| &c.object == name));
+        assert_eq!(
+            sent,
+            expected(name),
+            "prefix {prefix:?}, pod {name}: {:?}",
+            mwc.calls.iter().find(|c| &c.object == name)
+        );
         let decision = secretmode::admit::admit_pod(pod, "demo", &config);
         if judged(&decision) && sent != "call" {
             assert!(
@@ -346,8 +354,17 @@ fn sends_what_it_judges(r: &Rendered) {
         }
     }
     // The cases above are not vacuous: the webhook judges each kind of pod that is sent.
-    let judged_by_name = |n: &str| judged(&secretmode::admit::admit_pod(&pods.iter().find(|(p, _)| p == n).unwrap().1, "demo", &config));
-    for name in ["opted-in", "opted-in-badly", "hand-built-container", "hand-built-init-container", "hand-built-volume", "csi-volume-overriding-the-class", "many-objects-last-reserved"] {
+    let judged_by_name =
+        |n: &str| judged(&secretmode::admit::admit_pod(&pods.iter().find(|(p, _)| p == n).unwrap().1, "demo", &config));
+    for name in [
+        "opted-in",
+        "opted-in-badly",
+        "hand-built-container",
+        "hand-built-init-container",
+        "hand-built-volume",
+        "csi-volume-overriding-the-class",
+        "many-objects-last-reserved",
+    ] {
         assert!(judged_by_name(name), "the webhook does not judge {name}: the case tests nothing");
     }
 }

@@ -37,7 +37,9 @@ fn report(script_name: &str, out: &Output) -> Result<Value, String> {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().map(|s| s.as_str().map_or_else(|| s.to_string(), String::from)).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().map_or_else(|| s.to_string(), String::from)).collect())
+        .unwrap_or_default()
 }
 
 /// Helm's linter, strict, with `values` (a JSON file, or `-` for the chart's defaults).
@@ -161,7 +163,10 @@ pub fn webhook_config(files: &[PathBuf], objects: &[(String, Value)]) -> Result<
         result.push(WebhookConfig {
             file: c["file"].as_str().unwrap_or_default().to_string(),
             webhooks: c["webhooks"].as_u64().ok_or_else(|| shape("webhooks"))?,
-            problems: problems.iter().map(|p| format!("{}: {}", p["path"].as_str().unwrap_or("?"), p["message"])).collect(),
+            problems: problems
+                .iter()
+                .map(|p| format!("{}: {}", p["path"].as_str().unwrap_or("?"), p["message"]))
+                .collect(),
             calls,
         });
     }

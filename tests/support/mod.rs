@@ -70,9 +70,8 @@ pub fn try_kubernetes_validate(files: &[PathBuf]) -> Result<u64, String> {
         cmd.args(["--version", version]);
     }
     let out = cmd.args(files).output().map_err(|e| format!("cannot run kube_validate.py: {e}"))?;
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!("kube_validate.py printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
-    })?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("kube_validate.py printed no report ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
     let validated = report["validated"].as_u64().ok_or_else(|| format!("report without `validated`: {report}"))?;
     let problems = report["problems"].as_array().ok_or_else(|| format!("report without `problems`: {report}"))?;
     match (out.status.success(), problems.is_empty(), validated) {
