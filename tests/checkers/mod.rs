@@ -165,7 +165,7 @@ pub fn webhook_config(files: &[PathBuf], objects: &[(String, Value)]) -> Result<
             webhooks: c["webhooks"].as_u64().ok_or_else(|| shape("webhooks"))?,
             problems: problems
                 .iter()
-                .map(|p| format!("{}: {}", p["path"].as_str().unwrap_or("?"), p["message"]))
+                .map(|p| format!("{}: {}", p["path"].as_str().unwrap_or("?"), p["message"].as_str().unwrap_or("?")))
                 .collect(),
             calls,
         });

@@ -296,6 +296,9 @@ def check_config(path, objects):
     calls = []
     webhooks = 0
     for doc in docs:
+        if not isinstance(doc, dict):
+            checker.add("", "not an object")
+            continue
         if doc.get("apiVersion") != "admissionregistration.k8s.io/v1" or doc.get("kind") != "MutatingWebhookConfiguration":
             checker.add("", f"not an admissionregistration.k8s.io/v1 MutatingWebhookConfiguration: {doc.get('kind')}")
             continue
