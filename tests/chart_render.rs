@@ -253,6 +253,9 @@ fn common_invariants(r: &Rendered) {
 /// for what each one tests. `prefix` is the configured annotation prefix.
 fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
     let app = json!({"name": "app", "image": "busybox:1.37"});
+    let annotations =
+        |pairs: &[(String, &str)]| Some(Value::Object(pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
+    let ours = |key: &str| format!("{prefix}/{key}");
     let pod = |annotations: Option<Value>, spec: Value| {
         let mut metadata = json!({"generateName": "web-7f9c6d5b84-", "namespace": "demo"});
         if let Some(a) = annotations {
@@ -260,6 +263,7 @@ fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
         }
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
     };
+    // The app container plus `extra` spec fields.
     let with = |extra: Value| {
         let mut spec = json!({"containers": [app.clone()]});
         for (k, v) in extra.as_object().unwrap() {
@@ -267,7 +271,11 @@ fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
         }
         spec
     };
-    let csi = |attributes: Value| json!({"volumes": [{"name": "secrets", "csi": {"driver": secretmode::policy::CSI_DRIVER, "readOnly": true, "volumeAttributes": attributes}}]});
+    let csi = |attributes: Value| {
+        let csi = json!({"driver": secretmode::policy::CSI_DRIVER, "readOnly": true, "volumeAttributes": attributes});
+        with(json!({"volumes": [{"name": "secrets", "csi": csi}]}))
+    };
+    let plain = with(json!({}));
     let mut many = json!({"containers": [], "volumes": []});
     for i in 0..500 {
         many["containers"].as_array_mut().unwrap().push(json!({"name": format!("c{i}"), "image": "busybox:1.37"}));
@@ -275,23 +283,42 @@ fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
     }
     let mut many_last = many.clone();
     many_last["volumes"].as_array_mut().unwrap().push(json!({"name": "secretmode-secrets", "emptyDir": {}}));
+    let evil = |name: &str| json!({"name": name, "image": "evil:latest"});
+
+    let eso = annotations(&[(ours("mode"), "eso"), (ours("eso-secret"), "db"), (ours("item.password"), "password")]);
+    let near_misses = annotations(&[
+        ("example.com/team".into(), "a"),
+        (format!("{prefix}x/mode"), "eso"),
+        (format!("x.{prefix}/mode"), "eso"),
+        (prefix.to_string(), "mode"),
+    ]);
+    let similar = json!({
+        "containers": [
+            {"name": "app-secretmode-x", "image": "busybox:1.37"},
+            {"name": "secretmode", "image": "busybox:1.37"},
+        ],
+        "volumes": [{"name": "secretmodex", "emptyDir": {}}],
+    });
     vec![
-        ("opted-in", pod(Some(json!({format!("{prefix}/mode"): "eso", format!("{prefix}/eso-secret"): "db", format!("{prefix}/item.password"): "password"})), with(json!({})))),
-        ("opted-in-badly", pod(Some(json!({format!("{prefix}/mode"): "vault"})), with(json!({})))),
-        ("opted-in-without-containers", pod(Some(json!({format!("{prefix}/mode"): "eso"})), json!({"containers": null}))),
-        ("injected-note-only", pod(Some(json!({format!("{prefix}/injected"): "mode=eso,items=1"})), with(json!({})))),
-        ("other-annotations", pod(Some(json!({"example.com/team": "a", format!("{prefix}x/mode"): "eso", format!("x.{prefix}/mode"): "eso", prefix: "mode"})), with(json!({})))),
-        ("mirror", pod(Some(json!({"kubernetes.io/config.mirror": "abc"})), with(json!({})))),
-        ("empty-annotations", pod(Some(json!({})), with(json!({})))),
-        ("annotations-absent", pod(None, with(json!({})))),
+        ("opted-in", pod(eso, plain.clone())),
+        ("opted-in-badly", pod(annotations(&[(ours("mode"), "vault")]), plain.clone())),
+        ("opted-in-without-containers", pod(annotations(&[(ours("mode"), "eso")]), json!({"containers": null}))),
+        ("injected-note-only", pod(annotations(&[(ours("injected"), "mode=eso,items=1")]), plain.clone())),
+        ("other-annotations", pod(near_misses, plain.clone())),
+        ("mirror", pod(annotations(&[("kubernetes.io/config.mirror".into(), "abc")]), plain.clone())),
+        ("empty-annotations", pod(Some(json!({})), plain.clone())),
+        ("annotations-absent", pod(None, plain.clone())),
         ("containers-null", pod(None, json!({"containers": null}))),
-        ("hand-built-container", pod(None, json!({"containers": [app.clone(), {"name": "secretmode-sidecar", "image": "evil:latest"}]}))),
-        ("hand-built-init-container", pod(None, with(json!({"initContainers": [{"name": "secretmode-init", "image": "evil:latest"}]})))),
+        ("hand-built-container", pod(None, json!({"containers": [app.clone(), evil("secretmode-sidecar")]}))),
+        ("hand-built-init-container", pod(None, with(json!({"initContainers": [evil("secretmode-init")]})))),
         ("hand-built-volume", pod(None, with(json!({"volumes": [{"name": "secretmode-secrets", "emptyDir": {}}]})))),
-        ("csi-volume", pod(None, with(csi(json!({"secretProviderClass": "db"}))))),
-        ("csi-volume-overriding-the-class", pod(None, with(csi(json!({"secretProviderClass": "db", "roleName": "admin"}))))),
-        ("other-csi-driver", pod(None, with(json!({"volumes": [{"name": "data", "csi": {"driver": "ebs.csi.aws.com"}}]})))),
-        ("similar-names", pod(None, json!({"containers": [{"name": "app-secretmode-x", "image": "busybox:1.37"}, {"name": "secretmode", "image": "busybox:1.37"}], "volumes": [{"name": "secretmodex", "emptyDir": {}}]}))),
+        ("csi-volume", pod(None, csi(json!({"secretProviderClass": "db"})))),
+        ("csi-volume-overriding-the-class", pod(None, csi(json!({"secretProviderClass": "db", "roleName": "admin"})))),
+        (
+            "other-csi-driver",
+            pod(None, with(json!({"volumes": [{"name": "data", "csi": {"driver": "ebs.csi.aws.com"}}]}))),
+        ),
+        ("similar-names", pod(None, similar)),
         ("many-objects", pod(None, many)),
         ("many-objects-last-reserved", pod(None, many_last)),
     ]
@@ -720,7 +747,9 @@ fn the_values_schema_rejects_what_the_api_server_would_refuse() {
         json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "NotIn", "values": []}]}}),
         json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "Exists", "values": ["a"]}]}}),
         json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "In", "values": ["-a"]}]}}),
-        json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "In", "values": ["a".repeat(64)]}]}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [
+            {"key": "team", "operator": "In", "values": ["a".repeat(64)]},
+        ]}}),
         json!({"webhook": {"namespaceSelectorExpressions": [{"key": "bad key", "operator": "Exists"}]}}),
         json!({"webhook": {"matchCsiVolumes": "yes"}}),
         json!({"fullnameOverride": "1secretmode"}),

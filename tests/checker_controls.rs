@@ -130,9 +130,17 @@ fn webhook_configuration(changes: Value) -> Value {
         "failurePolicy": "Fail",
         "timeoutSeconds": 3,
         "clientConfig": {"service": {"name": "secretmode", "namespace": "secretmode", "path": "/mutate", "port": 443}},
-        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
-        "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]},
-        "matchConditions": [{"name": "opted-in", "expression": "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith(\"secrets/\"))"}],
+        "rules": [{
+            "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"],
+            "scope": "Namespaced",
+        }],
+        "namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]},
+        ]},
+        "matchConditions": [{
+            "name": "opted-in",
+            "expression": "has(object.metadata.annotations) && object.metadata.annotations.exists(k, k.startsWith(\"secrets/\"))",
+        }],
     });
     for (k, v) in changes.as_object().unwrap() {
         hook[k] = v.clone();
@@ -210,9 +218,10 @@ fn the_cel_engine_evaluates_true_false_and_errors_as_the_api_server_decides() {
         write(
             dir.path(),
             "ignore.yaml",
-            &webhook_configuration(
-                json!({"failurePolicy": "Ignore", "matchConditions": [{"name": "c", "expression": "object.metadata.annotations[\"team\"] == \"a\""}]}),
-            ),
+            &webhook_configuration(json!({
+                "failurePolicy": "Ignore",
+                "matchConditions": [{"name": "c", "expression": "object.metadata.annotations[\"team\"] == \"a\""}],
+            })),
         ),
     ];
     let pods = [
@@ -251,7 +260,8 @@ fn the_crd_check_rejects_wrong_fields_types_and_unknown_kinds() {
         "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
         "metadata": {"name": "db", "namespace": "demo"},
         "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": "vault", "kind": "SecretStore"},
-                 "target": {"name": "db"}, "data": [{"secretKey": "password", "remoteRef": {"key": "db", "property": "password"}}]},
+                 "target": {"name": "db"},
+                 "data": [{"secretKey": "password", "remoteRef": {"key": "db", "property": "password"}}]},
     });
     let class = json!({
         "apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClass",
