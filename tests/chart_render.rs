@@ -1,9 +1,15 @@
 //! The Helm chart, rendered and linted with Helm's own Go SDK (helm-python-sdk) for every
-//! certificate mode and for HA, minimal and everything-on values; every rendered manifest
-//! checked with `kubernetes-validate --strict` (custom resources structurally, see
-//! tests/py/crd_check.py); the checklist properties asserted on the objects; the values schema
-//! rejecting bad values; and the rendered commands run through the real binary.
+//! certificate mode, for HA, minimal and everything-on values, and for the extremes the values
+//! schema allows; every rendered manifest checked with kubernetes-validate, strict (custom
+//! resources structurally, see tests/py/crd_check.py); the MutatingWebhookConfiguration checked
+//! as the API server validates it and its matchConditions evaluated with a real CEL engine
+//! (tests/py/webhook_config.py) against pods with and without the annotation, with the map
+//! absent, and with hand-built `secretmode-` objects and CSI volumes, each compared with the
+//! webhook's own decision on that pod; the checklist properties asserted on the objects; the
+//! values schema rejecting bad values; and the rendered commands run through the real binary.
+//! The checkers' negative controls are in tests/checker_controls.rs.
 
+mod checkers;
 mod support;
 
 use std::net::SocketAddr;
@@ -60,6 +66,17 @@ impl Rendered {
         assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
         found[0]
     }
+    fn file_of(&self, kind: &str) -> &PathBuf {
+        self.one(kind);
+        let i = self.objects.iter().position(|o| o["kind"] == kind).unwrap();
+        &self.files[i]
+    }
+    fn config(&self) -> secretmode::config::Config {
+        let cm =
+            self.all("ConfigMap").into_iter().find(|c| c["data"]["config.yaml"].is_string()).expect("config ConfigMap");
+        let text = cm["data"]["config.yaml"].as_str().unwrap();
+        secretmode::config::Config::from_yaml(text, "chart ConfigMap").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
     fn named(&self, kind: &str, name: &str) -> &Value {
         self.objects
             .iter()
@@ -93,19 +110,16 @@ fn try_render(values: &Value, upgrade: bool) -> Result<Rendered, String> {
     Ok(Rendered { _dir: dir, files, objects })
 }
 
-/// Renders, lints (strict) and validates: built-in kinds with kubernetes-validate --strict for
-/// every supported Kubernetes version, custom resources with crd_check.py.
+/// Renders, lints (strict) and validates: built-in kinds with kubernetes-validate (strict) for
+/// every supported Kubernetes version, custom resources with crd_check.py, the webhook
+/// configuration with webhook_config.py; then the invariants every rendering keeps.
 fn render(values: Value) -> Rendered {
     let rendered = try_render(&values, false).unwrap_or_else(|e| panic!("render failed: {e}"));
     let dir = tempfile::tempdir().unwrap();
     let vf = values_file(dir.path(), &values);
-    let lint = python(&["lint", chart().to_str().unwrap(), &vf, "--namespace", NS]);
-    assert!(
-        lint.status.success(),
-        "helm lint: {}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
+    if let Err(problems) = checkers::helm_lint(&chart(), &vf, NS) {
+        panic!("helm lint: {problems:#?}");
+    }
 
     let (custom, builtin): (Vec<_>, Vec<_>) = rendered.files.iter().zip(&rendered.objects).partition(|(_, o)| {
         let api = o["apiVersion"].as_str().unwrap_or_default();
@@ -113,14 +127,12 @@ fn render(values: Value) -> Rendered {
     });
     support::kubernetes_validate(&builtin.iter().map(|(f, _)| (*f).clone()).collect::<Vec<_>>());
     if !custom.is_empty() {
-        let run = Command::new(support::venv_bin("python"))
-            .arg(root().join("tests/py/crd_check.py"))
-            .args(custom.iter().map(|(f, _)| *f))
-            .output()
-            .unwrap();
-        assert!(run.status.success(), "custom resources: {}", String::from_utf8_lossy(&run.stdout));
+        let files: Vec<PathBuf> = custom.iter().map(|(f, _)| (*f).clone()).collect();
+        let checked = checkers::crd_check(&files).unwrap_or_else(|e| panic!("custom resources: {e}"));
+        assert_eq!(checked, files.len() as u64, "every custom resource checked");
     }
     common_invariants(&rendered);
+    sends_what_it_judges(&rendered);
     rendered
 }
 
@@ -186,15 +198,11 @@ fn common_invariants(r: &Rendered) {
         "objectSelector must exclude the webhook's own pods ({own_labels})"
     );
     // The config file in the ConfigMap is accepted by the server's own parser, and its
-    // annotation prefix is what the matchCondition sends.
+    // annotation prefix is what the matchCondition sends (evaluated in sends_what_it_judges).
     let conditions = w["matchConditions"].as_array().unwrap();
     assert_eq!(conditions.len(), 1);
     let cel = conditions[0]["expression"].as_str().unwrap();
-    let cm = r.all("ConfigMap").into_iter().find(|c| c["data"]["config.yaml"].is_string()).expect("config ConfigMap");
-    let text = cm["data"]["config.yaml"].as_str().unwrap();
-    let config =
-        secretmode::config::Config::from_yaml(text, "chart ConfigMap").unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let wanted = format!("startsWith(\"{}/\")", config.annotation_prefix);
+    let wanted = format!("startsWith(\"{}/\")", r.config().annotation_prefix);
     assert!(cel.contains("object.metadata.annotations") && cel.contains(&wanted), "{cel}");
 
     // Every pod the chart runs: restricted security context, non-zero ids, resources.
@@ -237,6 +245,154 @@ fn common_invariants(r: &Rendered) {
                 }
             }
         }
+    }
+}
+
+/// Pods as the API server hands them to matchConditions (`object`, converted from the typed
+/// pod: annotations absent when there are none, a missing `containers` list as null), named
+/// for what each one tests. `prefix` is the configured annotation prefix.
+fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
+    let app = json!({"name": "app", "image": "busybox:1.37"});
+    let annotations =
+        |pairs: &[(String, &str)]| Some(Value::Object(pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
+    let ours = |key: &str| format!("{prefix}/{key}");
+    let pod = |annotations: Option<Value>, spec: Value| {
+        let mut metadata = json!({"generateName": "web-7f9c6d5b84-", "namespace": "demo"});
+        if let Some(a) = annotations {
+            metadata["annotations"] = a;
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
+    };
+    // The app container plus `extra` spec fields.
+    let with = |extra: Value| {
+        let mut spec = json!({"containers": [app.clone()]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        spec
+    };
+    let csi = |attributes: Value| {
+        let csi = json!({"driver": secretmode::policy::CSI_DRIVER, "readOnly": true, "volumeAttributes": attributes});
+        with(json!({"volumes": [{"name": "secrets", "csi": csi}]}))
+    };
+    let plain = with(json!({}));
+    let mut many = json!({"containers": [], "volumes": []});
+    for i in 0..500 {
+        many["containers"].as_array_mut().unwrap().push(json!({"name": format!("c{i}"), "image": "busybox:1.37"}));
+        many["volumes"].as_array_mut().unwrap().push(json!({"name": format!("v{i}"), "emptyDir": {}}));
+    }
+    let mut many_last = many.clone();
+    many_last["volumes"].as_array_mut().unwrap().push(json!({"name": "secretmode-secrets", "emptyDir": {}}));
+    let evil = |name: &str| json!({"name": name, "image": "evil:latest"});
+
+    let eso = annotations(&[(ours("mode"), "eso"), (ours("eso-secret"), "db"), (ours("item.password"), "password")]);
+    let near_misses = annotations(&[
+        ("example.com/team".into(), "a"),
+        (format!("{prefix}x/mode"), "eso"),
+        (format!("x.{prefix}/mode"), "eso"),
+        (prefix.to_string(), "mode"),
+    ]);
+    let similar = json!({
+        "containers": [
+            {"name": "app-secretmode-x", "image": "busybox:1.37"},
+            {"name": "secretmode", "image": "busybox:1.37"},
+        ],
+        "volumes": [{"name": "secretmodex", "emptyDir": {}}],
+    });
+    vec![
+        ("opted-in", pod(eso, plain.clone())),
+        ("opted-in-badly", pod(annotations(&[(ours("mode"), "vault")]), plain.clone())),
+        ("opted-in-without-containers", pod(annotations(&[(ours("mode"), "eso")]), json!({"containers": null}))),
+        ("injected-note-only", pod(annotations(&[(ours("injected"), "mode=eso,items=1")]), plain.clone())),
+        ("other-annotations", pod(near_misses, plain.clone())),
+        ("mirror", pod(annotations(&[("kubernetes.io/config.mirror".into(), "abc")]), plain.clone())),
+        ("empty-annotations", pod(Some(json!({})), plain.clone())),
+        ("annotations-absent", pod(None, plain.clone())),
+        ("containers-null", pod(None, json!({"containers": null}))),
+        ("hand-built-container", pod(None, json!({"containers": [app.clone(), evil("secretmode-sidecar")]}))),
+        ("hand-built-init-container", pod(None, with(json!({"initContainers": [evil("secretmode-init")]})))),
+        ("hand-built-volume", pod(None, with(json!({"volumes": [{"name": "secretmode-secrets", "emptyDir": {}}]})))),
+        ("csi-volume", pod(None, csi(json!({"secretProviderClass": "db"})))),
+        ("csi-volume-overriding-the-class", pod(None, csi(json!({"secretProviderClass": "db", "roleName": "admin"})))),
+        (
+            "other-csi-driver",
+            pod(None, with(json!({"volumes": [{"name": "data", "csi": {"driver": "ebs.csi.aws.com"}}]}))),
+        ),
+        ("similar-names", pod(None, similar)),
+        ("many-objects", pod(None, many)),
+        ("many-objects-last-reserved", pod(None, many_last)),
+    ]
+    .into_iter()
+    .map(|(n, p)| (n.to_string(), p))
+    .collect()
+}
+
+/// Whether the webhook would do anything to this pod: deny it, patch it, warn, or record a
+/// policy finding. A pod it would only let through untouched need not be sent.
+fn judged(decision: &secretmode::admit::Decision) -> bool {
+    use secretmode::admit::Decision;
+    match decision {
+        Decision::Deny { .. } => true,
+        Decision::Allow { patch, warnings, policy, .. } => {
+            !patch.is_empty() || !warnings.is_empty() || policy.is_some()
+        }
+    }
+}
+
+/// The matchConditions compile with a real CEL engine and the whole configuration passes the
+/// API server's validation; then, for every pod of [`admission_pods`], the API server's
+/// decision (call or skip, never a rejection for a CEL error) is what the chart promises, and
+/// every pod the webhook would judge is sent, except hand-built CSI volumes when
+/// `webhook.matchCsiVolumes` is off (then only `secretmode audit` judges them; docs/INSTALL.md).
+fn sends_what_it_judges(r: &Rendered) {
+    let config = r.config();
+    let prefix = config.annotation_prefix.clone();
+    let pods = admission_pods(&prefix);
+    let report = checkers::webhook_config(&[r.file_of("MutatingWebhookConfiguration").clone()], &pods)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mwc = &report[0];
+    assert!(mwc.problems.is_empty(), "the API server would refuse the webhook configuration: {:#?}", mwc.problems);
+    assert_eq!(mwc.webhooks, 1);
+    let csi_sent = r.one("MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap()
+        .contains(secretmode::policy::CSI_DRIVER);
+    let expected = |name: &str| match name {
+        "opted-in" | "opted-in-badly" | "opted-in-without-containers" | "injected-note-only" => "call",
+        "hand-built-container" | "hand-built-init-container" | "hand-built-volume" => "call",
+        "many-objects-last-reserved" => "call",
+        "csi-volume" | "csi-volume-overriding-the-class" if csi_sent => "call",
+        _ => "skip",
+    };
+    for (name, pod) in &pods {
+        let sent = mwc.decision(name);
+        assert_eq!(
+            sent,
+            expected(name),
+            "prefix {prefix:?}, pod {name}: {:?}",
+            mwc.calls.iter().find(|c| &c.object == name)
+        );
+        let decision = secretmode::admit::admit_pod(pod, "demo", &config);
+        if judged(&decision) && sent != "call" {
+            assert!(
+                !csi_sent && name == "csi-volume-overriding-the-class",
+                "pod {name} is judged by the webhook ({decision:?}) but never sent to it"
+            );
+        }
+    }
+    // The cases above are not vacuous: the webhook judges each kind of pod that is sent.
+    let judged_by_name =
+        |n: &str| judged(&secretmode::admit::admit_pod(&pods.iter().find(|(p, _)| p == n).unwrap().1, "demo", &config));
+    for name in [
+        "opted-in",
+        "opted-in-badly",
+        "hand-built-container",
+        "hand-built-init-container",
+        "hand-built-volume",
+        "csi-volume-overriding-the-class",
+        "many-objects-last-reserved",
+    ] {
+        assert!(judged_by_name(name), "the webhook does not judge {name}: the case tests nothing");
     }
 }
 
@@ -504,6 +660,104 @@ fn the_values_schema_rejects_bad_values() {
     // A grace period too short for preStop + drain fails the render with the reason.
     let err = try_render(&json!({"terminationGracePeriodSeconds": 20}), false).err().unwrap();
     assert!(err.contains("terminationGracePeriodSeconds"), "{err}");
+}
+
+/// A DNS-1123 subdomain of exactly `len` characters made of 63-character labels.
+fn subdomain(len: usize, letters: &str) -> String {
+    let mut out = String::new();
+    for c in letters.chars().cycle() {
+        if out.len() >= len {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('.');
+        }
+        let room = len - out.len();
+        out.extend(std::iter::repeat_n(c, room.min(63)));
+    }
+    assert_eq!(out.len(), len);
+    out
+}
+
+/// Item 6 of issue 21: whatever the schema lets through renders a webhook configuration the
+/// API server accepts (names, label selectors, timeouts, matchConditions compiled with a real
+/// CEL engine) and whose matchConditions send exactly what the chart promises for that
+/// annotation prefix. The rendering itself runs every check (see `render`).
+#[test]
+fn the_webhook_configuration_is_valid_at_the_extremes_the_schema_allows() {
+    // The longest of everything: a 253-character prefix and webhook name, a label key of a
+    // 189-character prefix and a 63-character name, label values of 63, CSI pods not sent.
+    let prefix = subdomain(253, "abcd");
+    let label_prefix = subdomain(189, "efg");
+    let r = render(json!({
+        "fullnameOverride": format!("s{}", "x".repeat(39)),
+        "config": {"annotationPrefix": prefix},
+        "webhook": {
+            "name": subdomain(253, "pqrs"),
+            "timeoutSeconds": 10,
+            "optOutLabel": format!("{label_prefix}/{}", "N".repeat(63)),
+            "matchCsiVolumes": false,
+            "namespaceSelectorExpressions": [
+                {"key": "example.com/tier", "operator": "Exists"},
+                {"key": "team", "operator": "In", "values": ["a", "B_c.d-e", "x".repeat(63), ""]},
+                {"key": "legacy", "operator": "DoesNotExist", "values": []},
+            ],
+        },
+    }));
+    assert_eq!(r.config().annotation_prefix, prefix);
+    let w = &r.one("MutatingWebhookConfiguration")["webhooks"][0];
+    assert!(!w["matchConditions"][0]["expression"].as_str().unwrap().contains(secretmode::policy::CSI_DRIVER));
+
+    // The shortest: a one-letter prefix (a prefix of every other key that starts with it), a
+    // three-segment webhook name, an unprefixed opt-out label, the shortest timeout.
+    let r = render(json!({
+        "config": {"annotationPrefix": "a"},
+        "webhook": {"name": "a.b.c", "timeoutSeconds": 2, "optOutLabel": "x", "excludeNamespaces": []},
+    }));
+    assert_eq!(r.config().annotation_prefix, "a");
+
+    // Digits, hyphens and many segments; names YAML would read as a number or null unquoted.
+    let r = render(json!({
+        "config": {"annotationPrefix": "0-0.a--b.9.c.d.e.f.g.h.i.j"},
+        "webhook": {"name": "1.2.3", "optOutLabel": "null"},
+    }));
+    assert_eq!(r.config().annotation_prefix, "0-0.a--b.9.c.d.e.f.g.h.i.j");
+}
+
+/// Values the API server (or the webhook's own config parser) would refuse never render.
+#[test]
+fn the_values_schema_rejects_what_the_api_server_would_refuse() {
+    let bad = [
+        json!({"config": {"annotationPrefix": "a".repeat(64)}}),
+        json!({"config": {"annotationPrefix": subdomain(254, "abcd")}}),
+        json!({"config": {"annotationPrefix": "secrets."}}),
+        json!({"config": {"annotationPrefix": "-secrets"}}),
+        json!({"config": {"annotationPrefix": "Secrets"}}),
+        json!({"config": {"annotationPrefix": ""}}),
+        json!({"config": {"annotationPrefix": "secrets/x"}}),
+        json!({"webhook": {"name": "secretmode.io"}}),
+        json!({"webhook": {"name": format!("{}.b.c", "a".repeat(64))}}),
+        json!({"webhook": {"name": subdomain(254, "pqrs")}}),
+        json!({"webhook": {"optOutLabel": "N".repeat(64)}}),
+        json!({"webhook": {"optOutLabel": "a..b/x"}}),
+        json!({"webhook": {"optOutLabel": "/x"}}),
+        json!({"webhook": {"optOutLabel": "a/b/c"}}),
+        json!({"webhook": {"optOutLabel": format!("{}/x", subdomain(252, "efg"))}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "In"}]}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "NotIn", "values": []}]}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "Exists", "values": ["a"]}]}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [{"key": "team", "operator": "In", "values": ["-a"]}]}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [
+            {"key": "team", "operator": "In", "values": ["a".repeat(64)]},
+        ]}}),
+        json!({"webhook": {"namespaceSelectorExpressions": [{"key": "bad key", "operator": "Exists"}]}}),
+        json!({"webhook": {"matchCsiVolumes": "yes"}}),
+        json!({"fullnameOverride": "1secretmode"}),
+    ];
+    for values in bad {
+        assert!(schema_error(values.clone()).is_some(), "schema accepted {values}");
+        assert!(try_render(&values, false).is_err(), "render accepted {values}");
+    }
 }
 
 /// The rendered Deployment's own arguments start the real server: its config file from the

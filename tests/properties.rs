@@ -1,8 +1,8 @@
 //! Property tests (issue 6 item 4) and the short, deterministic part of the fuzzing (item 3).
 //!
 //! The invariants are the fuzz targets' own (`fuzz/src/checks.rs`, included below), so:
-//! - every seed in `fuzz/seeds/` and every crash the fuzzer ever found (`fuzz/regressions/`)
-//!   replays here as a plain test;
+//! - every seed in `fuzz/seeds/` replays here as a plain test and must reach the outcome it
+//!   was written for, and every crash the fuzzer ever found (`fuzz/regressions/`) replays too;
 //! - proptest generates pods of every mode with random extra fields, containers, env, mounts
 //!   and volumes, and checks idempotence and that the patched pod keeps every field of the
 //!   original that the mode does not own;
@@ -34,17 +34,87 @@ fn files(dir: &str) -> Vec<PathBuf> {
     out
 }
 
+/// What each seed in `fuzz/seeds/` is for. Every seed must be listed and reach its outcome: a
+/// seed that stops parsing (or changes meaning) fails here instead of replaying as a no-op.
+const REVIEW_SEEDS: [(&str, checks::Reviewed); 12] = {
+    use checks::Reviewed::{Allowed, Denied, Patched};
+    [
+        ("csi.json", Patched),
+        ("csi-update.json", Allowed),
+        ("delete.json", Allowed),
+        ("denied.json", Denied),
+        ("eso.json", Patched),
+        ("eso-update.json", Allowed),
+        ("init.json", Patched),
+        ("init-update.json", Allowed),
+        ("minimal.json", Patched),
+        ("no-annotations.json", Allowed),
+        ("sidecar.json", Patched),
+        ("sidecar-update.json", Allowed),
+    ]
+};
+
+/// The annotation seeds with the webhook's outcome for a pod carrying them
+/// ([`Decision::outcome_label`]).
+const ANNOTATION_SEEDS: [(&str, &str); 10] = [
+    ("collide.txt", "denied"),
+    ("csi.txt", "injected"),
+    ("eso-env-values.txt", "injected"),
+    ("eso.txt", "injected"),
+    ("init-aws.txt", "injected"),
+    ("init.txt", "injected"),
+    ("nasty.txt", "denied"),
+    ("no-mode.txt", "mirror"),
+    ("sidecar-fallback.txt", "injected"),
+    ("sidecar.txt", "injected"),
+];
+
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).expect("a UTF-8 file name")
+}
+
+/// Every seed file is in `table`, and every entry of `table` is a seed file.
+fn assert_listed<T>(seeds: &[PathBuf], table: &[(&str, T)], dir: &str) {
+    let mut on_disk: Vec<&str> = seeds.iter().map(|p| file_name(p)).collect();
+    let mut listed: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+    on_disk.sort();
+    listed.sort();
+    assert_eq!(on_disk, listed, "{dir}: every seed needs its expected outcome in tests/properties.rs");
+}
+
 #[test]
 fn fuzz_seeds_and_regressions_replay() {
     let config = config();
-    let reviews = [files("fuzz/seeds/review"), files("fuzz/regressions/review")].concat();
-    let lines = [files("fuzz/seeds/annotations"), files("fuzz/regressions/annotations")].concat();
-    assert!(reviews.len() >= 4 && lines.len() >= 4, "seed corpus missing");
-    for path in reviews {
-        checks::check_review(&std::fs::read(&path).expect("read seed"), &config);
+    let review_seeds = files("fuzz/seeds/review");
+    assert_listed(&review_seeds, &REVIEW_SEEDS, "fuzz/seeds/review");
+    for path in &review_seeds {
+        let want = REVIEW_SEEDS.iter().find(|(n, _)| *n == file_name(path)).map(|(_, o)| *o);
+        let got = checks::check_review(&std::fs::read(path).expect("read seed"), &config);
+        assert_eq!(Some(got), want, "{}", path.display());
     }
-    for path in lines {
-        checks::check_annotations(&std::fs::read(&path).expect("read seed"), &config);
+    let annotation_seeds = files("fuzz/seeds/annotations");
+    assert_listed(&annotation_seeds, &ANNOTATION_SEEDS, "fuzz/seeds/annotations");
+    for path in &annotation_seeds {
+        let data = std::fs::read(path).expect("read seed");
+        let text = std::str::from_utf8(&data).unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", path.display()));
+        for line in text.lines() {
+            assert!(
+                line.split_once('=').is_some_and(|(k, _)| !k.is_empty()),
+                "{}: not key=value: {line:?}",
+                path.display()
+            );
+        }
+        let pod = checks::pod_with_annotations(checks::annotations_from_lines(&data));
+        let want = ANNOTATION_SEEDS.iter().find(|(n, _)| *n == file_name(path)).map(|(_, o)| *o);
+        assert_eq!(Some(admit::admit_pod(&pod, "demo", &config).outcome_label()), want, "{}", path.display());
+        checks::check_annotations(&data, &config);
+    }
+    // Crashes the fuzzer found are arbitrary bytes: they only have to keep every invariant.
+    for path in files("fuzz/regressions/review") {
+        checks::check_review(&std::fs::read(&path).expect("read regression"), &config);
+    }
+    for path in files("fuzz/regressions/annotations") {
+        checks::check_annotations(&std::fs::read(&path).expect("read regression"), &config);
     }
 }
 

@@ -43,10 +43,28 @@ pub fn apply(doc: &Value, ops: &Value) -> Result<Value, String> {
     Ok(out)
 }
 
+/// What [`check_review`] found. The fuzzer ignores it (most random bytes are no review at all);
+/// the seed replay (tests/properties.rs) asserts each seed reaches the outcome it was written
+/// for, so a seed that no longer parses fails instead of passing as "not a review".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reviewed {
+    /// Not an AdmissionReview the webhook reads: it answers with an HTTP error.
+    NotAReview,
+    /// Denied, with a message and no patch.
+    Denied,
+    /// Allowed without a patch.
+    Allowed,
+    /// Allowed with a patch that applies, is idempotent and keeps the pod valid.
+    Patched,
+    /// Allowed with a patch, but the pod holds an unpaired surrogate escape that the independent
+    /// read cannot decode, so the patch was not re-applied.
+    PatchedUnread,
+}
+
 /// One AdmissionReview body, as the webhook receives it.
-pub fn check_review(data: &[u8], config: &Config) {
+pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
     let Ok(reviewed) = admission::review(data, config) else {
-        return;
+        return Reviewed::NotAReview;
     };
     let answer: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
     assert_eq!(answer["apiVersion"], admission::API_VERSION);
@@ -57,12 +75,12 @@ pub fn check_review(data: &[u8], config: &Config) {
     if response["allowed"] == false {
         assert!(response["status"]["message"].as_str().is_some_and(|m| !m.is_empty()), "denial without a message");
         assert!(response.get("patch").is_none());
-        return;
+        return Reviewed::Denied;
     }
     assert_eq!(response["allowed"], true);
     let Some(patch) = response.get("patch") else {
         assert!(response.get("patchType").is_none(), "patchType without patch");
-        return;
+        return Reviewed::Allowed;
     };
     assert_eq!(response["patchType"], "JSONPatch");
     let bytes = base64::engine::general_purpose::STANDARD
@@ -77,7 +95,7 @@ pub fn check_review(data: &[u8], config: &Config) {
     // The webhook validates fields it does not read for JSON syntax only (crate::pod_view): an
     // unpaired surrogate escape there, which no API server writes, cannot be read back whole.
     let Ok(object) = serde_json::from_str::<Value>(request.request.object.get()) else {
-        return;
+        return Reviewed::PatchedUnread;
     };
     // The webhook's own JSON writer (secretmode::json) writes what serde_json writes, for any
     // document, and JSON written inside a string is that document's text, escaped.
@@ -106,6 +124,7 @@ pub fn check_review(data: &[u8], config: &Config) {
     let answer: Value = serde_json::from_slice(&second.body).expect("the answer is JSON");
     assert_eq!(answer["response"]["allowed"], true, "the patched pod is denied: {}", answer["response"]);
     assert!(answer["response"].get("patch").is_none(), "not idempotent: second patch {}", answer["response"]);
+    Reviewed::Patched
 }
 
 /// One pod decided in `namespace`: every invariant above on the decision.

@@ -3,10 +3,13 @@ from the published CRDs of each project (field names, required fields, enums, ty
 full CRD schemas, which no PyPI package here ships; enough to catch a wrong apiVersion, a
 misspelt or misplaced field, a missing required field or a wrong type.
 
-  python crd_check.py FILE...   exit 1 listing every problem; objects of kinds not listed
-                                here are an error too, so nothing passes unchecked.
+  python crd_check.py FILE...   prints {"checked": N, "problems": ["file: kind path: message"]}
+                                as JSON; exits 1 on any problem or when nothing was checked.
+                                Objects of kinds not listed here are a problem too, so nothing
+                                passes unchecked.
 """
 
+import json
 import sys
 
 import jsonschema
@@ -142,9 +145,16 @@ def main():
     problems = []
     checked = 0
     for path in sys.argv[1:]:
-        with open(path, encoding="utf-8") as f:
-            docs = [d for d in yaml.safe_load_all(f) if d]
+        try:
+            with open(path, encoding="utf-8") as f:
+                docs = [d for d in yaml.safe_load_all(f) if d]
+        except (OSError, yaml.YAMLError) as e:
+            problems.append(f"{path}: cannot read: {e}")
+            continue
         for doc in docs:
+            if not isinstance(doc, dict):
+                problems.append(f"{path}: not an object")
+                continue
             key = (doc.get("apiVersion"), doc.get("kind"))
             schema = SCHEMAS.get(key)
             if schema is None:
@@ -154,9 +164,8 @@ def main():
                 where = "/".join(str(p) for p in error.absolute_path)
                 problems.append(f"{path}: {key[1]} {where}: {error.message}")
             checked += 1
-    for p in problems:
-        print(p)
-    print(f"{checked} custom resources checked, {len(problems)} problems")
+    json.dump({"checked": checked, "problems": problems}, sys.stdout, indent=1)
+    print()
     sys.exit(1 if problems or checked == 0 else 0)
 
 

@@ -7,7 +7,9 @@ Driven by tests/chart_*.rs. Subcommands (values are a JSON file, `-` for none):
       each YAML document to OUTDIR/NNN-<kind>-<name>.yaml. Prints a JSON summary on stdout:
       {"documents": [{"file", "template", "apiVersion", "kind", "name"}], "notes": "..."}.
   lint CHART VALUES [--namespace NS]
-      Runs Helm's linter (strict). Prints the report; exits 1 on any warning or error.
+      Runs Helm's linter (strict). Prints {"ok", "charts", "problems", "report"} as JSON: the
+      problems are the report's warnings and errors. Exits 1 on any problem, 2 when the SDK's
+      report is not shaped as expected (so a renamed key cannot read as "no problems").
   schema CHART VALUES
       Exits 0 if VALUES pass values.schema.json, 1 with Helm's message otherwise.
 """
@@ -69,13 +71,30 @@ def cmd_render(args):
     json.dump({"documents": documents, "notes": notes}, sys.stdout)
 
 
+# Helm's support.Severity: 1 info, 2 warning, 3 error (strict lint fails on warnings too).
+WARNING = 2
+
+
 def cmd_lint(args):
     values = load_values(args.values)
     report = helm.lint(args.chart, values, strict=True, namespace=args.namespace, kube_version=KUBE_VERSION)
-    json.dump(report, sys.stdout, indent=2)
-    problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2]
-    if problems or report.get("errors"):
-        sys.exit(1)
+    shaped = (
+        isinstance(report, dict)
+        and isinstance(report.get("total_charts_linted"), int)
+        and isinstance(report.get("messages"), list)
+        and isinstance(report.get("errors"), list)
+        and all(isinstance(m, dict) and isinstance(m.get("severity"), int) for m in report["messages"])
+    )
+    if not shaped:
+        json.dump({"ok": False, "charts": 0, "problems": ["unexpected lint report shape"], "report": report},
+                  sys.stdout, indent=2, default=str)
+        sys.exit(2)
+    problems = [f"{m.get('path')}: {m.get('error')}" for m in report["messages"] if m["severity"] >= WARNING]
+    problems += [str(e) for e in report["errors"]]
+    charts = report["total_charts_linted"]
+    ok = not problems and charts >= 1
+    json.dump({"ok": ok, "charts": charts, "problems": problems, "report": report}, sys.stdout, indent=2)
+    sys.exit(0 if ok else 1)
 
 
 def cmd_schema(args):

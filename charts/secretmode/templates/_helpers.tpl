@@ -60,6 +60,17 @@ secretmode.io/component: webhook
 {{- include "secretmode.imageRef" (dict "image" .Values.agent.image "root" .) -}}
 {{- end -}}
 
+{{/*
+A CEL term true when the list or map at PATH has an entry VAR for which TEST holds; false when
+PATH is absent or null (the API server's converter writes a nil list without omitempty, such as
+containers, as null), so no pod shape makes the term an evaluation error.
+Arguments: (list PATH VAR TEST).
+*/}}
+{{- define "secretmode.celExists" -}}
+{{- $path := index . 0 -}}
+(has({{ $path }}) && {{ $path }} != null && {{ $path }}.exists({{ index . 1 }}, {{ index . 2 }}))
+{{- end -}}
+
 {{/* Name of the Secret the webhook pods mount (tls.crt, tls.key). */}}
 {{- define "secretmode.tlsSecretName" -}}
 {{- if eq .Values.certs.mode "provided" -}}
