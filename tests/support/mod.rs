@@ -1,6 +1,16 @@
 //! Helpers shared by the integration tests: finding the real tools that `scripts/test`
-//! installs into `.venv`, free loopback ports, and strict schema validation.
+//! installs into `.venv`, free loopback ports, strict schema validation, and one of each of
+//! the things every test needs: an AdmissionReview shaped like the API server's ([`review`]),
+//! pods ([`pods`]), a way to start `serve` ([`serve`]), the JSON Patch applier ([`patch`]),
+//! a kill-on-drop guard ([`guard`]) and golden files ([`golden`]).
 #![allow(dead_code)]
+
+pub mod golden;
+pub mod guard;
+pub mod patch;
+pub mod pods;
+pub mod review;
+pub mod serve;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
