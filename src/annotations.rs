@@ -4,6 +4,7 @@
 //! [`resolve`] checks them together against the chosen mode and the config, producing the
 //! [`Plan`] the injector executes. Every error names the annotation and says how to fix it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -579,12 +580,45 @@ pub fn validate_mount_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether one path is the other or one of its ancestors, by whole components.
+/// Whether one path is the other or one of its ancestors, by whole components, as the kubelet
+/// reads them: both are cleaned first ([`clean_path`]).
 pub fn paths_overlap(a: &str, b: &str) -> bool {
+    let (a, b) = (clean_path(a), clean_path(b));
     let a = a.trim_end_matches('/');
     let b = b.trim_end_matches('/');
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
     long == short || short.is_empty() || long.starts_with(short) && long.as_bytes()[short.len()] == b'/'
+}
+
+/// `path` as the kubelet and container runtime resolve it, lexically (Go's `path.Clean`):
+/// `//` and `.` segments dropped, `..` applied, no trailing `/`. `/a//b/./c/` is `/a/b/c`.
+/// Borrowed when already clean, which every path secretmode writes is.
+pub fn clean_path(path: &str) -> Cow<'_, str> {
+    let mut segments = path.split('/');
+    if path.starts_with('/') {
+        segments.next();
+    }
+    if path == "/" || !path.is_empty() && segments.all(|s| !s.is_empty() && s != "." && s != "..") {
+        return Cow::Borrowed(path);
+    }
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|p| *p != "..") => {
+                parts.pop();
+            }
+            ".." if rooted => {}
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    Cow::Owned(match (rooted, joined.is_empty()) {
+        (true, _) => ["/", &joined].concat(),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    })
 }
 
 #[cfg(test)]
@@ -767,5 +801,32 @@ mod tests {
         assert!(paths_overlap("/a", "/a"));
         assert!(!paths_overlap("/a", "/ab"));
         assert!(paths_overlap("/", "/x"));
+        // As the kubelet reads them.
+        assert!(paths_overlap("/a//b/", "/a/b"));
+        assert!(paths_overlap("/a/./b", "/a/b/c"));
+        assert!(paths_overlap("/a/x/../b", "/a/b"));
+        assert!(paths_overlap("/a/b/..", "/a/b"), "/a/b/.. is /a");
+        assert!(!paths_overlap("/a/c/..//b2/", "/a/b"));
+    }
+
+    #[test]
+    fn paths_are_cleaned_as_go_cleans_them() {
+        for (raw, clean) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/b/", "/a/b"),
+            ("//a//b//", "/a/b"),
+            ("/a/./b/.", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/../a", "/a"),
+            ("/a/b/../..", "/"),
+            ("a/../..", ".."),
+            ("./a", "a"),
+            ("", "."),
+            ("/.", "/"),
+        ] {
+            assert_eq!(clean_path(raw), clean, "{raw:?}");
+        }
+        assert!(matches!(clean_path("/var/run/secrets-cache"), Cow::Borrowed(_)));
     }
 }

@@ -1,12 +1,14 @@
 //! The pure mutation: pod JSON + plan + config in, add-only RFC 6902 ops or a typed denial out.
 //!
 //! The pod is read as raw JSON (never round-tripped through typed structs) and only ever added
-//! to, at positions read from it, so fields newer than any k8s-openapi version survive. Idempotence is read from the pod's own spec: an
-//! object with a reserved `secretmode-` name counts as already injected only if it still holds
-//! everything this injection would write; anything else under a reserved name is a collision.
+//! to, at positions read from it, so fields newer than any k8s-openapi version survive.
+//! Idempotence is read from the pod's own spec: an object with a reserved `secretmode-` name
+//! counts as already injected when what secretmode owns in it matches this injection, whatever
+//! the API server and other webhooks added around it on reinvocation (`owned`); a changed
+//! owned field, or a reserved name this injection does not write, is denied.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use thiserror::Error;
 
 use crate::agent_spec::{self, AgentItem, AgentSpec};
@@ -15,7 +17,6 @@ use crate::config::{AwsAuth, Config, ProviderConfig, VaultAuth};
 use crate::json_ref::{JsonRef, ObjectRef};
 use crate::modes::Mode;
 use crate::patch::{self, JsonText, PatchOp};
-use crate::quantity;
 
 pub const RESERVED_PREFIX: &str = "secretmode-";
 pub const SECRETS_VOLUME: &str = "secretmode-secrets";
@@ -475,8 +476,11 @@ fn personalise(provider: &ProviderConfig, namespace: &str, service_account: &str
     p
 }
 
-/// Every object under a reserved name must be one this injection would write, holding at
-/// least what it would write (the API server may have added defaults since).
+/// Every object under a reserved name must be one this injection would write: what
+/// secretmode owns in it must match, while additions by the API server and other webhooks
+/// are accepted ([`owned`]). An injection written by another configuration or version of
+/// secretmode (a template baked with `secretmode mutate`, a webhook replica of another
+/// version during a rolling upgrade) is judged the same way, and its denial says so.
 fn check_reserved(
     volumes: &[(&str, &JsonRef<'_>)],
     containers: &[(&str, &JsonRef<'_>)],
@@ -486,13 +490,8 @@ fn check_reserved(
     let fix = "names starting with secretmode- are reserved: rename yours, or remove the copied injection and let the webhook add it";
     for (name, existing) in volumes.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
         match desired.volumes.iter().find(|v| v.name == *name) {
-            Some(wanted) if covers(existing, &serde_json::to_value(wanted)?, "") => {}
-            Some(_) => {
-                return deny(
-                    format!("volume {name} exists but differs from what secretmode injects for these annotations"),
-                    fix,
-                )
-            }
+            Some(wanted) => owned::volume(existing, &serde_json::to_value(wanted)?)
+                .or_else(|d| other_injection(&format!("spec.volumes entry {name}"), &d))?,
             None => return deny(format!("volume {name} is not one secretmode injects for these annotations"), fix),
         }
     }
@@ -500,9 +499,22 @@ fn check_reserved(
         for (name, existing) in entries.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
             match &desired.agent {
                 Some((wanted, init)) if *init == as_init && wanted.name() == *name => {
-                    if !covers(existing, &wanted.to_value(), "") {
-                        return deny(format!("{list} entry {name} exists but differs from what secretmode injects (another version or settings?)"), fix);
-                    }
+                    owned::agent_container(existing, &wanted.to_value())
+                        .or_else(|d| other_injection(&format!("spec.{list} entry {name}"), &d))?;
+                }
+                // The agent where another configuration puts it (native sidecar or plain).
+                Some((wanted, init)) if wanted.name() == *name => {
+                    let (here, there) = if *init {
+                        ("a plain container", "initContainers")
+                    } else {
+                        ("an init container", "containers")
+                    };
+                    return deny(
+                        format!(
+                            "spec.{list} entry {name} is {here}, and this webhook injects it into spec.{there}: {OTHER_INJECTION}"
+                        ),
+                        OTHER_INJECTION_FIX,
+                    );
                 }
                 _ => {
                     return deny(
@@ -514,6 +526,17 @@ fn check_reserved(
         }
     }
     Ok(())
+}
+
+/// What a reserved object that differs in an owned field probably is, and what to do.
+const OTHER_INJECTION: &str = "it looks like an injection written by another secretmode configuration or version (a pod template baked with `secretmode mutate`, or a webhook replica of another version during a rolling upgrade), or an object of yours under the reserved secretmode- prefix";
+const OTHER_INJECTION_FIX: &str = "remove the secretmode- objects from the pod template so the webhook injects the current agent (rename your own objects that start with secretmode-), or re-run `secretmode mutate` with the current config on the template without them";
+
+fn other_injection(what: &str, difference: &owned::Difference) -> Result<(), InjectError> {
+    deny(
+        format!("{what} is not what this webhook injects for these annotations: {difference}; {OTHER_INJECTION}"),
+        OTHER_INJECTION_FIX,
+    )
 }
 
 /// Indices of the regular containers that receive mount and env.
@@ -538,6 +561,8 @@ fn target_containers(containers: &[(&str, &JsonRef<'_>)], plan: &Plan) -> Result
 }
 
 /// The ops that add the read-only mount and the env vars to app container `index`, once.
+/// Our mount and env vars already there must be ours (every entry of the name: the kubelet
+/// uses the last); other mounts may not overlap the secrets directory, cleaned paths compared.
 fn wire_container(
     container: &ObjectRef<'_>,
     index: usize,
@@ -547,16 +572,14 @@ fn wire_container(
 ) -> Result<(), InjectError> {
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
     let mut has_mount = false;
+    let wanted_mount = serde_json::to_value(&desired.mount)?;
     for m in JsonRef::entries(container.get("volumeMounts")) {
         let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
         if m_name == SECRETS_VOLUME {
-            if !covers(m, &serde_json::to_value(&desired.mount)?, "")
-                || m.get("subPath").is_some()
-                || m.get("subPathExpr").is_some()
-            {
+            if let Err(d) = owned::mount(m, &wanted_mount, &["volumeMounts[", SECRETS_VOLUME, "]"].concat()) {
                 return deny(
-                    format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects"),
+                    format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects: {d}"),
                     "remove that volumeMount and let the webhook add it",
                 );
             }
@@ -583,7 +606,7 @@ fn wire_container(
             continue;
         }
         let wanted = serde_json::to_value(var)?;
-        if !same_name.any(|e| covers(e, &wanted, "")) {
+        if !same_name.all(|e| owned::env_var(e, &wanted, var_name).is_ok()) {
             return deny(
                 format!("container {name} already sets {var_name} to something else"),
                 "remove that variable (secretmode sets it), or rename the item",
@@ -600,42 +623,8 @@ fn container_path(index: usize, field: &str) -> String {
     ["/spec/containers/", itoa::Buffer::new().format(index), "/", field].concat()
 }
 
-/// Fields the API server fills in on objects like ours (container, probe, port, volume
-/// defaults). Anything else found on a reserved object was not written by us.
-const SERVER_DEFAULTS: [&str; 10] = [
-    "terminationMessagePath",
-    "terminationMessagePolicy",
-    "imagePullPolicy",
-    "timeoutSeconds",
-    "periodSeconds",
-    "successThreshold",
-    "failureThreshold",
-    "scheme",
-    "protocol",
-    "defaultMode",
-];
-
-/// Whether `existing` is what we would write, plus only API-server defaults. Quantities
-/// compare by value because the API server canonicalises them.
-fn covers(existing: &JsonRef<'_>, wanted: &Value, key: &str) -> bool {
-    match (existing, wanted) {
-        (JsonRef::Object(e), Value::Object(w)) => {
-            w.iter().all(|(k, wv)| e.get(k).is_some_and(|ev| covers(ev, wv, k)))
-                && e.keys().all(|k| w.contains_key(k) || SERVER_DEFAULTS.contains(&k))
-        }
-        (JsonRef::Array(e), Value::Array(w)) => {
-            e.len() == w.len() && e.iter().zip(w).all(|(ev, wv)| covers(ev, wv, key))
-        }
-        (JsonRef::String(e), Value::String(w))
-            if matches!(key, "cpu" | "memory" | "ephemeral-storage" | "sizeLimit") =>
-        {
-            quantity::same(e, w)
-        }
-        _ => existing == wanted,
-    }
-}
-
 mod container;
+mod owned;
 #[cfg(test)]
 mod tests;
 mod volumes;

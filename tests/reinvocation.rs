@@ -1,0 +1,454 @@
+//! Reinvocation, through the real `secretmode mutate` binary: a pod injected once, then
+//! changed the way the API server and another webhook change it between two calls
+//! (`../shared/APISERVER.md`, facts 2, 3, 12, 13), then decided again. It must be admitted
+//! with no further patch; a changed owned field must still be denied, and an injection made by
+//! another configuration or version of secretmode is denied with a message that says so.
+//!
+//! The changes are written here from those facts, one function each (ServiceAccount plugin,
+//! LimitRanger, AlwaysPullImages, v1 defaults, an AWS pod-identity-style webhook), so a
+//! failure names the one that broke idempotence.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+use secretmode::config::DEFAULT_CONFIG_YAML;
+
+fn mutate(args: &[&str], input: &Value) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
+        .arg("mutate")
+        .args(args)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run secretmode mutate");
+    child.stdin.take().expect("stdin").write_all(input.to_string().as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("secretmode mutate finishes")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The object `mutate` prints (JSON in, JSON out); panics with stderr on a denial.
+fn mutated(args: &[&str], input: &Value) -> Value {
+    let out = mutate(args, input);
+    assert!(out.status.success(), "mutate denied or failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("mutate prints JSON for JSON")
+}
+
+/// The JSON Patch `mutate --patch` prints; panics with stderr on a denial.
+fn patch(args: &[&str], input: &Value) -> Value {
+    let mut with_patch = args.to_vec();
+    with_patch.push("--patch");
+    mutated(&with_patch, input)
+}
+
+/// The denial message; panics if the pod was admitted.
+fn denial(args: &[&str], input: &Value) -> String {
+    let out = mutate(args, input);
+    assert_eq!(out.status.code(), Some(1), "expected a denial, got: {}", String::from_utf8_lossy(&out.stdout));
+    stderr(&out)
+}
+
+fn pod(annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-7d9c-", "namespace": "shop", "labels": {"app": "web"}, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": "web",
+            "initContainers": [{"name": "migrate", "image": "registry.example/migrate:2"}],
+            "containers": [
+                {"name": "web", "image": "registry.example/web:1.4",
+                 "ports": [{"containerPort": 8080, "name": "http"}],
+                 "readinessProbe": {"httpGet": {"port": 8080, "path": "/ready"}}},
+                {"name": "worker", "image": "registry.example/worker:1.4"}
+            ]
+        }
+    })
+}
+
+fn init() -> Value {
+    pod(json!({"secrets/mode": "init", "secrets/item.db-password": "shop/db#password"}))
+}
+
+fn sidecar() -> Value {
+    pod(json!({"secrets/mode": "sidecar", "secrets/item.db-password": "shop/db#password",
+               "secrets/item.api.key": "shop/api#key", "secrets/fallback-secret": "web-fallback"}))
+}
+
+fn each_container(pod: &mut Value, mut f: impl FnMut(&mut serde_json::Map<String, Value>)) {
+    for list in ["initContainers", "containers"] {
+        if let Some(list) = pod["spec"][list].as_array_mut() {
+            for c in list {
+                f(c.as_object_mut().expect("a container is an object"));
+            }
+        }
+    }
+}
+
+fn push(obj: &mut serde_json::Map<String, Value>, field: &str, value: Value) {
+    match obj.get_mut(field).and_then(Value::as_array_mut) {
+        Some(list) => list.push(value),
+        None => {
+            obj.insert(field.to_string(), json!([value]));
+        }
+    }
+}
+
+/// The ServiceAccount plugin: a `kube-api-access-*` projected volume (token, CA, namespace),
+/// mounted read-only into every container and init container with no mount at its path.
+fn service_account(pod: &mut Value) {
+    const PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let existing = pod["spec"]["volumes"].as_array().and_then(|v| {
+        v.iter().find_map(|v| v["name"].as_str().filter(|n| n.starts_with("kube-api-access-")).map(str::to_string))
+    });
+    let name = existing.clone().unwrap_or_else(|| "kube-api-access-x7k2p".to_string());
+    if existing.is_none() {
+        let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ]}});
+        push(pod["spec"].as_object_mut().expect("spec"), "volumes", volume);
+    }
+    each_container(pod, |c| {
+        let mounted =
+            c.get("volumeMounts").and_then(Value::as_array).is_some_and(|m| m.iter().any(|m| m["mountPath"] == PATH));
+        if !mounted {
+            push(c, "volumeMounts", json!({"name": name, "readOnly": true, "mountPath": PATH}));
+        }
+    });
+}
+
+/// LimitRanger with a LimitRange holding default limits and requests for cpu, memory and
+/// ephemeral-storage: each missing one is filled in.
+fn limit_ranger(pod: &mut Value) {
+    let defaults = [
+        ("limits", [("cpu", "500m"), ("memory", "256Mi"), ("ephemeral-storage", "1Gi")]),
+        ("requests", [("cpu", "100m"), ("memory", "64Mi"), ("ephemeral-storage", "512Mi")]),
+    ];
+    each_container(pod, |c| {
+        let resources = c.entry("resources").or_insert_with(|| json!({}));
+        for (class, amounts) in defaults {
+            let class = resources.as_object_mut().expect("resources").entry(class).or_insert_with(|| json!({}));
+            for (name, amount) in amounts {
+                class.as_object_mut().expect("requests/limits").entry(name).or_insert_with(|| json!(amount));
+            }
+        }
+    });
+}
+
+/// AlwaysPullImages.
+fn always_pull(pod: &mut Value) {
+    each_container(pod, |c| {
+        c.insert("imagePullPolicy".into(), json!("Always"));
+    });
+}
+
+/// A quantity as the API server writes it back (the few forms these tests use).
+fn canonical(q: &str) -> String {
+    match q {
+        "0.01" => "10m".into(),
+        "16384Ki" => "16Mi".into(),
+        "0.5" => "500m".into(),
+        other => other.into(),
+    }
+}
+
+/// The v1 defaults (`pkg/apis/core/v1/defaults.go`) on what a webhook added, and canonical
+/// quantities: what the decode and re-default after a patch leave in the pod.
+fn api_defaults(pod: &mut Value) {
+    let spec = pod["spec"].as_object_mut().expect("spec");
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("schedulerName", json!("default-scheduler")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("securityContext", json!({})),
+        ("enableServiceLinks", json!(true)),
+        ("preemptionPolicy", json!("PreemptLowerPriority")),
+        ("priority", json!(0)),
+    ] {
+        spec.entry(k).or_insert(v);
+    }
+    for volume in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
+        for kind in ["secret", "configMap", "projected", "downwardAPI"] {
+            if let Some(source) = volume.get_mut(kind).and_then(Value::as_object_mut) {
+                source.entry("defaultMode").or_insert(json!(420));
+            }
+        }
+        for source in volume.pointer_mut("/projected/sources").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(token) = source.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
+                token.entry("expirationSeconds").or_insert(json!(3600));
+            }
+        }
+    }
+    each_container(pod, |c| {
+        let latest = c["image"].as_str().is_some_and(|i| i.ends_with(":latest") || !i.contains(':'));
+        c.entry("imagePullPolicy").or_insert(json!(if latest { "Always" } else { "IfNotPresent" }));
+        c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+        c.entry("terminationMessagePolicy").or_insert(json!("File"));
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) else { continue };
+            for (k, v) in
+                [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
+            {
+                p.entry(k).or_insert(json!(v));
+            }
+            if let Some(get) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
+                get.entry("scheme").or_insert(json!("HTTP"));
+                get.entry("path").or_insert(json!("/"));
+            }
+        }
+        for port in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            port.as_object_mut().expect("port").entry("protocol").or_insert(json!("TCP"));
+        }
+        if let Some(r) = c.get_mut("resources").and_then(Value::as_object_mut) {
+            // Missing requests are copied from limits.
+            if let Some(limits) = r.get("limits").cloned() {
+                let requests = r.entry("requests").or_insert_with(|| json!({}));
+                for (k, v) in limits.as_object().into_iter().flatten() {
+                    requests.as_object_mut().expect("requests").entry(k.clone()).or_insert(v.clone());
+                }
+            }
+            for class in r.values_mut() {
+                for amount in class.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+                    if let Some(q) = amount.as_str() {
+                        *amount = json!(canonical(q));
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A cloud-identity webhook like AWS's pod-identity webhook: env vars, a projected token
+/// volume and its mount in every container and init container.
+fn pod_identity_webhook(pod: &mut Value) {
+    let volume = json!({"name": "aws-iam-token", "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}}]}});
+    push(pod["spec"].as_object_mut().expect("spec"), "volumes", volume);
+    each_container(pod, |c| {
+        push(c, "env", json!({"name": "AWS_ROLE_ARN", "value": "arn:aws:iam::111122223333:role/web"}));
+        push(
+            c,
+            "env",
+            json!({"name": "AWS_WEB_IDENTITY_TOKEN_FILE", "value": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"}),
+        );
+        push(
+            c,
+            "volumeMounts",
+            json!({"name": "aws-iam-token", "readOnly": true, "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount"}),
+        );
+    });
+}
+
+type Change = fn(&mut Value);
+
+const CHANGES: [(&str, Change); 5] = [
+    ("ServiceAccount plugin", service_account),
+    ("LimitRanger", limit_ranger),
+    ("AlwaysPullImages", always_pull),
+    ("v1 defaults", api_defaults),
+    ("pod-identity webhook", pod_identity_webhook),
+];
+
+/// What the API server does between the two calls, in its order: in-tree plugins, the
+/// decode and re-default, then the other webhook (which reinvocation places before ours).
+fn everything(pod: &mut Value) {
+    api_defaults(pod);
+    service_account(pod);
+    limit_ranger(pod);
+    always_pull(pod);
+    pod_identity_webhook(pod);
+    api_defaults(pod);
+}
+
+/// The application contract after the rounds: every app container mounts the files read-only
+/// and has `<ITEM>_FILE`.
+fn assert_contract(pod: &Value, items: &[&str]) {
+    for c in pod["spec"]["containers"].as_array().expect("containers") {
+        if c["name"].as_str().is_some_and(|n| n.starts_with("secretmode-")) {
+            continue;
+        }
+        let mounts = c["volumeMounts"].as_array().expect("mounts");
+        assert!(
+            mounts.iter().any(|m| m["name"] == "secretmode-secrets" && m["readOnly"] == true),
+            "{}: no read-only secrets mount",
+            c["name"]
+        );
+        for item in items {
+            let var = format!("{item}_FILE");
+            assert!(c["env"].as_array().expect("env").iter().any(|e| e["name"] == var), "{}: no {var}", c["name"]);
+        }
+    }
+}
+
+fn config_file(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, edit(DEFAULT_CONFIG_YAML)).expect("write config");
+    path.to_string_lossy().into_owned()
+}
+
+/// The reproduction of issue 21: every init and sidecar pod was denied on the second call
+/// ("initContainers entry secretmode-init exists but differs").
+#[test]
+fn a_reinvoked_injection_with_the_api_servers_and_another_webhooks_additions_gets_no_patch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = config_file(dir.path(), "plain.yaml", |c| c.replace("nativeSidecar: true", "nativeSidecar: false"));
+    // Quantities the API server writes back in another form.
+    let odd = config_file(dir.path(), "odd.yaml", |c| {
+        c.replace("cpu: 10m", "cpu: \"0.01\"").replace("memory: 16Mi", "memory: 16384Ki")
+    });
+    let cases: [(&str, Value, Vec<&str>, &[&str]); 5] = [
+        ("init", init(), vec![], &["DB_PASSWORD"]),
+        ("native sidecar", sidecar(), vec![], &["DB_PASSWORD", "API_KEY"]),
+        ("plain sidecar", sidecar(), vec!["--config", &plain], &["DB_PASSWORD", "API_KEY"]),
+        ("init, quantities rewritten", init(), vec!["--config", &odd], &["DB_PASSWORD"]),
+        (
+            "eso",
+            pod(
+                json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.token": "token", "secrets/env-values": "true"}),
+            ),
+            vec![],
+            &["TOKEN"],
+        ),
+    ];
+    for (case, pod, args, items) in &cases {
+        let once = mutated(args, pod);
+        for (change, apply) in CHANGES.iter().map(|(n, f)| (*n, *f)).chain([("all of them", everything as Change)]) {
+            let mut changed = once.clone();
+            apply(&mut changed);
+            let again = patch(args, &changed);
+            assert_eq!(again, json!([]), "{case}, after {change}: a second patch");
+            assert_contract(&changed, items);
+            // And once more, as a further round would.
+            assert_eq!(patch(args, &changed), json!([]), "{case}, after {change}: not stable");
+        }
+    }
+}
+
+/// A container a later webhook adds gets the mount and env on reinvocation, next to all of
+/// the above; nothing else is patched.
+#[test]
+fn a_container_added_by_another_webhook_is_wired_on_reinvocation() {
+    for pod in [init(), sidecar()] {
+        let mut changed = mutated(&[], &pod);
+        everything(&mut changed);
+        changed["spec"]["containers"]
+            .as_array_mut()
+            .expect("containers")
+            .push(json!({"name": "mesh-proxy", "image": "mesh/proxy:1"}));
+        let ops = patch(&[], &changed);
+        let index = changed["spec"]["containers"].as_array().expect("containers").len() - 1;
+        let prefix = format!("/spec/containers/{index}/");
+        for op in ops.as_array().expect("ops") {
+            assert!(op["path"].as_str().is_some_and(|p| p.starts_with(&prefix)), "{op}");
+        }
+        let wired = mutated(&[], &changed);
+        assert_contract(&wired, &["DB_PASSWORD"]);
+    }
+}
+
+/// A hand-built agent still cannot slip past: each owned field changed after the additions is
+/// a denial naming the container and the field.
+#[test]
+fn owned_fields_changed_alongside_the_additions_are_denied() {
+    let mut base = mutated(&[], &sidecar());
+    everything(&mut base);
+    type Tamper = fn(&mut Value);
+    let cases: [(Tamper, &str); 6] = [
+        (|p| p["spec"]["initContainers"][0]["image"] = json!("attacker/agent:latest"), "field image differs"),
+        (|p| p["spec"]["initContainers"][0]["command"] = json!(["/bin/sh", "-c"]), "field command differs"),
+        (
+            |p| p["spec"]["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true),
+            "field securityContext.allowPrivilegeEscalation differs",
+        ),
+        (
+            |p| {
+                let env = p["spec"]["initContainers"][0]["env"].as_array_mut().expect("env");
+                let spec = env.iter().find(|e| e["name"] == "SECRETMODE_AGENT_SPEC").expect("spec env").clone();
+                let mut text: Value = serde_json::from_str(spec["value"].as_str().expect("text")).expect("spec json");
+                text["items"][0]["path"] = json!("other-team/db");
+                env.push(json!({"name": "SECRETMODE_AGENT_SPEC", "value": text.to_string()}));
+            },
+            "field env[SECRETMODE_AGENT_SPEC].value differs (agent spec field items[0].path)",
+        ),
+        (
+            |p| p["spec"]["initContainers"][0]["livenessProbe"]["httpGet"]["path"] = json!("/startup"),
+            "field livenessProbe.httpGet.path differs",
+        ),
+        (
+            |p| {
+                let volumes = p["spec"]["volumes"].as_array_mut().expect("volumes");
+                let token = volumes.iter_mut().find(|v| v["name"] == "secretmode-token").expect("token volume");
+                token["projected"]["sources"][0]["serviceAccountToken"]["audience"] = json!("kubernetes");
+            },
+            "field projected.sources[0].serviceAccountToken.audience differs",
+        ),
+    ];
+    for (tamper, field) in cases {
+        let mut p = base.clone();
+        tamper(&mut p);
+        let m = denial(&[], &p);
+        assert!(m.contains(field), "expected {field:?} in: {m}");
+        assert!(m.contains("secretmode-"), "the object is named: {m}");
+        assert!(m.contains("fix: remove the secretmode- objects"), "{m}");
+    }
+}
+
+/// The upgrade decision (docs/INSTALL.md "Upgrade"): a template baked with `mutate` under one
+/// configuration is judged by the webhook's current one; it is denied, saying it looks like
+/// another configuration or version, which field differs, and the fix. A template without a
+/// baked injection gets the current agent.
+#[test]
+fn an_injection_from_another_configuration_or_version_is_denied_with_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = config_file(dir.path(), "old.yaml", |c| c.to_string());
+    let new = config_file(dir.path(), "new.yaml", |c| {
+        c.replace("ghcr.io/secretmode/secretmode:0.1.0", "ghcr.io/secretmode/secretmode:0.2.0")
+    });
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": init()["metadata"]["annotations"]},
+            "spec": init()["spec"]}}
+    });
+    // Baked offline with the old config, then created under the new webhook.
+    let baked = mutated(&["--config", &old], &deployment);
+    let m = denial(&["--config", &new], &baked);
+    for part in [
+        "initContainers entry secretmode-init",
+        "field image differs",
+        "\"ghcr.io/secretmode/secretmode:0.1.0\"",
+        "\"ghcr.io/secretmode/secretmode:0.2.0\"",
+        "another secretmode configuration or version",
+        "re-run `secretmode mutate` with the current config",
+    ] {
+        assert!(m.contains(part), "expected {part:?} in: {m}");
+    }
+    // Re-running mutate with the current config is not enough on a baked template: the fix
+    // is to bake from the un-injected template.
+    let rebaked = mutated(&["--config", &new], &deployment);
+    assert_eq!(patch(&["--config", &new], &rebaked), json!([]));
+    assert_eq!(
+        rebaked["spec"]["template"]["spec"]["initContainers"][0]["image"],
+        "ghcr.io/secretmode/secretmode:0.2.0"
+    );
+
+    // A rolling upgrade: the first call reached an old replica, the reinvocation a new one.
+    let mut first = mutated(&["--config", &old], &init());
+    everything(&mut first);
+    let m = denial(&["--config", &new], &first);
+    assert!(m.contains("field image differs") && m.contains("another secretmode configuration or version"), "{m}");
+    // A settings change (not the image) is named too.
+    let slower = config_file(dir.path(), "slower.yaml", |c| c.replace("startDeadline: 60s", "startDeadline: 90s"));
+    let m = denial(&["--config", &slower], &first);
+    assert!(m.contains("agent spec field startDeadlineSeconds"), "{m}");
+}
