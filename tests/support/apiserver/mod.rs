@@ -86,6 +86,8 @@ pub struct Call {
     pub request: Value,
     pub response: Option<Value>,
     pub changed: bool,
+    /// Fields the webhook's patch wrote that decoding dropped as unknown (fact 11).
+    pub dropped: Vec<String>,
 }
 
 /// A pod that got through admission.
@@ -294,6 +296,7 @@ impl Cluster {
             request: review.clone(),
             response: None,
             changed: false,
+            dropped: Vec::new(),
         };
         let answer = hook.call(&review).await;
         let verified = answer.and_then(|body| {
@@ -329,9 +332,12 @@ impl Cluster {
             return Ok(false);
         };
         let patched = super::patch::apply(versioned, &patch).map_err(Status::internal);
-        let decoded = patched.and_then(|p| object::decode(&p).map_err(Status::internal));
+        let decoded = patched.and_then(|p| object::decode(&p).map(|d| (p, d)).map_err(Status::internal));
         let mut next = match decoded {
-            Ok(next) => next,
+            Ok((raw, next)) => {
+                call.dropped = object::dropped(&raw, &next);
+                next
+            }
             Err(status) => {
                 request.calls.push(call);
                 return Err(status);

@@ -206,3 +206,47 @@ fn eq(a: &Value, b: &Value, key: &str) -> bool {
         _ => a == b,
     }
 }
+
+/// The fields of `raw` that decoding dropped: unknown to the v1 Pod, so a real API server
+/// throws them away without a word. Empty and zero values are not counted (Go omits those
+/// anyway). Lists are compared entry by entry (decoding keeps their order and length).
+pub fn dropped(raw: &Value, decoded: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    dropped_at(raw, decoded, "", &mut out);
+    out
+}
+
+fn dropped_at(raw: &Value, decoded: &Value, at: &str, out: &mut Vec<String>) {
+    match (raw, decoded) {
+        (Value::Object(r), Value::Object(d)) => {
+            if at.ends_with("/fieldsV1") {
+                return;
+            }
+            for (k, rv) in r {
+                let path = format!("{at}/{k}");
+                match d.get(k) {
+                    Some(dv) => dropped_at(rv, dv, &path, out),
+                    None if is_empty(rv) => {}
+                    None => out.push(path),
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(d)) => {
+            for (i, (rv, dv)) in r.iter().zip(d).enumerate() {
+                dropped_at(rv, dv, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}

@@ -63,7 +63,16 @@ impl Webhook {
     /// annotation starting with `<prefix>/`" (evaluated here in Rust; the chart tests compile
     /// the CEL itself).
     pub fn secretmode(serve: &Serve, ca_pem: &str, prefix: &str) -> Webhook {
-        let client = serve.client_builder(ca_pem).timeout(Duration::from_secs(3)).build().expect("webhook client");
+        // The API server's client keeps idle connections for 90 s (apimachinery's
+        // SetOldTransportDefaults); serve closes them after its header timeout (5 s), and a
+        // request racing that close fails the call. Connections idle for 4 s are not reused
+        // here, so the tests do not flake on that race (reported, not emulated).
+        let client = serve
+            .client_builder(ca_pem)
+            .timeout(Duration::from_secs(3))
+            .pool_idle_timeout(Duration::from_secs(4))
+            .build()
+            .expect("webhook client");
         let prefix = format!("{prefix}/");
         Webhook {
             name: "pods.secretmode.io".into(),
