@@ -1,5 +1,7 @@
 //! `secretmode mutate`: the webhook's decision offline, through the real binary.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -59,8 +61,7 @@ fn json_and_admission_reviews_are_accepted() {
     let patched: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(patched["kind"], "Pod");
 
-    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "u", "namespace": "shop", "object": pod}});
+    let review = support::review::for_pod(&pod, "shop");
     let out = mutate(&["-f", "-"], &serde_json::to_string(&review).unwrap());
     assert!(out.status.success());
     let patched: Value = serde_json::from_slice(&out.stdout).unwrap();
