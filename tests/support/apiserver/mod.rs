@@ -19,6 +19,19 @@
 //!    that was invoked before a later change — never one called for the first time;
 //! 5. the part of pod validation a webhook can break (`validate.rs`), then the name is made
 //!    from `generateName`.
+//!
+//! Decisions where the facts leave room: the decode goes through k8s-openapi's v1.33 `Pod`
+//! (not a JSON schema), so "unknown" means unknown to 1.33; a denial is worded as the newest
+//! `ToStatusErr` words it (`pods "<name>" is forbidden: admission webhook ... denied the
+//! request: ...`, `Unknown` for a `generateName` pod); a dry run that reaches a webhook with
+//! side effects fails the request with 400, as `callAttrMutatingHook` does; the
+//! ServiceAccount plugin's random suffix and request uids are random on every run.
+//!
+//! Not emulated: selectors other than the chart's (each webhook's [`Webhook::matches`] is
+//! plain Rust; the chart tests evaluate the CEL matchCondition itself), validating webhooks
+//! and admission policies, PodSecurity, ResourceQuota, `managedFields` (the field manager
+//! adds them before admission), HTTP/2 to webhooks, and the defaults of the deprecated in-tree
+//! storage drivers.
 
 pub mod checks;
 pub mod controllers;
