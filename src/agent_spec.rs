@@ -14,7 +14,9 @@ pub const SPEC_ENV: &str = "SECRETMODE_AGENT_SPEC";
 /// Version of the spec format; the agent refuses specs it does not understand.
 pub const SPEC_VERSION: u32 = 1;
 
-/// Where things are mounted inside the agent container.
+/// Where things are mounted inside the agent container, all under [`AGENT_DIR`], which no
+/// `secrets/mount-path` may overlap (the agent container mounts the files directory too).
+pub const AGENT_DIR: &str = "/var/run/secrets/secretmode";
 pub const TOKEN_DIR: &str = "/var/run/secrets/secretmode/token";
 pub const TOKEN_FILE: &str = "/var/run/secrets/secretmode/token/token";
 pub const FALLBACK_DIR: &str = "/var/run/secrets/secretmode/fallback";

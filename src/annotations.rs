@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::agent_spec;
 use crate::config::{is_dns_label, is_dns_subdomain, Config, ProviderConfig};
 use crate::duration;
 use crate::json_ref::ObjectRef;
@@ -317,12 +318,19 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
             Mode::Init | Mode::Sidecar => (provider_ref(&item_key, value, provider_config)?, name.clone()),
         };
         let env_stem = env_stem(name);
-        if let Some(other) = env_owner.insert(env_stem.clone(), name) {
-            return fail(
-                &item_key,
-                format!("its variable {env_stem}_FILE collides with item {other:?}"),
-                "rename one of the two items",
-            );
+        // Every name injected into the app: <ITEM>_FILE, and <ITEM> with env-values (items
+        // `a` and `a-file` would both write A_FILE).
+        let file_var = [env_stem.as_str(), "_FILE"].concat();
+        let value_var = (ann.env_values == Some(true)).then(|| env_stem.clone());
+        for var in std::iter::once(file_var).chain(value_var) {
+            if let Some(other) = env_owner.get(&var) {
+                return fail(
+                    &item_key,
+                    format!("its variable {var} collides with the variable {var} of item {other:?}"),
+                    "rename one of the two items",
+                );
+            }
+            env_owner.insert(var, name);
         }
         items.push(PlannedItem { name: name.clone(), file, env_stem, source });
     }
@@ -577,6 +585,18 @@ pub fn validate_mount_path(path: &str) -> Result<(), String> {
     {
         return Err(format!("{path:?} would hide a system directory"));
     }
+    // The agent container mounts the files directory next to its own: the same path twice is
+    // a pod the API server rejects, blaming a container the user never wrote.
+    for (what, dir) in
+        [("token", agent_spec::TOKEN_DIR), ("fallback", agent_spec::FALLBACK_DIR), ("", agent_spec::AGENT_DIR)]
+    {
+        if paths_overlap(path, dir) {
+            return Err(match what {
+                "" => format!("{path:?} is inside {dir}, which is reserved for the secretmode agent's own directories"),
+                what => format!("{path:?} overlaps the secretmode agent's {what} directory {dir}"),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -735,6 +755,27 @@ mod tests {
     }
 
     #[test]
+    fn an_items_value_variable_may_not_be_another_items_file_variable() {
+        let eso = |items: &[(&str, &str)], env_values: bool| {
+            let mut a = json!({"secrets/mode": "eso", "secrets/eso-secret": "s"});
+            if env_values {
+                a["secrets/env-values"] = json!("true");
+            }
+            for (name, key) in items {
+                a[format!("secrets/item.{name}")] = json!(key);
+            }
+            plan(a)
+        };
+        let e = eso(&[("a", "k1"), ("a-file", "k2")], true).unwrap_err();
+        assert_eq!(e.key, "secrets/item.a-file");
+        assert!(e.problem.contains("A_FILE") && e.problem.contains("\"a\""), "{e}");
+        // Without env-values only the _FILE names are injected: A_FILE and A_FILE_FILE.
+        assert!(eso(&[("a", "k1"), ("a-file", "k2")], false).is_ok());
+        let e = eso(&[("db.password", "k1"), ("db-password", "k2")], false).unwrap_err();
+        assert!(e.problem.contains("DB_PASSWORD_FILE"), "{e}");
+    }
+
+    #[test]
     fn annotations_for_other_modes_are_denied() {
         let e = plan(json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a", "secrets/fallback-secret": "f"})).unwrap_err();
         assert_eq!(e.key, "secrets/fallback-secret");
@@ -786,12 +827,25 @@ mod tests {
             "/var/run/secrets/kubernetes.io/serviceaccount",
             "/var/run/secrets",
             "/a b",
+            "/var/run/secrets/secretmode",
+            "/var/run/secrets/secretmode/token",
+            "/var/run/secrets/secretmode/fallback/x",
+            "/var/run/secrets/secretmode/other",
         ] {
             assert!(validate_mount_path(bad).is_err(), "{bad} accepted");
         }
-        for good in ["/var/run/secrets-cache", "/secrets", "/tmp/secrets", "/opt/app/secrets", "/etcetera"] {
+        for good in [
+            "/var/run/secrets-cache",
+            "/secrets",
+            "/tmp/secrets",
+            "/opt/app/secrets",
+            "/etcetera",
+            "/var/run/secrets-secretmode",
+        ] {
             assert!(validate_mount_path(good).is_ok(), "{good} rejected");
         }
+        let e = validate_mount_path("/var/run/secrets/secretmode/token").unwrap_err();
+        assert!(e.contains("agent's token directory"), "{e}");
     }
 
     #[test]

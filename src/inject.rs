@@ -181,15 +181,16 @@ fn named_list<'p, 'a>(spec: &'p ObjectRef<'a>, field: &str) -> Result<Vec<(&'p s
 }
 
 fn check_platform(spec: &ObjectRef<'_>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
-    let os = spec.get("os").and_then(|o| o.get("name")).and_then(JsonRef::as_str);
-    if plan.mode.uses_agent() && os == Some("windows") {
-        return deny(
-            format!(
-                "mode {} injects a Linux agent container, and this is a Windows pod (spec.os.name: windows)",
-                plan.mode
-            ),
-            "use mode eso or csi for Windows pods",
-        );
+    if plan.mode.uses_agent() {
+        if let Some(pin) = off_linux(spec) {
+            return deny(
+                format!(
+                    "mode {} injects a Linux agent container, and this pod is pinned to Windows (non-Linux) nodes ({pin})",
+                    plan.mode
+                ),
+                "use mode eso or csi for Windows pods",
+            );
+        }
     }
     if plan.mode == Mode::Sidecar {
         if spec.get("hostNetwork").and_then(JsonRef::as_bool) == Some(true) {
@@ -228,6 +229,43 @@ fn check_platform(spec: &ObjectRef<'_>, plan: &Plan, config: &Config) -> Result<
         }
     }
     Ok(())
+}
+
+/// The node labels that say a node's operating system.
+const OS_LABELS: [&str; 2] = ["kubernetes.io/os", "beta.kubernetes.io/os"];
+
+/// How the pod is kept off Linux nodes, if it is, however it is pinned: `spec.os.name`, a
+/// nodeSelector on the OS label (or its beta name), or required node affinity every term of
+/// which excludes `linux` (the terms are alternatives, so one that admits Linux is enough).
+fn off_linux(spec: &ObjectRef<'_>) -> Option<String> {
+    if let Some(os) = spec.get("os").and_then(|o| o.get("name")).and_then(JsonRef::as_str).filter(|os| *os != "linux") {
+        return Some(format!("spec.os.name: {os}"));
+    }
+    for label in OS_LABELS {
+        let selected = spec.get("nodeSelector").and_then(|s| s.get(label)).and_then(JsonRef::as_str);
+        if let Some(os) = selected.filter(|os| *os != "linux") {
+            return Some(format!("nodeSelector {label}: {os}"));
+        }
+    }
+    let terms = JsonRef::entries(spec.get("affinity")?.at(&[
+        "nodeAffinity",
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        "nodeSelectorTerms",
+    ]));
+    let excludes_linux = |term: &JsonRef<'_>| {
+        JsonRef::entries(term.get("matchExpressions")).iter().any(|e| {
+            let values = JsonRef::entries(e.get("values"));
+            let linux = values.iter().any(|v| v.as_str() == Some("linux"));
+            OS_LABELS.contains(&e.get("key").and_then(JsonRef::as_str).unwrap_or_default())
+                && match e.get("operator").and_then(JsonRef::as_str) {
+                    Some("In") => !linux,
+                    Some("NotIn") => linux,
+                    _ => false,
+                }
+        })
+    };
+    (!terms.is_empty() && terms.iter().all(excludes_linux))
+        .then(|| "required node affinity admits no node whose kubernetes.io/os is linux".to_string())
 }
 
 fn desired<'a>(
@@ -572,19 +610,20 @@ fn wire_container(
 ) -> Result<(), InjectError> {
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
     let mut has_mount = false;
-    let wanted_mount = serde_json::to_value(&desired.mount)?;
     for m in JsonRef::entries(container.get("volumeMounts")) {
         let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
         if m_name == SECRETS_VOLUME {
-            if let Err(d) = owned::mount(m, &wanted_mount, &["volumeMounts[", SECRETS_VOLUME, "]"].concat()) {
+            // Built only here: a first injection, the common case, never needs it.
+            let wanted = serde_json::to_value(&desired.mount)?;
+            if let Err(d) = owned::mount(m, &wanted, &["volumeMounts[", SECRETS_VOLUME, "]"].concat()) {
                 return deny(
                     format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects: {d}"),
                     "remove that volumeMount and let the webhook add it",
                 );
             }
             has_mount = true;
-        } else if !m_name.starts_with(RESERVED_PREFIX) && paths_overlap(m_path, mount_path) {
+        } else if paths_overlap(m_path, mount_path) {
             return deny(
                 format!("container {name} already mounts {m_name} at {m_path}, which overlaps the secrets directory {mount_path}"),
                 "set secrets/mount-path to a directory of its own",

@@ -28,15 +28,24 @@ struct Cli {
 enum Command {
     /// Serve the mutating admission webhook over HTTPS.
     Serve(server::ServeArgs),
-    /// Run the webhook's decision offline on a Pod or AdmissionReview and print the result.
+    /// Run the webhook's decision offline and print the result.
+    ///
+    /// Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob,
+    /// ReplicationController; other objects pass through) are printed patched, in the input's
+    /// format. An AdmissionReview is answered exactly as `serve` answers it: the
+    /// AdmissionReview response (uid echoed, base64 patch, warnings) for any operation, kind or
+    /// subresource, and the same error for a review `serve` refuses. Warnings go to stderr; a
+    /// denial goes to stderr with exit code 1; unreadable input is exit code 2.
     Mutate {
-        /// Pod or AdmissionReview, YAML or JSON; `-` for stdin.
+        /// Pod, workload(s) or AdmissionReview, YAML or JSON; `-` for stdin.
         #[arg(short = 'f', long = "file", env = "SECRETMODE_MUTATE_FILE")]
         file: PathBuf,
-        /// Namespace to decide for (default: the pod's, else `default`).
+        /// Namespace of manifests that have no metadata.namespace (required for them: it picks
+        /// the policy rule and goes into the agent's provider role); must match the ones that
+        /// do. Not accepted with an AdmissionReview, which carries request.namespace.
         #[arg(long, env = "SECRETMODE_NAMESPACE")]
         namespace: Option<String>,
-        /// Print the JSON Patch instead of the patched pod.
+        /// Print the JSON Patch instead of the patched objects (or the review's response).
         #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]
         patch: bool,
         /// Webhook config file (default: the built-in config).
@@ -102,10 +111,11 @@ fn run_mutate(
     for w in &out.warnings {
         eprintln!("Warning: {w}");
     }
+    // An AdmissionReview's response is printed whether it allows or denies.
+    print!("{}", out.stdout);
     if let Some(denial) = out.denied {
         eprintln!("denied: {denial}");
         return Ok(ExitCode::from(1));
     }
-    print!("{}", out.stdout);
     Ok(ExitCode::SUCCESS)
 }

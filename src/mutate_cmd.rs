@@ -1,12 +1,19 @@
 //! `secretmode mutate`: the webhook's decision offline, like `istioctl kube-inject`.
+//!
+//! An AdmissionReview is answered by the server's own request handling
+//! ([`admission::review`]), so `mutate` prints the very response `serve` would send. Pods and
+//! workloads are decided by the same function with the namespace from the manifest or
+//! `--namespace`; never a guessed `default`, which would be baked into the agent's provider role.
 
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::admission;
 use crate::admit::{self, Decision};
 use crate::config::Config;
 use crate::patch::PatchOp;
@@ -14,6 +21,7 @@ use crate::patch::PatchOp;
 pub struct MutateArgs<'a> {
     /// File path, or `-` for stdin.
     pub file: &'a Path,
+    /// For manifests without `metadata.namespace`; must agree with the manifests that have one.
     pub namespace: Option<&'a str>,
     /// Print the JSON Patch instead of the patched pod.
     pub patch_only: bool,
@@ -41,7 +49,14 @@ pub fn run(args: &MutateArgs<'_>, config: &Config) -> Result<MutateOutput> {
 pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config: &Config) -> Result<MutateOutput> {
     let is_json = text.trim_start().starts_with('{');
     let docs: Vec<Value> = if is_json {
-        vec![serde_json::from_str(text).context("input is not valid JSON")?]
+        match serde_json::from_str(text) {
+            Ok(doc) => vec![doc],
+            // A broken review gets the error `serve` answers it with.
+            Err(_) if text.contains(r#""AdmissionReview""#) && namespace.is_none() => {
+                return answer_review(text.as_bytes(), true, patch_only, config)
+            }
+            Err(e) => return Err(e).context("input is not valid JSON"),
+        }
     } else {
         serde_yaml::Deserializer::from_str(text)
             .map(|doc| Value::deserialize(doc).context("input is not valid YAML"))
@@ -50,6 +65,17 @@ pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config
     };
     if docs.is_empty() {
         bail!("input holds no objects");
+    }
+    if docs.iter().any(|d| d.get("kind").and_then(Value::as_str) == Some(admission::KIND)) {
+        if docs.len() > 1 {
+            bail!("an AdmissionReview must be the only document in the input");
+        }
+        if namespace.is_some() {
+            bail!("--namespace does not apply to an AdmissionReview: the webhook decides for its request.namespace");
+        }
+        // The exact bytes the API server would send: JSON as given, YAML converted.
+        let body = if is_json { text.as_bytes().to_vec() } else { serde_json::to_vec(&docs[0])? };
+        return answer_review(&body, is_json, patch_only, config);
     }
     let mut outputs = Vec::with_capacity(docs.len());
     let mut warnings = Vec::new();
@@ -61,8 +87,7 @@ pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config
             continue;
         };
         pods_seen += 1;
-        let ns =
-            namespace.map(str::to_string).or_else(|| target.namespace(&doc)).unwrap_or_else(|| "default".to_string());
+        let ns = decision_namespace(&doc, namespace)?;
         let pod = target.pod(&doc);
         match admit::admit_pod(&pod, &ns, config) {
             Decision::Deny { message, .. } => {
@@ -99,10 +124,56 @@ pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config
     Ok(MutateOutput { stdout, denied: None, warnings })
 }
 
-/// Where the pod is inside a document.
+/// The review answered as `serve` answers it: the same response bytes (JSON input) or the
+/// same response as YAML; with `--patch`, the decoded JSON Patch (`[]` when none). A review
+/// `serve` refuses with HTTP 400 is an error here with the same message.
+fn answer_review(body: &[u8], is_json: bool, patch_only: bool, config: &Config) -> Result<MutateOutput> {
+    let reviewed = admission::review(body, config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let response: Value = serde_json::from_slice(&reviewed.body).context("the webhook's answer is JSON")?;
+    let r = &response["response"];
+    let denied = (r["allowed"] == false).then(|| r["status"]["message"].as_str().unwrap_or_default().to_string());
+    let warnings: Vec<String> = serde_json::from_value(r["warnings"].clone()).unwrap_or_default();
+    let stdout = match (patch_only, &denied) {
+        (true, Some(_)) => String::new(),
+        (true, None) => {
+            let ops: Value = match r["patch"].as_str() {
+                Some(b64) => serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64)?)?,
+                None => Value::Array(Vec::new()),
+            };
+            serde_json::to_string_pretty(&ops)? + "\n"
+        }
+        (false, _) if is_json => String::from_utf8(reviewed.body).context("the webhook's answer is UTF-8")? + "\n",
+        (false, _) => serde_yaml::to_string(&response)?,
+    };
+    Ok(MutateOutput { stdout, denied, warnings })
+}
+
+/// The namespace a manifest is decided for: its own, else `--namespace`; both set must agree
+/// (as `kubectl apply -n` insists). Neither is an error: the namespace picks the policy rule
+/// and is written into the agent's provider role (`{namespace}`), so it is never guessed.
+fn decision_namespace(doc: &Value, flag: Option<&str>) -> Result<String> {
+    let own = doc.pointer("/metadata/namespace").and_then(Value::as_str).filter(|n| !n.is_empty());
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let name = doc
+        .pointer("/metadata/name")
+        .or_else(|| doc.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or("(unnamed)");
+    match (own, flag.filter(|n| !n.is_empty())) {
+        (Some(own), Some(flag)) if own != flag => {
+            bail!("{kind} {name} is in namespace {own:?} but --namespace is {flag:?}; drop the flag or make them agree")
+        }
+        (Some(own), _) => Ok(own.to_string()),
+        (None, Some(flag)) => Ok(flag.to_string()),
+        (None, None) => bail!(
+            "{kind} {name} has no metadata.namespace and no --namespace was given: the namespace picks the policy rule and is written into the agent's provider role, so it is never guessed; pass --namespace <namespace>"
+        ),
+    }
+}
+
+/// Where the pod is inside a document (an AdmissionReview is answered whole, not here).
 enum Target {
     Pod,
-    Review,
     /// A workload; the JSON pointer of its pod template.
     Template(&'static str),
 }
@@ -110,12 +181,6 @@ enum Target {
 fn locate_pod(doc: &Value) -> Result<Option<Target>> {
     let target = match doc.get("kind").and_then(Value::as_str) {
         Some("Pod") => Target::Pod,
-        Some("AdmissionReview") => {
-            if !doc.pointer("/request/object").is_some_and(Value::is_object) {
-                bail!("AdmissionReview has no request.object");
-            }
-            Target::Review
-        }
         Some("Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "ReplicationController") => {
             Target::Template("/spec/template")
         }
@@ -132,24 +197,10 @@ fn locate_pod(doc: &Value) -> Result<Option<Target>> {
 }
 
 impl Target {
-    fn namespace(&self, doc: &Value) -> Option<String> {
-        let own = |v: &Value| {
-            v.pointer("/metadata/namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).map(str::to_string)
-        };
-        match self {
-            Target::Pod | Target::Template(_) => own(doc),
-            Target::Review => doc
-                .pointer("/request/object")
-                .and_then(own)
-                .or_else(|| doc.pointer("/request/namespace").and_then(Value::as_str).map(str::to_string)),
-        }
-    }
-
     /// The pod to decide on: a template gets the Pod kind so it is judged as the pods it makes.
     fn pod(&self, doc: &Value) -> Value {
         match self {
             Target::Pod => doc.clone(),
-            Target::Review => doc.pointer("/request/object").cloned().unwrap_or(Value::Null),
             Target::Template(at) => {
                 let mut pod = doc.pointer(at).cloned().unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut pod {
@@ -161,10 +212,10 @@ impl Target {
         }
     }
 
-    /// The document with its pod replaced by `patched`. An AdmissionReview yields the pod.
+    /// The document with its pod replaced by `patched`.
     fn replace(&self, mut doc: Value, mut patched: Value) -> Value {
         match self {
-            Target::Pod | Target::Review => patched,
+            Target::Pod => patched,
             Target::Template(at) => {
                 if let Value::Object(map) = &mut patched {
                     map.remove("apiVersion");

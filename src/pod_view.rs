@@ -78,6 +78,8 @@ enum Shape {
     Volume,
     /// Of the pod or a container: only the user and group settings are read.
     SecurityContext,
+    /// Only node affinity is read (whether the pod is pinned off Linux nodes).
+    Affinity,
 }
 
 impl Shape {
@@ -92,7 +94,9 @@ impl Shape {
             (Shape::Spec, "containers" | "initContainers") => Some(Shape::Containers),
             (Shape::Spec, "volumes") => Some(Shape::Volumes),
             (Shape::Spec | Shape::Container, "securityContext") => Some(Shape::SecurityContext),
-            (Shape::Spec, "os" | "hostNetwork" | "serviceAccountName") => Some(Shape::Whole),
+            (Shape::Spec, "os" | "hostNetwork" | "serviceAccountName" | "nodeSelector") => Some(Shape::Whole),
+            (Shape::Spec, "affinity") => Some(Shape::Affinity),
+            (Shape::Affinity, "nodeAffinity") => Some(Shape::Whole),
             (Shape::Container, "name" | "ports" | "volumeMounts" | "env") => Some(Shape::Whole),
             (Shape::SecurityContext, "runAsUser" | "runAsGroup" | "runAsNonRoot" | "fsGroup") => Some(Shape::Whole),
             (Shape::Volume, "name" | "csi") => Some(Shape::Whole),
@@ -246,6 +250,9 @@ mod tests {
                 "serviceAccountName": "sa", "hostNetwork": false, "os": {"name": "linux"},
                 "securityContext": {"runAsGroup": 5, "seccompProfile": {"type": "RuntimeDefault"}},
                 "tolerations": [{"key": "k"}],
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}},
+                             "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}},
                 "containers": [{"name": "app", "image": "nginx", "args": ["a"], "ports": [{"containerPort": 80}],
                                 "env": [{"name": "A", "value": "1"}], "volumeMounts": [],
                                 "securityContext": {"runAsUser": 1, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}},
@@ -260,6 +267,8 @@ mod tests {
                 "spec": {
                     "serviceAccountName": "sa", "hostNetwork": false, "os": {"name": "linux"},
                     "securityContext": {"runAsGroup": 5},
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}},
                     "containers": [{"name": "app", "ports": [{"containerPort": 80}],
                                     "env": [{"name": "A", "value": "1"}], "volumeMounts": [],
                                     "securityContext": {"runAsUser": 1, "runAsNonRoot": true}}],
@@ -295,6 +304,32 @@ mod tests {
                     assert_eq!(crate::admit::decide(&parse(&text).unwrap(), "ns", &config), full, "{pod}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn decisions_that_read_the_platform_are_the_same_on_the_view() {
+        let config = crate::config::Config::builtin().unwrap();
+        let term = |key: &str, op: &str, values: Value| json!({"matchExpressions": [{"key": key, "operator": op, "values": values}]});
+        let placements = [
+            json!({}),
+            json!({"os": {"name": "windows"}}),
+            json!({"nodeSelector": {"kubernetes.io/os": "windows"}}),
+            json!({"nodeSelector": {"beta.kubernetes.io/os": "windows", "disk": "ssd"}}),
+            json!({"nodeSelector": "not an object"}),
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term("kubernetes.io/os", "In", json!(["windows"]))]}}}}),
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term("kubernetes.io/os", "In", json!(["windows"])), term("zone", "In", json!(["a"]))]}}}}),
+            json!({"affinity": {"podAffinity": {"x": 1}, "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term("kubernetes.io/os", "NotIn", json!(["linux"]))]}}}}),
+            json!({"affinity": []}),
+        ];
+        for placement in placements {
+            let mut pod = json!({"metadata": {"annotations": {"secrets/mode": "init", "secrets/item.a": "x/y#z"}},
+                                 "spec": {"containers": [{"name": "app"}]}});
+            for (k, v) in placement.as_object().unwrap() {
+                pod["spec"][k] = v.clone();
+            }
+            let full = crate::admit::admit_pod(&pod, "ns", &config);
+            assert_eq!(crate::admit::decide(&parse(&pod.to_string()).unwrap(), "ns", &config), full, "{pod}");
         }
     }
 

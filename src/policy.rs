@@ -94,8 +94,6 @@ pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";
 /// The one volume attribute the webhook writes; every other key overrides the
 /// SecretProviderClass's parameters (objects, role, vault address) from the pod.
 pub const CSI_CLASS_ATTRIBUTE: &str = "secretProviderClass";
-/// Kubernetes cuts each warning at 120 characters; stay below.
-pub const MAX_WARNING_LEN: usize = 119;
 
 /// One broken rule, phrased for the person who wrote the pod.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -133,13 +131,11 @@ impl Verdict {
         format!("policy rule {rule:?} denies this pod: {}", parts.join("; "))
     }
 
-    /// One kubectl warning per violation, each shorter than 120 characters.
+    /// One kubectl warning per violation, in the rule's order; the admission answer fits
+    /// them to what the API server keeps ([`crate::admit::api_server_warnings`]).
     pub fn warnings(&self) -> Vec<String> {
         let rule = self.rule.as_deref().unwrap_or("-");
-        self.violations
-            .iter()
-            .map(|v| fit_warning(format!("secretmode policy {rule}: {}: {}", v.field, v.message)))
-            .collect()
+        self.violations.iter().map(|v| format!("secretmode policy {rule}: {}: {}", v.field, v.message)).collect()
     }
 
     /// What `audit` enforcement records in the `<prefix>/injected` annotation.
@@ -148,19 +144,6 @@ impl Verdict {
         let fields: Vec<&str> = self.violations.iter().map(|v| v.field.as_str()).collect();
         format!("policy={}:{rule}:{}", self.enforcement, fields.join("+"))
     }
-}
-
-/// Cuts a warning to [`MAX_WARNING_LEN`] bytes on a character boundary, marking the cut.
-pub fn fit_warning(mut w: String) -> String {
-    if w.len() > MAX_WARNING_LEN {
-        let mut cut = MAX_WARNING_LEN - 3;
-        while !w.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        w.truncate(cut);
-        w.push_str("...");
-    }
-    w
 }
 
 /// A Secrets Store CSI volume found in a pod spec.

@@ -61,11 +61,48 @@ fn json_and_admission_reviews_are_accepted() {
     let patched: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(patched["kind"], "Pod");
 
+    // A review is answered with the AdmissionReview response serve would send (the same
+    // answers are compared with serve's over HTTPS in tests/mutate_matches_serve.rs).
     let review = support::review::for_pod(&pod, "shop");
     let out = mutate(&["-f", "-"], &serde_json::to_string(&review).unwrap());
     assert!(out.status.success());
-    let patched: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(patched["spec"]["initContainers"][0]["name"], "secretmode-sidecar");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["patch"].as_str().is_some_and(|p| !p.is_empty()));
+}
+
+/// The namespace a decision uses: the manifest's, else --namespace; both must agree; neither
+/// is an error, never a silent `default` baked into the agent's Vault role.
+#[test]
+fn the_namespace_comes_from_the_manifest_or_the_flag_and_is_never_guessed() {
+    let role = |stdout: &[u8]| -> String {
+        let pod: Value = serde_yaml::from_slice(stdout).unwrap();
+        let spec = pod["spec"]["initContainers"][0]["env"][0]["value"].as_str().unwrap().to_string();
+        let spec: Value = serde_json::from_str(&spec).unwrap();
+        spec["provider"]["auth"]["role"].as_str().unwrap().to_string()
+    };
+    let out = mutate(&["-f", "-"], POD_YAML);
+    assert_eq!(role(&out.stdout), "shop");
+    let out = mutate(&["-f", "-", "--namespace", "shop"], POD_YAML);
+    assert_eq!(role(&out.stdout), "shop");
+
+    let out = mutate(&["-f", "-", "--namespace", "payments"], POD_YAML);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Pod web is in namespace \"shop\" but --namespace is \"payments\""), "{err}");
+
+    let no_namespace = POD_YAML.replace("  namespace: shop\n", "");
+    let out = mutate(&["-f", "-"], &no_namespace);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Pod web has no metadata.namespace") && err.contains("--namespace"), "{err}");
+    assert!(!err.contains("default"), "{err}");
+    let out = mutate(&["-f", "-", "--namespace", "team-b"], &no_namespace);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(role(&out.stdout), "team-b");
 }
 
 #[test]

@@ -157,6 +157,39 @@ fn warn_allows_with_short_kubectl_warnings_and_records_them() {
     );
 }
 
+/// A pod with more policy violations than the API server keeps warnings for: the first ones
+/// arrive whole, each within 256 characters, all within 4,096, and the last warning says how
+/// many were left out (the API server would otherwise cut every one of them and drop the rest).
+#[test]
+fn many_warn_level_violations_still_show_the_first_ones_whole() {
+    let mut a = json!({"secrets/mode": "init"});
+    let long = "p".repeat(150);
+    for i in 0..64 {
+        a[format!("secrets/item.item-{i:02}")] = json!(format!("apps/other-team/{long}-{i:02}#k"));
+    }
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "team-a",
+        "operation": "CREATE", "object": pod("team-a", a.clone())}});
+    let out = admission::review(&serde_json::to_vec(&review).unwrap(), &config()).unwrap();
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    let warnings: Vec<String> = serde_json::from_value(body["response"]["warnings"].clone()).unwrap();
+    assert_eq!(warnings, admitted(&pod("team-a", a), "team-a", &config()).0, "the wire carries the decision's list");
+    assert_eq!(
+        warnings[0],
+        "secretmode policy team-warn: secrets/mode: init is not allowed here; allowed: eso, sidecar"
+    );
+    let first_item = format!(
+        "secretmode policy team-warn: secrets/item.item-00: path apps/other-team/{long}-00 is not under apps/team-a"
+    );
+    assert_eq!(warnings[1], first_item, "whole, though longer than 120");
+    assert!(warnings.iter().all(|w| w.chars().count() <= 256), "{warnings:?}");
+    assert!(warnings.iter().map(|w| w.chars().count()).sum::<usize>() <= 4096);
+    let last = warnings.last().unwrap();
+    let shown = warnings.len() - 1;
+    // 64 item violations, the mode violation and the failure-mode warning.
+    assert_eq!(last, &format!("secretmode: {} more warnings not shown (the API server keeps 4096 characters); the webhook's log lists every policy violation", 66 - shown));
+}
+
 #[test]
 fn audit_allows_silently_and_records_in_the_annotation() {
     let a = json!({"secrets/mode": "csi", "secrets/csi-class": "legacy-db", "secrets/item.db": "db"});
@@ -287,7 +320,14 @@ fn hand_built_csi_volume_is_judged_by_the_same_policy() {
         Decision::Allow { patch, warnings, .. } => {
             assert!(patch.is_empty());
             assert_eq!(warnings.len(), 2, "{warnings:?}");
-            assert!(warnings.iter().all(|w| w.len() < 120 && w.starts_with("secretmode policy team-warn: ")));
+            assert!(warnings
+                .iter()
+                .all(|w| w.chars().count() <= 256 && w.starts_with("secretmode policy team-warn: ")));
+            // Whole: a warning is no longer cut at 120 characters, only at the API server's 256.
+            assert!(
+                warnings.iter().any(|w| w.ends_with("is mode csi, not allowed here; allowed: eso, sidecar")),
+                "{warnings:?}"
+            );
         }
         d => panic!("{d:?}"),
     }

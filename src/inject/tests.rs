@@ -417,6 +417,82 @@ fn existing_env_and_mounts_are_respected() {
     injected(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec));
 }
 
+/// Whatever mounts the user wrote, no container of the patched pod mounts two volumes at the
+/// same path (cleaned, as the kubelet reads it): the pod is denied first, naming the user's
+/// container, rather than rejected by the API server blaming the agent.
+#[test]
+fn no_patch_produces_a_duplicate_mount_path() {
+    let mut plain = config();
+    plain.agent.native_sidecar = false;
+    let modes = [
+        json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}),
+        json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}),
+        json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}),
+        json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z", "secrets/fallback-secret": "f"}),
+    ];
+    let paths = [
+        "/var/run/secrets-cache",
+        "/var/run/secrets-cache/",
+        "/var/run//secrets-cache",
+        "/var/run/./secrets-cache",
+        "/var/run/x/../secrets-cache",
+        "/var/run/secrets-cache/sub",
+        "/var/run",
+        "/var/run/secrets/secretmode/token",
+        "/var/run/secrets/secretmode/fallback",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "/var/run/secrets-cache-2",
+    ];
+    let cleaned = |c: &Value| -> Vec<String> {
+        JsonRef::entries(Some(&JsonRef::from(&c["volumeMounts"])))
+            .iter()
+            .filter_map(|m| m.get("mountPath").and_then(JsonRef::as_str))
+            .map(|p| crate::annotations::clean_path(p).into_owned())
+            .collect()
+    };
+    let mut denials = 0;
+    for ann in &modes {
+        for cfg in [config(), plain.clone()] {
+            for path in paths {
+                for volume in ["data", "secretmode-token"] {
+                    let spec = json!({
+                        "containers": [{"name": "app", "image": "i", "volumeMounts": [{"name": volume, "mountPath": path}]},
+                                       {"name": "other", "image": "i"}],
+                        "volumes": [{"name": "data", "emptyDir": {}}]});
+                    let (out, d) = admit_with(&pod(ann.clone(), spec), &cfg);
+                    match d {
+                        Decision::Allow { .. } => {
+                            for list in ["containers", "initContainers"] {
+                                for c in out["spec"][list].as_array().map(Vec::as_slice).unwrap_or_default() {
+                                    let mut seen = cleaned(c);
+                                    let n = seen.len();
+                                    seen.sort();
+                                    seen.dedup();
+                                    assert_eq!(seen.len(), n, "{ann} {path} {volume}: {}", c["name"]);
+                                }
+                            }
+                        }
+                        Decision::Deny { message, .. } => {
+                            denials += 1;
+                            assert!(
+                                message.contains("container app ") && message.contains("secrets/mount-path"),
+                                "{message}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(denials > 0);
+    // Through the annotation: the agent's own directories are refused at parse time.
+    let m = denied(&pod(
+        json!({"secrets/mode": "init", "secrets/item.a": "x/y#z", "secrets/mount-path": "/var/run/secrets/secretmode/token"}),
+        app(),
+    ));
+    assert!(m.contains("secrets/mount-path") && m.contains("token directory"), "{m}");
+}
+
 #[test]
 fn container_selection() {
     let spec = json!({"containers": [{"name": "app", "image": "i"}, {"name": "metrics", "image": "m"}]});
@@ -437,6 +513,57 @@ fn platform_specific_denials() {
     let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), windows.clone()));
     assert!(m.contains("Windows") && m.contains("eso or csi"), "{m}");
     injected(&pod(json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}), windows));
+
+    // However a pod is pinned to Windows nodes, the Linux agent is refused, saying how.
+    let term = |key: &str, op: &str, values: Value| json!({"matchExpressions": [{"key": key, "operator": op, "values": values}]});
+    let required = |terms: Value| json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
+    let pinned = [
+        ("nodeSelector", json!({"kubernetes.io/os": "windows"}), "nodeSelector kubernetes.io/os: windows"),
+        ("nodeSelector", json!({"beta.kubernetes.io/os": "windows"}), "nodeSelector beta.kubernetes.io/os: windows"),
+        ("affinity", required(json!([term("kubernetes.io/os", "In", json!(["windows"]))])), "required node affinity"),
+        (
+            "affinity",
+            required(json!([term("beta.kubernetes.io/os", "NotIn", json!(["linux", "darwin"]))])),
+            "required node affinity",
+        ),
+        (
+            "affinity",
+            required(json!([term("kubernetes.io/os", "In", json!(["windows"])), {"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]},
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}])),
+            "required node affinity",
+        ),
+    ];
+    for (field, value, how) in pinned {
+        for mode in ["init", "sidecar"] {
+            let mut spec = app();
+            spec[field] = value.clone();
+            let m = denied(&pod(json!({"secrets/mode": mode, "secrets/item.a": "x/y#z"}), spec));
+            assert!(
+                m.contains("pinned to Windows") && m.contains(how) && m.contains("eso or csi"),
+                "{field} {value}: {m}"
+            );
+        }
+    }
+    // Not pinned: Linux selected, one term that admits Linux, preferred affinity only.
+    let free = [
+        ("nodeSelector", json!({"kubernetes.io/os": "linux"})),
+        (
+            "affinity",
+            required(json!([term("kubernetes.io/os", "In", json!(["windows"])), term("zone", "In", json!(["a"]))])),
+        ),
+        ("affinity", required(json!([term("kubernetes.io/os", "In", json!(["linux", "windows"]))]))),
+        ("affinity", required(json!([]))),
+        (
+            "affinity",
+            json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": term("kubernetes.io/os", "In", json!(["windows"]))}]}}),
+        ),
+    ];
+    for (field, value) in free {
+        let mut spec = app();
+        spec[field] = value.clone();
+        injected(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec));
+    }
 
     let mut host = app();
     host["hostNetwork"] = json!(true);
