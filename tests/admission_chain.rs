@@ -631,6 +631,44 @@ async fn an_init_pod_with_the_service_account_token_is_admitted_on_reinvocation(
     }
 }
 
+/// A pod with more policy violations than the API server keeps warnings for: what kubectl
+/// shows (after the API server's own filter, support::apiserver::response::Warnings) is what
+/// secretmode wrote, each warning whole, the first violations first.
+#[tokio::test]
+async fn a_pod_with_many_policy_violations_shows_its_first_warnings_whole() {
+    let base = secretmode::config::DEFAULT_CONFIG_YAML.split("\npolicy:").next().expect("built-in config");
+    let config = format!(
+        "{base}\npolicy:\n  rules:\n    - name: team-warn\n      namespaces: [\"*\"]\n      allowedModes: [eso]\n      \
+         allowedPathPrefixes: [\"apps/{{namespace}}\"]\n      enforcement: warn\n"
+    );
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("config-warn-{}.yaml", std::process::id()));
+    std::fs::write(&path, config).expect("write config");
+    let shared = serve::shared("warn-policy", Some(&path));
+    let mut annotations = json!({"secrets/mode": "sidecar"});
+    for i in 0..60 {
+        annotations[format!("secrets/item.key-{i:02}")] = json!(format!("elsewhere/team-{i:02}/service#key"));
+    }
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "busy", "annotations": annotations},
+                     "spec": {"containers": [{"name": "app", "image": "app:1"}]}});
+    let mut cluster = Cluster::new("team-a");
+    cluster.webhooks = vec![Webhook::secretmode(&shared.serve, &shared.tls.ca_pem, "secrets")];
+    let done = cluster.create(&pod, &Requester::Kubectl, false).await.unwrap_or_else(|e| panic!("{:?}", e.status));
+    let written: Vec<String> = done.calls[0]
+        .response
+        .as_ref()
+        .and_then(|r| r["response"]["warnings"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|w| w.as_str().map(str::to_string))
+        .collect();
+    assert!(written.len() > 5, "{written:?}");
+    assert_eq!(done.warnings, written, "the API server showed something other than what secretmode wrote");
+    assert!(done.warnings.iter().all(|w| w.chars().count() <= 256));
+    assert!(done.warnings.iter().map(|w| w.chars().count()).sum::<usize>() <= 4096);
+    assert!(done.warnings[0].contains("secrets/mode"), "{:?}", done.warnings);
+    assert!(done.warnings.iter().any(|w| w.contains("secrets/item.key-00")), "{:?}", done.warnings);
+}
+
 /// The emulator's first request for each example Deployment is the checked-in
 /// examples/admission/<mode>.json (tests/py/admission_requests.py writes those), apart from
 /// what is random or made per request.
