@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{json, Value};
 use support::review::{uuid, Requester};
-use support::serve::{Serve, Tls};
+use support::serve::{Options, Serve, Tls};
 
 fn mutate(body: &[u8], args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
@@ -92,7 +92,12 @@ async fn mutate_answers_every_review_exactly_as_serve_does() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = Tls::generate("mutate-matches-serve CA");
     let (cert, key) = tls.write(dir.path());
-    let serve = Serve::start(&cert, &key, &[]);
+    let serve = Serve::start_with(&Options {
+        cert: Some(&cert),
+        key: Some(&key),
+        rust_log: Some("secretmode=error"),
+        ..Options::default()
+    });
     let client = serve.client(&tls.ca_pem);
     let url = serve.url();
     let mut seen = (0, 0, 0);

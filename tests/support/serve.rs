@@ -61,6 +61,9 @@ pub struct Options<'a> {
     /// Where the server's stderr goes (at the default log level); inherited, at
     /// `secretmode=warn`, without it.
     pub log: Option<&'a Path>,
+    /// `RUST_LOG` instead of the above (a test that sends bad requests on purpose keeps the
+    /// server's warnings about them out of the test output).
+    pub rust_log: Option<&'a str>,
 }
 
 /// A running `secretmode serve`; killed when dropped.
@@ -109,7 +112,10 @@ impl Serve {
                 cmd.arg("--config").arg(config);
             }
             cmd.args(options.extra)
-                .env("RUST_LOG", if options.log.is_some() { "info" } else { "secretmode=warn" })
+                .env(
+                    "RUST_LOG",
+                    options.rust_log.unwrap_or(if options.log.is_some() { "info" } else { "secretmode=warn" }),
+                )
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(match options.log {
@@ -236,10 +242,24 @@ pub fn shared(key: &str, config: Option<&Path>) -> &'static Shared {
         return s;
     }
     let tls = Tls::generate(&format!("{key}-ca"));
+    remove_stale(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{}-{key}", std::process::id()));
     let (cert, key_path) = tls.write(&dir);
     let serve = Serve::start_with(&Options { cert: Some(&cert), key: Some(&key_path), config, ..Options::default() });
     let shared: &'static Shared = Box::leak(Box::new(Shared { serve, tls }));
     servers.insert(key.to_string(), shared);
     shared
+}
+
+/// Removes what earlier test runs left in `dir` for their shared servers (certificates,
+/// configurations) once it is a day old; the servers that used them are long gone.
+pub fn remove_stale(dir: &Path) {
+    let day = Duration::from_secs(24 * 3600);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if old && (name.starts_with("serve-") || name.starts_with("config-")) {
+            let _ = std::fs::remove_dir_all(entry.path()).or_else(|_| std::fs::remove_file(entry.path()));
+        }
+    }
 }
