@@ -769,6 +769,7 @@ fn setups() -> Vec<Setup> {
 
 struct Scenario {
     label: String,
+    mode: &'static str,
     /// Whether the stored pod goes to `kubernetes-validate`: one per mode, flavour and
     /// other-webhook position, in the busiest setup, the examples taking turns (the schema
     /// check costs ~30 ms of CPU per pod and version; the other checks run on every pod).
@@ -871,6 +872,7 @@ fn scenarios(kind: &str) -> Vec<Scenario> {
                 for (i, setup) in [busiest, rotating].into_iter().enumerate() {
                     let dry_run = kind == "Pod" && i == 1;
                     out.push(Scenario {
+                        mode,
                         validate: i == 0 && (example + variant + position) % bases.len() == 0,
                         label: format!("{kind} {file} as {mode} ({flavour:?}), other webhook {other:?}, {setup:?}, dryRun {dry_run}"),
                         workload: workload.clone(),
@@ -939,6 +941,12 @@ async fn run(s: &Scenario, secretmode_hooks: &BTreeMap<&'static str, Webhook>) -
     }
     for call in done.calls.iter().filter(|c| c.webhook == "pods.secretmode.io" && !c.dropped.is_empty()) {
         problems.push(format!("the API server drops fields secretmode wrote: {:?}", call.dropped));
+    }
+    // With the token automounted, the plugins change the agent secretmode added, so it must
+    // have been called again: the reinvocation round really ran.
+    let reinvoked = done.calls.iter().any(|c| c.webhook == "pods.secretmode.io" && c.round == 1);
+    if matches!(s.mode, "init" | "sidecar") && s.setup.automount_off.is_none() && !reinvoked {
+        problems.push("secretmode was not reinvoked".into());
     }
     if !done.calls.iter().any(|c| c.webhook == "pods.secretmode.io") {
         problems.push("secretmode was never called".into());
