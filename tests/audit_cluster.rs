@@ -3,7 +3,10 @@
 //! No real API server can be had on these machines; the requests the audit makes (paths,
 //! pagination, read-only verbs) are asserted here instead.
 //!
-//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test audit_cluster`.
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test audit_cluster` (refused when
+//! `CI=true`).
+
+mod support;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -78,14 +81,7 @@ async fn run(
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; UPDATE_GOLDEN=1 creates it", path.display()));
-    assert!(want == actual, "{} differs (UPDATE_GOLDEN=1 regenerates):\n{actual}", path.display());
+    support::golden::check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster").join(name), actual);
 }
 
 #[tokio::test]

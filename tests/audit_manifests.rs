@@ -1,7 +1,8 @@
 //! `secretmode audit` over manifests, through the real binary: golden outputs for every
 //! format, the SARIF output against the official SARIF 2.1.0 schema, stdin, and exit codes.
 //!
-//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test audit_manifests`.
+//! Regenerate the golden files with `UPDATE_GOLDEN=1 cargo test --test audit_manifests` (refused when
+//! `CI=true`).
 
 mod support;
 
@@ -35,14 +36,7 @@ fn audit(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path = root().join("tests/fixtures/audit/golden").join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).expect("write golden");
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1 to create it", path.display()));
-    assert!(want == actual, "{} differs (UPDATE_GOLDEN=1 regenerates):\n{actual}", path.display());
+    support::golden::check(&root().join("tests/fixtures/audit/golden").join(name), actual);
 }
 
 #[test]
@@ -209,4 +203,19 @@ fn bad_policy_file_fails_the_command_with_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("enforcement") && err.contains("loud"), "{err}");
+}
+
+/// On CI a golden file is never rewritten: `UPDATE_GOLDEN` with `CI=true` fails the golden
+/// test instead of regenerating its files (and so passing by construction).
+#[test]
+fn update_golden_is_refused_on_ci() {
+    let run = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["golden_outputs_for_every_format", "--exact", "--test-threads", "1"])
+        .env("CI", "true")
+        .env("UPDATE_GOLDEN", "1")
+        .output()
+        .expect("run the golden test");
+    let out = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(!run.status.success(), "{out}");
+    assert!(out.contains("UPDATE_GOLDEN is refused on CI"), "{out}");
 }

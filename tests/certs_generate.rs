@@ -6,13 +6,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::Value;
+use support::serve::{Options, Serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_secretmode");
 
@@ -130,35 +131,19 @@ fn rejects_bad_names_and_validity() {
     }
 }
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn the_webhook_serves_with_generated_certs_to_a_client_trusting_only_the_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("certs");
     assert!(generate(&out, "secretmode", "secretmode", &[]).status.success());
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (port, admin) = (support::free_port(), support::free_port());
-    let _server = Server(
-        Command::new(BIN)
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
-            .arg("--tls-cert")
-            .arg(out.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(out.join("tls.key"))
-            .arg("--config")
-            .arg(root.join("examples/config.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start secretmode serve"),
-    );
+    let server = Serve::start_with(&Options {
+        cert: Some(&out.join("tls.crt")),
+        key: Some(&out.join("tls.key")),
+        config: Some(&root.join("examples/config.yaml")),
+        ..Options::default()
+    });
+    let (port, admin) = (server.port, server.admin);
 
     let plain = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -75,14 +75,6 @@ fn every_manifest_validates() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
 }
 
-fn pod_of(deployment: &Value) -> Value {
-    let template = &deployment["spec"]["template"];
-    let mut metadata = template["metadata"].clone();
-    metadata["name"] = deployment["metadata"]["name"].clone();
-    metadata["namespace"] = deployment["metadata"]["namespace"].clone();
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
-}
-
 fn mutate(file: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(["mutate", "--config"])
@@ -110,7 +102,7 @@ fn one_deployment_per_mode_each_admitted_and_valid_after_mutation() {
             providers.push(p.to_string());
         }
         let pod_file = tmp.path().join(format!("{mode}-pod.json"));
-        std::fs::write(&pod_file, serde_json::to_vec(&pod_of(&deployment)).unwrap()).unwrap();
+        std::fs::write(&pod_file, serde_json::to_vec(&support::pods::of_template(&deployment)).unwrap()).unwrap();
         let out = mutate(&pod_file, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{mode}: {stderr}");

@@ -1,5 +1,7 @@
 //! `secretmode mutate`: the webhook's decision offline, through the real binary.
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -61,14 +63,12 @@ fn json_and_admission_reviews_are_accepted() {
 
     // A review is answered with the AdmissionReview response serve would send (the same
     // answers are compared with serve's over HTTPS in tests/mutate_matches_serve.rs).
-    let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
-                    "namespace": "shop", "object": pod}});
+    let review = support::review::for_pod(&pod, "shop");
     let out = mutate(&["-f", "-"], &serde_json::to_string(&review).unwrap());
     assert!(out.status.success());
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["kind"], "AdmissionReview");
-    assert_eq!(answer["response"]["uid"], "u");
+    assert_eq!(answer["response"]["uid"], review["request"]["uid"]);
     assert_eq!(answer["response"]["allowed"], true);
     assert!(answer["response"]["patch"].as_str().is_some_and(|p| !p.is_empty()));
 }

@@ -7,85 +7,11 @@
 mod support;
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
-
-const SERVICE: &str = "secretmode.secretmode.svc";
-
-/// A running `serve` with a certificate for [`SERVICE`] signed by `ca_pem`; killed on drop.
-struct Serve {
-    child: Child,
-    port: u16,
-    ca_pem: String,
-}
-
-impl Serve {
-    fn start(dir: &Path) -> Serve {
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "mutate-matches-serve CA");
-        let ca = ca_params.self_signed(&ca_key).expect("CA");
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec![SERVICE.to_string()])
-            .expect("params")
-            .signed_by(&key, &ca, &ca_key)
-            .expect("certificate");
-        let (cert_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
-        std::fs::write(&cert_path, cert.pem()).expect("write cert");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        // Another test binary may take a port between the probe and the bind: retry.
-        for _ in 0..5 {
-            let (port, admin) = (support::free_port(), support::free_port());
-            let child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
-                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
-                .arg("--tls-cert")
-                .arg(&cert_path)
-                .arg("--tls-key")
-                .arg(&key_path)
-                .env("RUST_LOG", "secretmode=error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start serve");
-            let mut serve = Serve { child, port, ca_pem: ca.pem() };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok() {
-                    return serve;
-                }
-                if serve.child.try_wait().expect("poll serve").is_some() {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "serve did not start");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!("serve did not start on five pairs of ports");
-    }
-
-    fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).expect("CA pem"))
-            .resolve(SERVICE, SocketAddr::from(([127, 0, 0, 1], self.port)))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client")
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::review::{uuid, Requester};
+use support::serve::{Options, Serve, Tls};
 
 fn mutate(body: &[u8], args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
@@ -100,21 +26,14 @@ fn mutate(body: &[u8], args: &[&str]) -> Output {
     child.wait_with_output().expect("mutate finishes")
 }
 
+/// A review as the API server sends it (support::review), for `kind` (only Pod is ours).
 fn review(operation: &str, kind: &str, object: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("3f1c2a9e-{operation}-{kind}"),
-            "kind": {"group": if kind == "Deployment" { "apps" } else { "" }, "version": "v1", "kind": kind},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": kind},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop", "operation": operation,
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
-            "object": object, "oldObject": null, "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
+    let mut review = support::review::review_of(uuid(), operation, &object, "shop", &Requester::ReplicaSet, false);
+    if kind != "Pod" {
+        review["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": kind});
+        review["request"]["requestKind"] = json!({"group": "apps", "version": "v1", "kind": kind});
+    }
+    review
 }
 
 fn pod(annotations: Value) -> Value {
@@ -171,9 +90,16 @@ fn reviews() -> Vec<(String, Vec<u8>)> {
 #[tokio::test]
 async fn mutate_answers_every_review_exactly_as_serve_does() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let serve = Serve::start(dir.path());
-    let client = serve.client();
-    let url = format!("https://{SERVICE}:{}/mutate?timeout=10s", serve.port);
+    let tls = Tls::generate("mutate-matches-serve CA");
+    let (cert, key) = tls.write(dir.path());
+    let serve = Serve::start_with(&Options {
+        cert: Some(&cert),
+        key: Some(&key),
+        rust_log: Some("secretmode=error"),
+        ..Options::default()
+    });
+    let client = serve.client(&tls.ca_pem);
+    let url = serve.url();
     let mut seen = (0, 0, 0);
     for (name, body) in reviews() {
         let response = client
@@ -223,11 +149,12 @@ async fn mutate_answers_every_review_exactly_as_serve_does() {
 /// With `--patch`, the decoded patch of the response; a YAML review gets a YAML response.
 #[test]
 fn a_review_answers_with_its_response_in_the_input_format() {
-    let body = serde_json::to_vec(&review("CREATE", "Pod", init_pod())).expect("serialise");
+    let request = review("CREATE", "Pod", init_pod());
+    let body = serde_json::to_vec(&request).expect("serialise");
     let json_out = mutate(&body, &[]);
     assert!(json_out.status.success());
     let answer: Value = serde_json::from_slice(&json_out.stdout).expect("a JSON response");
-    assert_eq!(answer["response"]["uid"], "3f1c2a9e-CREATE-Pod");
+    assert_eq!(answer["response"]["uid"], request["request"]["uid"]);
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
 
     let patch = mutate(&body, &["--patch"]);
@@ -240,7 +167,7 @@ fn a_review_answers_with_its_response_in_the_input_format() {
     .expect("JSON patch");
     assert_eq!(ops, decoded);
 
-    let yaml = serde_yaml::to_string(&review("CREATE", "Pod", init_pod())).expect("yaml");
+    let yaml = serde_yaml::to_string(&request).expect("yaml");
     let yaml_out = mutate(yaml.as_bytes(), &[]);
     assert!(yaml_out.status.success(), "{}", String::from_utf8_lossy(&yaml_out.stderr));
     let from_yaml: Value = serde_yaml::from_slice(&yaml_out.stdout).expect("a YAML response");

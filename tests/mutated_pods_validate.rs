@@ -8,12 +8,11 @@ use serde_json::{json, Value};
 
 use secretmode::admit::{admit_pod, Decision};
 use secretmode::config::Config;
-use secretmode::mutate_cmd::apply;
 
 fn pod(name: &str, annotations: Value, spec: Value) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": "team-a", "labels": {"app": name}, "annotations": annotations},
-           "spec": spec})
+    let mut pod = support::pods::pod(name, "team-a", annotations, spec);
+    pod["metadata"]["labels"] = json!({"app": name});
+    pod
 }
 
 fn app() -> Value {
@@ -26,7 +25,7 @@ fn mutated(config: &Config, p: &Value) -> Value {
     match admit_pod(p, "team-a", config) {
         Decision::Allow { patch, .. } => {
             assert!(!patch.is_empty(), "expected an injection for {}", p["metadata"]["name"]);
-            apply(p, &patch).expect("patch applies")
+            support::patch::apply_ops(p, &patch)
         }
         d => panic!("{} denied: {d:?}", p["metadata"]["name"]),
     }

@@ -2,6 +2,8 @@
 //! AdmissionReview wire layer: each enforcement level, the tenant path boundary, default
 //! modes, hand-built delivery, and malformed policy files.
 
+mod support;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use secretmode::admission;
 use secretmode::admit::{admit_pod, Decision, Outcome};
 use secretmode::config::{Config, DEFAULT_CONFIG_YAML};
 use serde_json::{json, Value};
+use support::review::Requester;
 
 /// The built-in config with `policy` replaced by `policy_yaml` (indented under `policy:`).
 fn config_with(policy_yaml: &str, failure_mode_warning: bool) -> Config {
@@ -51,12 +54,7 @@ fn config() -> Config {
 }
 
 fn pod(namespace: &str, annotations: Value) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "p", "namespace": namespace, "annotations": annotations},
-        "spec": {"containers": [{"name": "app", "image": "nginx"}]},
-    })
+    support::pods::pod("p", namespace, annotations, support::pods::spec("app", "nginx"))
 }
 
 fn denial(d: &Decision) -> &str {
@@ -67,13 +65,11 @@ fn denial(d: &Decision) -> &str {
 }
 
 /// (warnings, the value written to `secrets/injected`) of an admitted pod, after applying
-/// the patch with an independent RFC 6902 implementation.
+/// the patch as the API server would (support::patch).
 fn admitted(p: &Value, namespace: &str, config: &Config) -> (Vec<String>, Option<String>) {
     match admit_pod(p, namespace, config) {
         Decision::Allow { patch, warnings, .. } => {
-            let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(&patch).unwrap()).unwrap();
-            let mut out = p.clone();
-            json_patch::patch(&mut out, &patch).expect("patch applies");
+            let out = support::patch::apply_ops(p, &patch);
             let note = out.pointer("/metadata/annotations/secrets~1injected").and_then(Value::as_str).map(String::from);
             (warnings, note)
         }
@@ -375,19 +371,7 @@ fn decided_from_pod_and_namespace_not_requester_or_status_annotation() {
     let p = pod("payments", a);
     let mut answers = Vec::new();
     for user in ["system:serviceaccount:kube-system:replicaset-controller", "system:admin", "alice"] {
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u1",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": "payments",
-                "operation": "CREATE",
-                "userInfo": {"username": user, "groups": ["system:masters"]},
-                "object": p,
-            },
-        });
+        let review = support::review::create(&p, "payments", &Requester::User(user.to_string()), false);
         let out = admission::review(&serde_json::to_vec(&review).unwrap(), &config).unwrap();
         let body: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(body["response"]["allowed"], json!(false), "{body}");

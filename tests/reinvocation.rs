@@ -8,6 +8,9 @@
 //! LimitRanger, AlwaysPullImages, v1 defaults, an AWS pod-identity-style webhook), so a
 //! failure names the one that broke idempotence.
 
+mod support;
+
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -15,6 +18,8 @@ use std::process::{Command, Output, Stdio};
 use serde_json::{json, Value};
 
 use secretmode::config::DEFAULT_CONFIG_YAML;
+use support::apiserver::plugins::{self, LimitRange};
+use support::apiserver::{defaults, object};
 
 fn mutate(args: &[&str], input: &Value) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
@@ -100,131 +105,31 @@ fn push(obj: &mut serde_json::Map<String, Value>, field: &str, value: Value) {
     }
 }
 
-/// The ServiceAccount plugin: a `kube-api-access-*` projected volume (token, CA, namespace),
-/// mounted read-only into every container and init container with no mount at its path.
+/// The ServiceAccount plugin (support::apiserver::plugins): a `kube-api-access-*` projected
+/// volume (token, CA, namespace), mounted read-only into every container and init container
+/// with no mount at its path.
 fn service_account(pod: &mut Value) {
-    const PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-    let existing = pod["spec"]["volumes"].as_array().and_then(|v| {
-        v.iter().find_map(|v| v["name"].as_str().filter(|n| n.starts_with("kube-api-access-")).map(str::to_string))
-    });
-    let name = existing.clone().unwrap_or_else(|| "kube-api-access-x7k2p".to_string());
-    if existing.is_none() {
-        let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
-            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
-        ]}});
-        push(pod["spec"].as_object_mut().expect("spec"), "volumes", volume);
-    }
-    each_container(pod, |c| {
-        let mounted =
-            c.get("volumeMounts").and_then(Value::as_array).is_some_and(|m| m.iter().any(|m| m["mountPath"] == PATH));
-        if !mounted {
-            push(c, "volumeMounts", json!({"name": name, "readOnly": true, "mountPath": PATH}));
-        }
-    });
+    let accounts = BTreeMap::from([("web".to_string(), None)]);
+    plugins::service_account(pod, "shop", &accounts, &mut || "x7k2p".to_string()).expect("ServiceAccount plugin");
 }
 
 /// LimitRanger with a LimitRange holding default limits and requests for cpu, memory and
 /// ephemeral-storage: each missing one is filled in.
 fn limit_ranger(pod: &mut Value) {
-    let defaults = [
-        ("limits", [("cpu", "500m"), ("memory", "256Mi"), ("ephemeral-storage", "1Gi")]),
-        ("requests", [("cpu", "100m"), ("memory", "64Mi"), ("ephemeral-storage", "512Mi")]),
-    ];
-    each_container(pod, |c| {
-        let resources = c.entry("resources").or_insert_with(|| json!({}));
-        for (class, amounts) in defaults {
-            let class = resources.as_object_mut().expect("resources").entry(class).or_insert_with(|| json!({}));
-            for (name, amount) in amounts {
-                class.as_object_mut().expect("requests/limits").entry(name).or_insert_with(|| json!(amount));
-            }
-        }
-    });
+    plugins::limit_ranger(pod, &LimitRange::typical());
 }
 
 /// AlwaysPullImages.
 fn always_pull(pod: &mut Value) {
-    each_container(pod, |c| {
-        c.insert("imagePullPolicy".into(), json!("Always"));
-    });
+    plugins::always_pull_images(pod);
 }
 
-/// A quantity as the API server writes it back (the few forms these tests use).
-fn canonical(q: &str) -> String {
-    match q {
-        "0.01" => "10m".into(),
-        "16384Ki" => "16Mi".into(),
-        "0.5" => "500m".into(),
-        other => other.into(),
-    }
-}
-
-/// The v1 defaults (`pkg/apis/core/v1/defaults.go`) on what a webhook added, and canonical
-/// quantities: what the decode and re-default after a patch leave in the pod.
+/// The decode and re-default after a patch (`pkg/apis/core/v1/defaults.go`, canonical
+/// quantities), with the Priority plugin's fields: what a webhook finds on its own objects.
 fn api_defaults(pod: &mut Value) {
-    let spec = pod["spec"].as_object_mut().expect("spec");
-    for (k, v) in [
-        ("restartPolicy", json!("Always")),
-        ("dnsPolicy", json!("ClusterFirst")),
-        ("schedulerName", json!("default-scheduler")),
-        ("terminationGracePeriodSeconds", json!(30)),
-        ("securityContext", json!({})),
-        ("enableServiceLinks", json!(true)),
-        ("preemptionPolicy", json!("PreemptLowerPriority")),
-        ("priority", json!(0)),
-    ] {
-        spec.entry(k).or_insert(v);
-    }
-    for volume in spec.get_mut("volumes").and_then(Value::as_array_mut).into_iter().flatten() {
-        for kind in ["secret", "configMap", "projected", "downwardAPI"] {
-            if let Some(source) = volume.get_mut(kind).and_then(Value::as_object_mut) {
-                source.entry("defaultMode").or_insert(json!(420));
-            }
-        }
-        for source in volume.pointer_mut("/projected/sources").and_then(Value::as_array_mut).into_iter().flatten() {
-            if let Some(token) = source.get_mut("serviceAccountToken").and_then(Value::as_object_mut) {
-                token.entry("expirationSeconds").or_insert(json!(3600));
-            }
-        }
-    }
-    each_container(pod, |c| {
-        let latest = c["image"].as_str().is_some_and(|i| i.ends_with(":latest") || !i.contains(':'));
-        c.entry("imagePullPolicy").or_insert(json!(if latest { "Always" } else { "IfNotPresent" }));
-        c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
-        c.entry("terminationMessagePolicy").or_insert(json!("File"));
-        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
-            let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) else { continue };
-            for (k, v) in
-                [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
-            {
-                p.entry(k).or_insert(json!(v));
-            }
-            if let Some(get) = p.get_mut("httpGet").and_then(Value::as_object_mut) {
-                get.entry("scheme").or_insert(json!("HTTP"));
-                get.entry("path").or_insert(json!("/"));
-            }
-        }
-        for port in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
-            port.as_object_mut().expect("port").entry("protocol").or_insert(json!("TCP"));
-        }
-        if let Some(r) = c.get_mut("resources").and_then(Value::as_object_mut) {
-            // Missing requests are copied from limits.
-            if let Some(limits) = r.get("limits").cloned() {
-                let requests = r.entry("requests").or_insert_with(|| json!({}));
-                for (k, v) in limits.as_object().into_iter().flatten() {
-                    requests.as_object_mut().expect("requests").entry(k.clone()).or_insert(v.clone());
-                }
-            }
-            for class in r.values_mut() {
-                for amount in class.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
-                    if let Some(q) = amount.as_str() {
-                        *amount = json!(canonical(q));
-                    }
-                }
-            }
-        }
-    });
+    *pod = object::decode(pod).expect("decodes as a v1 Pod");
+    defaults::pod(pod);
+    plugins::priority(pod).expect("Priority plugin");
 }
 
 /// A cloud-identity webhook like AWS's pod-identity webhook: env vars, a projected token

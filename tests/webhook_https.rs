@@ -5,37 +5,15 @@
 mod support;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
+use support::review::Requester;
+use support::serve::{Options, Serve, Tls, SERVICE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const SERVICE: &str = "secretmode.secretmode.svc";
-
-struct Pair {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn make_pair(ca_name: &str) -> Pair {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec![SERVICE.to_string(), "localhost".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    Pair { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
-}
 
 /// Lays out a directory the way the kubelet mounts a Secret: `tls.crt -> ..data/tls.crt`,
 /// `..data -> ..<timestamp>`; `swap` replaces `..data` atomically.
@@ -45,7 +23,7 @@ struct SecretDir {
 }
 
 impl SecretDir {
-    fn new(root: &Path, pair: &Pair) -> SecretDir {
+    fn new(root: &Path, pair: &Tls) -> SecretDir {
         let mut dir = SecretDir { root: root.to_path_buf(), generation: 0 };
         dir.swap(&pair.cert_pem, &pair.key_pem);
         std::os::unix::fs::symlink("..data/tls.crt", root.join("tls.crt")).unwrap();
@@ -74,141 +52,17 @@ impl SecretDir {
     }
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    admin: u16,
-}
-
-impl Server {
-    /// Starts the binary on fresh loopback ports. Another test may take a port between our
-    /// probe and the child's bind, so an early exit is retried on new ports.
-    fn start(cert: &Path, key: &Path, extra: &[&str]) -> Server {
-        Server::start_logging_to(cert, key, extra, None)
-    }
-
-    /// With `log`, the default log level and stderr written to that file.
-    fn start_logging_to(cert: &Path, key: &Path, extra: &[&str], log: Option<&Path>) -> Server {
-        for _ in 0..5 {
-            let (port, admin) = (support::free_port(), support::free_port());
-            let child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
-                .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
-                .arg("--tls-cert")
-                .arg(cert)
-                .arg("--tls-key")
-                .arg(key)
-                .args(extra)
-                .env("RUST_LOG", if log.is_some() { "info" } else { "secretmode=warn" })
-                .stdout(Stdio::null())
-                .stderr(log.map_or_else(Stdio::inherit, |path| std::fs::File::create(path).unwrap().into()))
-                .spawn()
-                .unwrap();
-            let mut server = Server { child, port, admin };
-            if server.wait_for_admin() {
-                return server;
-            }
-        }
-        panic!("server did not start on five pairs of ports");
-    }
-
-    /// Whether the admin port answers; false if the process exited first (port taken).
-    fn wait_for_admin(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_ok() {
-                return true;
-            }
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
-            }
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn url(&self) -> String {
-        format!("https://{SERVICE}:{}/mutate?timeout=10s", self.port)
-    }
-
-    async fn admin_get(&self, path: &str) -> (u16, String) {
-        let r = reqwest::get(format!("http://127.0.0.1:{}{path}", self.admin)).await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    fn terminate(&self) {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-    }
-
-    /// SIGTERM, and waits for the process to exit (its log written out).
-    fn stop(mut self) {
-        self.terminate();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A client that trusts only `ca_pem`, resolves the service name to the test server, and
-/// opens a fresh connection per request (so rotation tests see new handshakes).
-fn client(ca_pem: &str, server: &Server) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .resolve(SERVICE, server.addr())
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
+/// A review of a pod with `annotations`, as the API server sends it for a ReplicaSet's pod.
 fn review(annotations: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "8b6fbd5c-4f4a-4b8e-9a51-6e8f5c1e0b2a",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop", "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "groups": ["system:serviceaccounts"]},
-            "object": {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "web-7d4b9c-", "namespace": "shop", "labels": {"app": "web"}, "annotations": annotations},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}},
-            "oldObject": null, "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    })
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-7d4b9c-", "namespace": "shop", "labels": {"app": "web"}, "annotations": annotations},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}});
+    support::review::create(&pod, "shop", &Requester::ReplicaSet, false)
 }
 
-/// Applies the response's patch to the request's pod, as the API server would.
-fn patched(request: &Value, response: &Value) -> Value {
-    let mut pod = request["request"]["object"].clone();
-    if let Some(p) = response["response"]["patch"].as_str() {
-        assert_eq!(response["response"]["patchType"], "JSONPatch");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-        json_patch::patch(&mut pod, &patch).unwrap();
-    }
-    pod
-}
-
-fn setup() -> (tempfile::TempDir, Pair, SecretDir) {
+fn setup() -> (tempfile::TempDir, Tls, SecretDir) {
     let dir = tempfile::tempdir().unwrap();
-    let pair = make_pair("ca-one");
+    let pair = Tls::generate("ca-one");
     let secret = SecretDir::new(dir.path(), &pair);
     (dir, pair, secret)
 }
@@ -216,8 +70,8 @@ fn setup() -> (tempfile::TempDir, Pair, SecretDir) {
 #[tokio::test]
 async fn serves_admission_reviews_over_https() {
     let (_dir, pair, secret) = setup();
-    let server = Server::start(&secret.cert(), &secret.key(), &[]);
-    let http = client(&pair.ca_pem, &server);
+    let server = Serve::start(&secret.cert(), &secret.key(), &[]);
+    let http = server.client(&pair.ca_pem);
     let cases = [
         (json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.token": "token"}), "secret"),
         (json!({"secrets/mode": "csi", "secrets/csi-class": "web", "secrets/item.token": "token"}), "csi"),
@@ -232,7 +86,7 @@ async fn serves_admission_reviews_over_https() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["response"]["uid"], request["request"]["uid"]);
         assert_eq!(body["response"]["allowed"], true);
-        let pod = patched(&request, &body);
+        let pod = support::patch::patched(&request, &body);
         let volume =
             pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "secretmode-secrets").unwrap();
         assert!(volume.get(volume_kind).is_some(), "{volume}");
@@ -265,8 +119,8 @@ async fn serves_admission_reviews_over_https() {
 #[tokio::test]
 async fn bad_http_input_gets_clear_answers() {
     let (_dir, pair, secret) = setup();
-    let server = Server::start(&secret.cert(), &secret.key(), &["--max-body-bytes", "65536"]);
-    let http = client(&pair.ca_pem, &server);
+    let server = Serve::start(&secret.cert(), &secret.key(), &["--max-body-bytes", "65536"]);
+    let http = server.client(&pair.ca_pem);
     let post = |body: Vec<u8>, content_type: &'static str| {
         http.post(server.url()).header("Content-Type", content_type).body(body).send()
     };
@@ -329,7 +183,7 @@ async fn read_some(tls: &mut (impl AsyncReadExt + Unpin), into: &mut String) -> 
     Ok(n)
 }
 
-async fn raw_tls(server: &Server, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+async fn raw_tls(server: &Serve, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -349,8 +203,8 @@ use rustls::pki_types::pem::PemObject;
 #[tokio::test]
 async fn slow_clients_are_dropped_while_others_are_served() {
     let (_dir, pair, secret) = setup();
-    let server = Server::start(&secret.cert(), &secret.key(), &["--header-timeout", "1s", "--body-timeout", "1s"]);
-    let http = client(&pair.ca_pem, &server);
+    let server = Serve::start(&secret.cert(), &secret.key(), &["--header-timeout", "1s", "--body-timeout", "1s"]);
+    let http = server.client(&pair.ca_pem);
 
     // Headers one byte at a time, too slowly: the server hangs up.
     let mut slow = raw_tls(&server, &pair.ca_pem).await;
@@ -390,15 +244,15 @@ async fn slow_clients_are_dropped_while_others_are_served() {
 #[tokio::test]
 async fn certificate_rotates_by_symlink_swap_without_restart() {
     let (_dir, first, mut secret) = setup();
-    let server = Server::start(&secret.cert(), &secret.key(), &["--tls-reload-interval", "200ms"]);
+    let server = Serve::start(&secret.cert(), &secret.key(), &["--tls-reload-interval", "200ms"]);
     let ok = |pem: String| {
-        let http = client(&pem, &server);
+        let http = server.client(&pem);
         let url = server.url();
         async move {
             http.post(url).json(&review(json!({}))).send().await.map(|r| r.status().as_u16() == 200).unwrap_or(false)
         }
     };
-    let second = make_pair("ca-two");
+    let second = Tls::generate("ca-two");
     assert!(ok(first.ca_pem.clone()).await);
     assert!(!ok(second.ca_pem.clone()).await, "the second CA must not be trusted yet");
 
@@ -425,10 +279,10 @@ async fn certificate_rotates_by_symlink_swap_without_restart() {
 async fn ready_only_once_a_certificate_is_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let server = Server::start(&cert, &key, &["--tls-reload-interval", "200ms"]);
+    let server = Serve::start(&cert, &key, &["--tls-reload-interval", "200ms"]);
     assert_eq!(server.admin_get("/healthz").await.0, 200);
     assert_eq!(server.admin_get("/readyz").await.0, 503);
-    let pair = make_pair("late");
+    let pair = Tls::generate("late");
     std::fs::File::create(&key).unwrap().write_all(pair.key_pem.as_bytes()).unwrap();
     std::fs::write(&cert, &pair.cert_pem).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -436,7 +290,7 @@ async fn ready_only_once_a_certificate_is_loaded() {
         assert!(Instant::now() < deadline, "never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = client(&pair.ca_pem, &server).post(server.url()).json(&review(json!({}))).send().await.unwrap();
+    let r = server.client(&pair.ca_pem).post(server.url()).json(&review(json!({}))).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -444,7 +298,7 @@ async fn ready_only_once_a_certificate_is_loaded() {
 async fn sigterm_finishes_in_flight_requests_and_closes_idle_connections() {
     let (_dir, pair, secret) = setup();
     let mut server =
-        Server::start(&secret.cert(), &secret.key(), &["--shutdown-grace", "10s", "--shutdown-delay", "300ms"]);
+        Serve::start(&secret.cert(), &secret.key(), &["--shutdown-grace", "10s", "--shutdown-delay", "300ms"]);
 
     // An idle keep-alive connection that has already served one request.
     let mut idle = raw_tls(&server, &pair.ca_pem).await;
@@ -486,7 +340,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_idle_connections() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.try_wait() {
             break status;
         }
         assert!(Instant::now() < deadline, "did not exit within the grace period");
@@ -505,14 +359,17 @@ async fn each_admission_is_one_log_line_in_either_format() {
     let annotations = json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.token": "token"});
     for format in ["text", "json"] {
         let log = dir.path().join(format!("serve-{format}.log"));
-        let server = Server::start_logging_to(
-            &secret.cert(),
-            &secret.key(),
-            &["--log-format", format, "--shutdown-delay", "0s"],
-            Some(&log),
-        );
-        let http = client(&pair.ca_pem, &server);
-        let response = http.post(server.url()).json(&review(annotations.clone())).send().await.unwrap();
+        let server = Serve::start_with(&Options {
+            cert: Some(&secret.cert()),
+            key: Some(&secret.key()),
+            extra: &["--log-format", format, "--shutdown-delay", "0s"],
+            log: Some(&log),
+            ..Options::default()
+        });
+        let http = server.client(&pair.ca_pem);
+        let request = review(annotations.clone());
+        let uid = request["request"]["uid"].as_str().unwrap().to_string();
+        let response = http.post(server.url()).json(&request).send().await.unwrap();
         assert_eq!(response.status(), 200);
         // Only the API server should call, but anything that reaches the Service can: a uid
         // that tries to end the line and forge the next one.
@@ -523,7 +380,7 @@ async fn each_admission_is_one_log_line_in_either_format() {
         assert_eq!(response.status(), 200);
         server.stop();
         let text = std::fs::read_to_string(&log).unwrap();
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains("admission") && l.contains("8b6fbd5c")).collect();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("admission") && l.contains(&uid)).collect();
         assert_eq!(lines.len(), 1, "{text}");
         let line = lines[0];
         let forged: Vec<&str> = text.lines().filter(|l| l.contains("forged")).collect();
@@ -533,14 +390,18 @@ async fn each_admission_is_one_log_line_in_either_format() {
         if format == "text" {
             let (time, rest) = line.split_at(27);
             assert!(time.starts_with("20") && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{line}");
-            let expected = " INFO secretmode::server::routes: admission uid=8b6fbd5c-4f4a-4b8e-9a51-6e8f5c1e0b2a \
-                            namespace=shop mode=\"eso\" outcome=\"injected\" duration_us=";
+            let expected = format!(
+                " INFO secretmode::server::routes: admission uid={uid} \
+                 namespace=shop mode=\"eso\" outcome=\"injected\" duration_us="
+            );
             assert!(rest.starts_with(&format!(" {expected}")), "{line}");
             assert!(rest.contains(" patch_bytes=") && rest.ends_with(" dry_run=false"), "{line}");
         } else {
             let prefix = r#"{"timestamp":"20"#;
-            let suffix = r#","level":"INFO","message":"admission","uid":"8b6fbd5c-4f4a-4b8e-9a51-6e8f5c1e0b2a","namespace":"shop","mode":"eso","outcome":"injected","duration_us":"#;
-            assert!(line.starts_with(prefix) && line[27 + 15..].starts_with(suffix), "{line}");
+            let suffix = format!(
+                r#","level":"INFO","message":"admission","uid":"{uid}","namespace":"shop","mode":"eso","outcome":"injected","duration_us":"#
+            );
+            assert!(line.starts_with(prefix) && line[27 + 15..].starts_with(&suffix), "{line}");
             assert!(line.ends_with(r#","dry_run":false,"target":"secretmode::server::routes"}"#), "{line}");
             let value: Value = serde_json::from_str(line).unwrap();
             assert!(value["patch_bytes"].as_u64().unwrap() > 0, "{line}");

@@ -1,6 +1,18 @@
 //! Helpers shared by the integration tests: finding the real tools that `scripts/test`
-//! installs into `.venv`, free loopback ports, and strict schema validation.
+//! installs into `.venv`, free loopback ports, strict schema validation, and one of each of
+//! the things every test needs: an AdmissionReview shaped like the API server's ([`review`]),
+//! pods ([`pods`]), a way to start `serve` ([`serve`]), the JSON Patch applier ([`patch`]),
+//! a kill-on-drop guard ([`guard`]), golden files ([`golden`]), and the emulated API server
+//! admission chain ([`apiserver`]).
 #![allow(dead_code)]
+
+pub mod apiserver;
+pub mod golden;
+pub mod guard;
+pub mod patch;
+pub mod pods;
+pub mod review;
+pub mod serve;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
