@@ -496,7 +496,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_idle_connections() {
     assert!(TcpStream::connect(server.addr()).await.is_err(), "still accepting after shutdown");
 }
 
-/// The admission line as `serve` writes it (src/log_format.rs writes this crate's lines),
+/// The admission line as `serve` writes it (tracing-subscriber's text and JSON layouts),
 /// in both formats, from the real binary: one line, the fields in order, nothing of the pod,
 /// and no way for a request to write a line of its own.
 #[tokio::test]
