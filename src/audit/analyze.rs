@@ -13,7 +13,7 @@ use crate::admit::{self, Decision, Outcome};
 use crate::annotations::{self, Plan};
 use crate::config::Config;
 use crate::duration;
-use crate::inject::RESERVED_PREFIX;
+use crate::inject::{self, RESERVED_PREFIX};
 use crate::json_ref::JsonRef;
 use crate::modes::{Mode, Outage};
 use crate::policy::{csi_volumes, Enforcement, Violation};
@@ -113,7 +113,13 @@ pub const API_MISSING: Check = Check {
     description: "An API the audit reads is not served by the cluster (CRD not installed).",
 };
 
-pub const CHECKS: [Check; 13] = [
+pub const FILES_UNREADABLE: Check = Check {
+    id: "SM014",
+    name: "files-unreadable",
+    description: "The app runs as a non-root user whose group cannot read the injected files (mode 0440).",
+};
+
+pub const CHECKS: [Check; 14] = [
     POLICY_VIOLATION,
     WEBHOOK_DENIAL,
     CSI_EXTRA_ATTRIBUTES,
@@ -127,6 +133,7 @@ pub const CHECKS: [Check; 13] = [
     ES_STALE,
     ES_PENDING,
     API_MISSING,
+    FILES_UNREADABLE,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -612,6 +619,12 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         };
         let rule = verdict.rule.as_deref().unwrap_or("-");
         add(POLICY_VIOLATION, level, format!("rule {rule} ({}): {}: {}", verdict.enforcement, v.field, v.message));
+    }
+    // The warning `mutate` and the webhook give when the app cannot read its files.
+    if let (Decision::Allow { .. }, Some(plan)) = (&decision, &plan) {
+        if let Some(warning) = inject::readability_warning(&pod, plan) {
+            add(FILES_UNREADABLE, Level::Warning, warning);
+        }
     }
     let webhook = match &decision {
         Decision::Deny { message, .. } => {
