@@ -6,6 +6,9 @@
 //!
 //! A typo stays an error: no spaces, no units beyond Go's (`ns`, `us`/`µs`, `ms`, `s`, `m`,
 //! `h`; no `d`), no number without a unit except a bare `0`.
+//!
+//! Logs and messages write durations with [`format`] (the form the flags take) and instants
+//! with [`rfc3339`].
 
 use std::fmt;
 use std::time::Duration;
@@ -139,6 +142,14 @@ pub fn format(d: Duration) -> String {
         }
     }
     out
+}
+
+/// A Unix time in seconds as RFC 3339 UTC (`2026-11-23T20:24:01Z`), how Kubernetes writes
+/// times; the number itself if it is out of range.
+pub fn rfc3339(unix_secs: i64) -> String {
+    use k8s_openapi::chrono::{DateTime, SecondsFormat};
+    DateTime::from_timestamp(unix_secs, 0)
+        .map_or_else(|| unix_secs.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
 /// A duration that (de)serialises as a Go-style string in config files.
@@ -301,5 +312,12 @@ mod tests {
             assert_eq!(format(parse(s).unwrap()), s);
         }
         assert_eq!(format(parse("1.5h").unwrap()), "1h30m");
+    }
+
+    #[test]
+    fn instants_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_465_441), "2026-11-23T20:24:01Z");
+        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
     }
 }

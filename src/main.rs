@@ -33,8 +33,9 @@ enum Command {
         /// Pod or AdmissionReview, YAML or JSON; `-` for stdin.
         #[arg(short = 'f', long = "file", env = "SECRETMODE_MUTATE_FILE")]
         file: PathBuf,
-        /// Namespace to decide for (default: the pod's, else `default`).
-        #[arg(long, env = "SECRETMODE_NAMESPACE")]
+        /// Namespace of the workload, as `kubectl -n` (default: the pod's, else `default`).
+        /// Not read from SECRETMODE_NAMESPACE, which names the webhook's own namespace.
+        #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Print the JSON Patch instead of the patched pod.
         #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]

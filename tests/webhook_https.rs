@@ -531,6 +531,11 @@ async fn each_admission_is_one_log_line_in_either_format() {
         assert!(!text.lines().any(|l| l.starts_with("2026-11-23T00:00:00")), "{text}");
         assert!(!line.contains("nginx") && !line.contains("web-7d4b9c"), "{line}");
         if format == "text" {
+            // Durations as the flags take them, expiry times as RFC 3339.
+            assert!(text.contains("shutdown requested: failing readiness, then draining delay=0s"), "{text}");
+            let loaded = text.lines().find(|l| l.contains("serving certificate loaded")).unwrap_or_default();
+            let not_after = loaded.split(" not_after=").nth(1).unwrap_or_default();
+            assert!(not_after.len() == 20 && not_after.ends_with('Z') && not_after.as_bytes()[10] == b'T', "{text}");
             let (time, rest) = line.split_at(27);
             assert!(time.starts_with("20") && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{line}");
             let expected = " INFO secretmode::server::routes: admission uid=8b6fbd5c-4f4a-4b8e-9a51-6e8f5c1e0b2a \
