@@ -34,7 +34,7 @@ enum Command {
         #[arg(short = 'f', long = "file", env = "SECRETMODE_MUTATE_FILE")]
         file: PathBuf,
         /// Namespace of the workload, as `kubectl -n` (default: the pod's, else `default`).
-        /// Not read from SECRETMODE_NAMESPACE, which names the webhook's own namespace.
+        // No env: SECRETMODE_NAMESPACE is the namespace the webhook runs in (serve, certs).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Print the JSON Patch instead of the patched pod.
