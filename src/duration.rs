@@ -7,7 +7,7 @@
 //! A typo stays an error: no spaces, no units beyond Go's (`ns`, `us`/`µs`, `ms`, `s`, `m`,
 //! `h`; no `d`), no number without a unit except a bare `0`.
 //!
-//! Logs and messages write durations with [`format`] (the form the flags take) and instants
+//! Logs and messages write durations with [`format()`] (the form the flags take) and instants
 //! with [`rfc3339`].
 
 use std::fmt;
