@@ -110,10 +110,6 @@ fn main() -> Result<()> {
     time("inject::inject", n, || secretmode::inject::inject(&view, &plan, &config, &ctx));
     let injection = secretmode::inject::inject(&view, &plan, &config, &ctx)?;
     time("serialise patch", n, || serde_json::to_vec(&injection.ops));
-    // The same JSON through both writers: what the webhook's own writer (json.rs) saves.
-    let patch_tree = serde_json::to_value(&injection.ops)?;
-    time("write patch tree: serde_json", n, || serde_json::to_string(&patch_tree));
-    time("write patch tree: json::to_string", n, || secretmode::json::to_string(&patch_tree));
     // Last, because it installs the subscriber `serve` installs: the admission's log line,
     // written to stderr (run with 2>/dev/null). SECRETMODE_LOG_FORMAT=json for the JSON layout.
     let reviewed = admission::review(&body, &config)?;

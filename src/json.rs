@@ -1,33 +1,151 @@
-//! Writing JSON on the request path (reading the pod: [`crate::json_ref`]). Everything here
-//! writes exactly what serde_json writes, faster for strings: see [`escape`].
+//! Writing JSON on the request path (reading the pod: [`crate::json_ref`]): serde_json, plus
+//! [`InString`], a writer that escapes what serde_json writes into it as it arrives. The agent
+//! spec travels as JSON inside an env value (a JSON string); written through [`InString`] it
+//! becomes that string's text in one pass, instead of being written whole and then escaped a
+//! second time.
 
-pub mod escape;
-mod ser;
+use std::io::{self, Write};
 
 use serde::Serialize;
 
-pub use escape::Sink;
-
-/// Appends `value` as compact JSON.
-pub fn write<T: Serialize + ?Sized, S: Sink>(out: &mut S, value: &T) -> Result<(), serde_json::Error> {
-    value.serialize(&mut ser::Writer::new(out))
-}
-
-/// `value` as compact JSON text: `serde_json::to_string`, byte for byte.
-pub fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
-    let mut out = String::with_capacity(128);
-    write(&mut out, value)?;
-    Ok(out)
-}
-
-/// Appends `value` as JSON; serialising a string or a list of strings into a Vec cannot fail.
+/// Appends `value` as JSON. What the webhook writes this way (strings, lists of strings)
+/// cannot fail to serialise; if a value ever did, `null` is appended and nothing half-written
+/// is left behind.
 pub fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let len = out.len();
-    if write(out, value).is_err() {
+    if serde_json::to_writer(&mut *out, value).is_err() {
         out.truncate(len);
         out.extend_from_slice(b"null");
     }
 }
 
+/// A writer inside a JSON string: every byte written to it arrives escaped exactly as
+/// serde_json escapes a string's contents (`"` and `\`, the short forms `\b \t \n \f \r`,
+/// `\u00XX` for the other control characters, nothing else). `serde_json::to_writer(InString(out),
+/// value)` therefore appends the text of the JSON string holding `value`'s JSON.
+///
+/// Escaping works on bytes: only ASCII is escaped and UTF-8 passes through as it is, so it
+/// does not matter where serde_json splits its writes.
+pub struct InString<W>(pub W);
+
+impl<W: Write> Write for InString<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut start = 0;
+        for (i, &byte) in buf.iter().enumerate() {
+            let short = match byte {
+                b'"' | b'\\' => byte,
+                b'\x08' => b'b',
+                b'\t' => b't',
+                b'\n' => b'n',
+                b'\x0c' => b'f',
+                b'\r' => b'r',
+                0..=0x1f => 0,
+                _ => continue,
+            };
+            self.0.write_all(&buf[start..i])?;
+            if short == 0 {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                self.0.write_all(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ])?;
+            } else {
+                self.0.write_all(&[b'\\', short])?;
+            }
+            start = i + 1;
+        }
+        self.0.write_all(&buf[start..])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// `value` written inside a JSON string, with the quotes.
+    fn inside<T: Serialize + ?Sized>(value: &T) -> String {
+        let mut out = b"\"".to_vec();
+        serde_json::to_writer(InString(&mut out), value).unwrap();
+        out.push(b'"');
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_byte_class_is_escaped_as_serde_json_escapes_it() {
+        for c in (0u8..0x80).map(char::from).chain(['é', '€', '😀', '\u{7f}', '\u{2028}']) {
+            let s = format!("a{c}b");
+            let text = serde_json::to_string(&s).unwrap();
+            // The string's JSON, written inside a string, is the string of that JSON.
+            assert_eq!(inside(&s), serde_json::to_string(&text).unwrap(), "{c:?}");
+        }
+        assert_eq!(inside("\u{1}\u{1f}"), r#""\"\\u0001\\u001f\"""#);
+    }
+
+    #[test]
+    fn a_failed_push_leaves_null_and_nothing_half_written() {
+        /// A map whose second key is not a string: serde_json fails after writing the first.
+        struct BadKeys;
+        impl Serialize for BadKeys {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut map = s.serialize_map(None)?;
+                map.serialize_entry("ok", &1)?;
+                map.serialize_entry(&[1], &2)?;
+                map.end()
+            }
+        }
+        let mut out = b"[".to_vec();
+        push_json(&mut out, &BadKeys);
+        assert_eq!(out, b"[null");
+        push_json(&mut out, "o\"k");
+        assert_eq!(out, br#"[null"o\"k""#);
+    }
+
+    /// Any JSON document: strings with any characters (as keys too), every kind of number.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            "[\\x00-\\x7f]{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn json_written_inside_a_string_is_the_string_of_that_json(value in any_json()) {
+            let text = serde_json::to_string(&value).unwrap();
+            prop_assert_eq!(inside(&value), serde_json::to_string(&text).unwrap());
+        }
+
+        #[test]
+        fn dense_escapes_are_escaped_as_serde_json_escapes_them(s in "[\\x00-\\x22\\\\a\u{e9}]{0,40}") {
+            let text = serde_json::to_string(&s).unwrap();
+            prop_assert_eq!(inside(&s), serde_json::to_string(&text).unwrap());
+        }
+    }
+}

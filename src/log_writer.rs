@@ -9,6 +9,9 @@
 //! admissions/s that is 100 writes/s instead of 1,000 writes and 1,000 wake-ups. A line waits
 //! at most about one window. When [`CAPACITY`] lines are queued, loggers wait (nothing is
 //! dropped), as they would on a blocked stderr. Dropping the [`Guard`] writes out the queue.
+//!
+//! Hand-written rather than a crate's non-blocking writer because this batching was measured to
+//! matter for throughput (docs/BENCHMARKS.md).
 
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};

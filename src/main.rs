@@ -43,7 +43,8 @@ enum Command {
         /// Namespace of manifests that have no metadata.namespace (required for them: it picks
         /// the policy rule and goes into the agent's provider role); must match the ones that
         /// do. Not accepted with an AdmissionReview, which carries request.namespace.
-        #[arg(long, env = "SECRETMODE_NAMESPACE")]
+        // No env: SECRETMODE_NAMESPACE is the namespace the webhook runs in (serve, certs).
+        #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Print the JSON Patch instead of the patched objects (or the review's response).
         #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]

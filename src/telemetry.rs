@@ -1,12 +1,13 @@
-//! Logging set-up shared by every subcommand.
+//! Logging set-up shared by every subcommand: tracing-subscriber's text or JSON formatter, to
+//! stderr directly (CLI commands) or through the background writer (`serve`).
 
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_subscriber::fmt::{format, MakeWriter};
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Json, JsonFields};
+use tracing_subscriber::fmt::{MakeWriter, SubscriberBuilder};
 use tracing_subscriber::EnvFilter;
 
-use crate::log_format::{Layout, OwnLines};
 use crate::log_writer;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
@@ -59,20 +60,31 @@ where
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    // try_init: tests may install a subscriber more than once. OwnLines writes this crate's
-    // lines itself, identical to what the stock formatter it wraps would write.
+    // try_init: tests may install a subscriber more than once.
     let _ = match format {
-        LogFormat::Text => builder.event_format(OwnLines::new(text_format(), Layout::Text)).try_init(),
-        LogFormat::Json => builder.json().event_format(OwnLines::new(json_format(), Layout::Json)).try_init(),
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => json_layout(builder).try_init(),
     };
 }
 
-/// The stock formatters behind [`OwnLines`], which writes what they would; its tests use these
-/// same two, so a setting changed here is checked there.
-pub(crate) fn text_format() -> format::Format<format::Full> {
-    format::format()
+/// The JSON layout: one flat object per line (the event's fields beside timestamp, level and
+/// target), with the current span if there is one.
+fn json_layout<F, W>(
+    builder: SubscriberBuilder<DefaultFields, Format<Full>, F, W>,
+) -> SubscriberBuilder<JsonFields, Format<Json>, F, W> {
+    builder.json().flatten_event(true).with_current_span(true).with_span_list(false)
 }
 
-pub(crate) fn json_format() -> format::Format<format::Json> {
-    format::format().json().flatten_event(true).with_current_span(true).with_span_list(false)
+/// The subscriber [`init`] installs for `format`, without colours, at every level, writing to
+/// `writer`: for tests that check what a line looks like.
+#[cfg(test)]
+pub(crate) fn dispatch<W>(format: LogFormat, writer: W) -> tracing::Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(writer);
+    match format {
+        LogFormat::Text => tracing::Dispatch::new(builder.finish()),
+        LogFormat::Json => tracing::Dispatch::new(json_layout(builder).finish()),
+    }
 }

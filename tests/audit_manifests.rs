@@ -219,3 +219,58 @@ fn update_golden_is_refused_on_ci() {
     assert!(!run.status.success(), "{out}");
     assert!(out.contains("UPDATE_GOLDEN is refused on CI"), "{out}");
 }
+
+/// `-f` as kubectl users type it (files and directories, repeatable, `--filename` too) audits
+/// the same objects as the positional paths.
+#[test]
+fn dash_f_takes_files_and_directories() {
+    let positional = audit(&["--config", CONFIG, "--format", "json", MANIFESTS, "examples/eso"], None);
+    let flagged = audit(&["--config", CONFIG, "--format", "json", "-f", MANIFESTS, "--filename", "examples/eso"], None);
+    assert_eq!(flagged.status.code(), positional.status.code(), "{}", String::from_utf8_lossy(&flagged.stderr));
+    assert_eq!(String::from_utf8_lossy(&flagged.stdout), String::from_utf8_lossy(&positional.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&flagged.stdout).unwrap();
+    assert!(report["workloads"].as_array().unwrap().iter().any(|w| w["name"] == "payments-eso"), "{report}");
+
+    let none = audit(&[], None);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("fix: name files or directories"));
+}
+
+/// A non-root app without `fsGroup` cannot read a Secret volume's 0440 root-owned files: the
+/// audit reports the warning `mutate` prints, word for word.
+#[test]
+fn unreadable_files_are_reported_as_mutate_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: app\n  namespace: shop\n  annotations:\n    secrets/mode: eso\n    secrets/eso-secret: db\n    secrets/item.password: password\nspec:\n  securityContext: {runAsNonRoot: true, runAsUser: 1000}\n  containers: [{name: app, image: x}]\n",
+    )
+    .unwrap();
+    let mutated = Command::new(env!("CARGO_BIN_EXE_secretmode")).args(["mutate", "-f"]).arg(&pod).output().unwrap();
+    assert!(mutated.status.success());
+    let stderr = String::from_utf8_lossy(&mutated.stderr);
+    let warning = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Warning: ").filter(|w| w.contains("can read them")))
+        .unwrap_or_else(|| panic!("mutate warns: {stderr}"));
+
+    let out = audit(&["--format", "json", "-f", pod.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let unreadable: Vec<_> = findings.iter().filter(|f| f["check"]["id"] == "SM014").collect();
+    assert_eq!(unreadable.len(), 1, "{findings:?}");
+    assert_eq!(unreadable[0]["message"], warning);
+    assert_eq!(unreadable[0]["level"], "warning");
+
+    // With fsGroup the app can read its files: no finding.
+    std::fs::write(
+        &pod,
+        std::fs::read_to_string(&pod).unwrap().replace("runAsUser: 1000", "runAsUser: 1000, fsGroup: 1000"),
+    )
+    .unwrap();
+    let out = audit(&["--format", "json", "-f", pod.to_str().unwrap()], None);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!report["findings"].as_array().unwrap().iter().any(|f| f["check"]["id"] == "SM014"), "{report}");
+}

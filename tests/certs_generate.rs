@@ -131,6 +131,54 @@ fn rejects_bad_names_and_validity() {
     }
 }
 
+/// A second run into the same directory would replace the CA every caBundle trusts: refused,
+/// with the fix, and nothing touched; `--force` replaces it.
+#[test]
+fn an_existing_ca_is_not_overwritten_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let first = generate(&out, "secretmode", "platform", &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    // Expiry times as RFC 3339, as Kubernetes writes times.
+    assert!(stderr.contains("valid until 20") && stderr.contains("Z; CA valid until 20"), "{stderr}");
+    let read = |f: &str| std::fs::read(out.join(f)).unwrap();
+    let before: Vec<Vec<u8>> = ["ca.crt", "ca.key", "tls.crt", "tls.key"].map(read).to_vec();
+
+    let again = generate(&out, "secretmode", "platform", &[]);
+    assert_eq!(again.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("already holds ca.crt, ca.key, tls.crt, tls.key") && err.contains("fix:"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(again.stdout.is_empty());
+    assert_eq!(["ca.crt", "ca.key", "tls.crt", "tls.key"].map(read).to_vec(), before, "nothing touched");
+
+    // One file left over is enough to refuse.
+    std::fs::remove_file(out.join("ca.crt")).unwrap();
+    std::fs::remove_file(out.join("tls.crt")).unwrap();
+    std::fs::remove_file(out.join("tls.key")).unwrap();
+    let partial = generate(&out, "secretmode", "platform", &[]);
+    assert!(String::from_utf8_lossy(&partial.stderr).contains("already holds ca.key:"), "{partial:?}");
+
+    let forced = generate(&out, "secretmode", "platform", &["--force"]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert_ne!(read("ca.key"), before[1], "a new CA key");
+}
+
+/// `--service-name` (serve's old spelling) and `--service` name the same flag everywhere.
+#[test]
+fn service_name_is_an_alias_of_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let run = Command::new(BIN)
+        .args(["certs", "generate", "--service-name", "hooks", "--namespace", "platform", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("hooks.platform.svc"));
+}
+
 #[tokio::test]
 async fn the_webhook_serves_with_generated_certs_to_a_client_trusting_only_the_ca() {
     let tmp = tempfile::tempdir().unwrap();

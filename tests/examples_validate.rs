@@ -110,6 +110,10 @@ fn one_deployment_per_mode_each_admitted_and_valid_after_mutation() {
             stderr.contains(&format!("secretmode {mode}")),
             "{mode}: the failure-mode warning names the mode: {stderr}"
         );
+        assert!(
+            !stderr.contains("so the app can read them"),
+            "{mode}: the example's app cannot read its files: {stderr}"
+        );
         let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
         assert!(serde_json::to_string(&pod).unwrap().contains("secretmode-"), "{mode}: nothing injected");
         let path = tmp.path().join(format!("{mode}-mutated.json"));

@@ -455,3 +455,27 @@ fn malformed_policy_fails_webhook_start_up_and_audit() {
     assert_eq!(audit.status.code(), Some(2), "{err}");
     assert!(err.contains("policy.rules[0].allowedModes"), "{err}");
 }
+
+/// Annotations take durations as Go writes them (`1.5m`, `0.25h`, `1h0m0s`), are judged by
+/// value against the policy's bounds, and a bad one is named with the fix.
+#[test]
+fn annotation_durations_are_go_durations() {
+    let with = |refresh: &str, staleness: &str| {
+        let mut a = good_payments();
+        a["secrets/refresh-interval"] = json!(refresh);
+        a["secrets/max-staleness"] = json!(staleness);
+        admit_pod(&pod("payments", a), "payments", &config())
+    };
+    for (refresh, staleness) in [("1.5m", "0.25h"), ("5m0s", "0h20m0s"), ("90s", "1200000ms")] {
+        let d = with(refresh, staleness);
+        assert!(matches!(d, Decision::Allow { .. }), "{refresh} {staleness}: {d:?}");
+    }
+    // 10.5m is above the rule's 10m: the denial writes it back as the flags take it.
+    let d = with("10.5m", "20m");
+    assert!(denial(&d).contains("10m30s is above the maximum 10m"), "{}", denial(&d));
+    for (bad, says) in [("5", "without a unit"), ("-5m", "negative"), ("5d", "unknown unit \"d\""), ("0s", "zero")] {
+        let message = denial(&with(bad, "20m")).to_string();
+        assert!(message.contains("refresh-interval") && message.contains(says), "{bad}: {message}");
+        assert!(message.contains("fix:") && !message.contains("missing unit"), "{bad}: {message}");
+    }
+}

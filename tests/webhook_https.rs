@@ -350,7 +350,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_idle_connections() {
     assert!(TcpStream::connect(server.addr()).await.is_err(), "still accepting after shutdown");
 }
 
-/// The admission line as `serve` writes it (src/log_format.rs writes this crate's lines),
+/// The admission line as `serve` writes it (tracing-subscriber's text and JSON layouts),
 /// in both formats, from the real binary: one line, the fields in order, nothing of the pod,
 /// and no way for a request to write a line of its own.
 #[tokio::test]
@@ -388,6 +388,11 @@ async fn each_admission_is_one_log_line_in_either_format() {
         assert!(!text.lines().any(|l| l.starts_with("2026-11-23T00:00:00")), "{text}");
         assert!(!line.contains("nginx") && !line.contains("web-7d4b9c"), "{line}");
         if format == "text" {
+            // Durations as the flags take them, expiry times as RFC 3339.
+            assert!(text.contains("shutdown requested: failing readiness, then draining delay=0s"), "{text}");
+            let loaded = text.lines().find(|l| l.contains("serving certificate loaded")).unwrap_or_default();
+            let not_after = loaded.split(" not_after=").nth(1).unwrap_or_default();
+            assert!(not_after.len() == 20 && not_after.ends_with('Z') && not_after.as_bytes()[10] == b'T', "{text}");
             let (time, rest) = line.split_at(27);
             assert!(time.starts_with("20") && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{line}");
             let expected = format!(

@@ -97,13 +97,13 @@ pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
     let Ok(object) = serde_json::from_str::<Value>(request.request.object.get()) else {
         return Reviewed::PatchedUnread;
     };
-    // The webhook's own JSON writer (secretmode::json) writes what serde_json writes, for any
-    // document, and JSON written inside a string is that document's text, escaped.
+    // JSON written inside a string (secretmode::json::InString, how the agent spec reaches its
+    // env value) is that document's text, escaped as serde_json escapes a string.
     let text = serde_json::to_string(&object).expect("serialise");
-    assert_eq!(secretmode::json::to_string(&object).expect("json::to_string"), text);
-    let mut inside = String::new();
-    secretmode::json::write(&mut secretmode::json::escape::InString(&mut inside), &object).expect("json::write");
-    assert_eq!(format!("\"{inside}\""), serde_json::to_string(&text).expect("serialise"));
+    let mut inside = b"\"".to_vec();
+    serde_json::to_writer(secretmode::json::InString(&mut inside), &object).expect("write inside a string");
+    inside.push(b'"');
+    assert_eq!(inside, serde_json::to_vec(&text).expect("serialise"));
     let decision = admit::admit_pod(&object, &reviewed.namespace, config);
     assert_same_decision_on_view(&object, &reviewed.namespace, config, &decision);
     let patched = apply(&object, &ops).unwrap_or_else(|e| panic!("{e}\nops: {ops}"));

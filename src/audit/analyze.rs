@@ -13,7 +13,7 @@ use crate::admit::{self, Decision, Outcome};
 use crate::annotations::{self, Plan};
 use crate::config::Config;
 use crate::duration;
-use crate::inject::RESERVED_PREFIX;
+use crate::inject::{self, RESERVED_PREFIX};
 use crate::json_ref::JsonRef;
 use crate::modes::{Mode, Outage};
 use crate::policy::{csi_volumes, Enforcement, Violation};
@@ -113,7 +113,13 @@ pub const API_MISSING: Check = Check {
     description: "An API the audit reads is not served by the cluster (CRD not installed).",
 };
 
-pub const CHECKS: [Check; 13] = [
+pub const FILES_UNREADABLE: Check = Check {
+    id: "SM014",
+    name: "files-unreadable",
+    description: "The app runs as a non-root user whose group cannot read the injected files (mode 0440).",
+};
+
+pub const CHECKS: [Check; 14] = [
     POLICY_VIOLATION,
     WEBHOOK_DENIAL,
     CSI_EXTRA_ATTRIBUTES,
@@ -127,6 +133,7 @@ pub const CHECKS: [Check; 13] = [
     ES_STALE,
     ES_PENDING,
     API_MISSING,
+    FILES_UNREADABLE,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -450,12 +457,11 @@ fn eso_target(es: &Value) -> (String, String) {
     (target, interval.to_string())
 }
 
-/// Go durations as ESO writes them (`1h0m0s`); `0`/`0s` disables refreshing.
+/// `refreshInterval` as ESO reads it (Go's `time.ParseDuration`: `1h0m0s`, `1.5h`, `500ms`). ESO
+/// refreshes periodically only when it is positive; zero or negative means "sync once", so
+/// both read as zero here.
 fn go_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    duration::parse(s).ok()
+    duration::parse_go(s).ok().map(|nanos| Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
 }
 
 fn external_secret(es: &Value, now: DateTime<Utc>) -> (ExternalSecretReport, Vec<Finding>) {
@@ -613,6 +619,12 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         };
         let rule = verdict.rule.as_deref().unwrap_or("-");
         add(POLICY_VIOLATION, level, format!("rule {rule} ({}): {}: {}", verdict.enforcement, v.field, v.message));
+    }
+    // The warning `mutate` and the webhook give when the app cannot read its files.
+    if let (Decision::Allow { .. }, Some(plan)) = (&decision, &plan) {
+        if let Some(warning) = inject::readability_warning(&pod, plan) {
+            add(FILES_UNREADABLE, Level::Warning, warning);
+        }
     }
     let webhook = match &decision {
         Decision::Deny { message, .. } => {
@@ -818,4 +830,60 @@ fn containers(spec: &Value) -> impl Iterator<Item = &Map<String, Value>> {
         .flatten()
         .filter_map(Value::as_object)
         .filter(|c| !c.get("name").and_then(Value::as_str).unwrap_or("").starts_with(RESERVED_PREFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ExternalSecret last refreshed `age_secs` before `now` with this `refreshInterval`.
+    fn judged(interval: &str, age_secs: i64) -> (ExternalSecretReport, Vec<Finding>) {
+        let now = DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z").unwrap().with_timezone(&Utc);
+        let refreshed = (now - k8s_openapi::chrono::Duration::seconds(age_secs)).to_rfc3339();
+        let es = json!({
+            "apiVersion": "external-secrets.io/v1",
+            "kind": "ExternalSecret",
+            "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"refreshInterval": interval},
+            "status": {
+                "refreshTime": refreshed,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "SecretSynced"}]
+            }
+        });
+        external_secret(&es, now)
+    }
+
+    /// What ESO accepts (Go's `time.ParseDuration`) is judged, not called "not a duration".
+    #[test]
+    fn refresh_intervals_are_read_as_eso_reads_them() {
+        for (interval, fresh_at, stale_at) in
+            [("1.5h", 5000, 5500), ("1h0m0.5s", 3600, 3601), ("90m", 5000, 5500), ("1h30m0s", 5000, 5500)]
+        {
+            let (row, findings) = judged(interval, fresh_at);
+            assert!(!row.stale && findings.is_empty(), "{interval} after {fresh_at}s: {findings:?}");
+            let (row, findings) = judged(interval, stale_at);
+            assert!(row.stale, "{interval} after {stale_at}s");
+            assert!(findings[0].message.contains(&format!("older than refreshInterval {interval}")), "{findings:?}");
+        }
+        let (row, findings) = judged("500ms", 1);
+        assert!(row.stale && findings.len() == 1, "{findings:?}");
+    }
+
+    /// ESO refreshes periodically only for a positive interval: zero and negative mean "once".
+    #[test]
+    fn zero_or_negative_intervals_never_go_stale() {
+        for interval in ["0", "0s", "-1h", "-0.5s"] {
+            let (row, findings) = judged(interval, 86_400 * 30);
+            assert!(!row.stale && findings.is_empty(), "{interval}: {findings:?}");
+        }
+    }
+
+    #[test]
+    fn what_go_rejects_cannot_be_judged() {
+        for interval in ["1d", "5", "1 h"] {
+            let (_, findings) = judged(interval, 10);
+            assert_eq!(findings.len(), 1, "{interval}: {findings:?}");
+            assert!(findings[0].message.contains("is not a duration; cannot judge freshness"), "{findings:?}");
+        }
+    }
 }

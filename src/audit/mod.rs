@@ -41,6 +41,9 @@ pub struct AuditArgs {
     /// Files or directories (searched recursively for .yaml, .yml, .json); `-` for stdin.
     #[arg(conflicts_with = "cluster")]
     pub paths: Vec<PathBuf>,
+    /// The same as the paths, as kubectl takes them: `-f FILE_OR_DIR`, repeatable.
+    #[arg(short = 'f', long = "file", visible_alias = "filename", value_name = "PATH", conflicts_with = "cluster")]
+    pub files: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -65,10 +68,13 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(cluster_report(&args, &config))?
     } else {
-        if args.paths.is_empty() {
-            bail!("name files or directories of manifests, `-` for stdin, or use --cluster");
+        let paths: Vec<PathBuf> = args.paths.iter().chain(&args.files).cloned().collect();
+        if paths.is_empty() {
+            bail!(
+                "no manifests to audit; fix: name files or directories (or -f PATH, `-` for stdin), or use --cluster"
+            );
         }
-        let objects = match load(&args.paths) {
+        let objects = match load(&paths) {
             Ok(objects) => objects,
             Err(errors) => return Ok(unreadable(errors.iter().map(ToString::to_string))),
         };

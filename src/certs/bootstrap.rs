@@ -30,9 +30,9 @@ pub const FIELD_MANAGER: &str = "secretmode-certs";
 #[derive(Debug, Clone, clap::Args)]
 pub struct BootstrapArgs {
     /// Name of the webhook's Service.
-    #[arg(long, env = "SECRETMODE_SERVICE")]
+    #[arg(long, visible_alias = "service-name", env = "SECRETMODE_SERVICE")]
     pub service: String,
-    /// Namespace of the webhook (its Service and Secrets).
+    /// Namespace the webhook runs in (its Service and Secrets).
     #[arg(long, env = "SECRETMODE_NAMESPACE")]
     pub namespace: String,
     /// Serving Secret (type kubernetes.io/tls) that the webhook pods mount.

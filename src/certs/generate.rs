@@ -226,16 +226,15 @@ pub struct Written {
     pub tls_key: PathBuf,
 }
 
+/// The files [`write_dir`] writes.
+pub const FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
+
 /// Writes `ca.crt`, `ca.key`, `tls.crt`, `tls.key` into `dir` (created 0700 if missing).
 /// Private keys are created with mode 0600 from the start, never widened afterwards.
 pub fn write_dir(dir: &Path, ca: &CaPair, serving: &ServingPair) -> Result<Written> {
     create_private_dir(dir)?;
-    let written = Written {
-        ca_cert: dir.join("ca.crt"),
-        ca_key: dir.join("ca.key"),
-        tls_cert: dir.join("tls.crt"),
-        tls_key: dir.join("tls.key"),
-    };
+    let [ca_cert, ca_key, tls_cert, tls_key] = FILES.map(|f| dir.join(f));
+    let written = Written { ca_cert, ca_key, tls_cert, tls_key };
     write_file(&written.ca_cert, ca.cert_pem.as_bytes(), 0o644)?;
     write_file(&written.ca_key, ca.key_pem.as_bytes(), 0o600)?;
     write_file(&written.tls_cert, serving.cert_pem.as_bytes(), 0o644)?;

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::agent_spec::{self, AgentSpec};
 use crate::config::{AgentConfig, Resources};
-use crate::json::{self, escape};
+use crate::json::InString;
 use crate::patch::JsonText;
 
 /// `readOnly` is left out when false, as the API server would.
@@ -56,7 +56,7 @@ impl Serialize for EnvValue {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             EnvValue::Text(text) => serializer.serialize_str(text),
-            EnvValue::Spec(spec) => serializer.serialize_str(&json::to_string(spec).map_err(S::Error::custom)?),
+            EnvValue::Spec(spec) => serializer.serialize_str(&serde_json::to_string(spec).map_err(S::Error::custom)?),
         }
     }
 }
@@ -311,37 +311,38 @@ impl<'a> AgentContainer<'a> {
     /// configuration's part taken from the [`Template`].
     pub fn to_json(&self) -> Result<JsonText, serde_json::Error> {
         let template = Template::for_container(self)?;
-        let mut out = String::with_capacity(template.len() + 2048);
-        out.push_str(&template.before_env);
+        let mut out = Vec::with_capacity(template.len() + 2048);
+        out.extend_from_slice(template.before_env.as_bytes());
         self.write_env(&mut out)?;
-        out.push_str(r#","volumeMounts":"#);
-        json::write(&mut out, &self.volume_mounts)?;
-        out.push_str(&template.before_group);
-        out.push_str(itoa::Buffer::new().format(self.security_context.run_as_group));
-        out.push_str(&template.after_group);
-        Ok(JsonText::trusted(out))
+        out.extend_from_slice(br#","volumeMounts":"#);
+        serde_json::to_writer(&mut out, &self.volume_mounts)?;
+        out.extend_from_slice(template.before_group.as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(self.security_context.run_as_group).as_bytes());
+        out.extend_from_slice(template.after_group.as_bytes());
+        // serde_json writes UTF-8 and the joins are ASCII: this cannot fail.
+        String::from_utf8(out).map(JsonText::trusted).map_err(serde_json::Error::custom)
     }
 
     /// The env list as serialising it writes it, with the agent spec's JSON escaped into its
-    /// string as it is written ([`EnvValue`]).
-    fn write_env(&self, out: &mut String) -> Result<(), serde_json::Error> {
-        out.push('[');
+    /// string as it is written ([`EnvValue`], [`InString`]).
+    fn write_env(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.push(b'[');
         for (i, var) in self.env.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
             match var {
                 EnvVar { name, value: Some(EnvValue::Spec(spec)), value_from: None } => {
-                    out.push_str(r#"{"name":"#);
-                    escape::push_quoted(out, name);
-                    out.push_str(r#","value":""#);
-                    json::write(&mut escape::InString(&mut *out), spec)?;
-                    out.push_str(r#""}"#);
+                    out.extend_from_slice(br#"{"name":"#);
+                    serde_json::to_writer(&mut *out, name)?;
+                    out.extend_from_slice(br#","value":""#);
+                    serde_json::to_writer(InString(&mut *out), spec)?;
+                    out.extend_from_slice(br#""}"#);
                 }
-                _ => json::write(out, var)?,
+                _ => serde_json::to_writer(&mut *out, var)?,
             }
         }
-        out.push(']');
+        out.push(b']');
         Ok(())
     }
 }
@@ -401,7 +402,7 @@ impl Template {
 
 /// `{"a":1,"b":2` of an object with at least one field.
 fn open_object<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
-    let mut text = json::to_string(part)?;
+    let mut text = serde_json::to_string(part)?;
     match text.pop() {
         Some('}') if text.len() > 1 => Ok(text),
         _ => Err(serde_json::Error::custom("a template part is not an object with fields")),
@@ -410,7 +411,7 @@ fn open_object<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
 
 /// `,"a":1,"b":2` of an object, to follow other fields (empty for `{}`).
 fn more_fields<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
-    let text = json::to_string(part)?;
+    let text = serde_json::to_string(part)?;
     match text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
         Some("") => Ok(String::new()),
         Some(fields) => Ok([",", fields].concat()),

@@ -4,6 +4,9 @@
 //! stop accepting, let hyper close idle keep-alive connections, finish requests in flight
 //! (answering them with `Connection: close`), and wait for every connection task, all
 //! within the grace period.
+//!
+//! Hand-written over hyper (not `axum::serve`, which has none of these limits); the load tests
+//! measure the ceiling on this same loop, so its cost is known (docs/BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

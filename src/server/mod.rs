@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::duration::{rfc3339, HumanDuration};
 use listener::{serve_tls, ListenerLimits};
 use metrics::{Metrics, ResultLabels};
 use routes::{AdminState, WebhookState};
@@ -46,10 +47,10 @@ pub struct ServeArgs {
     /// Webhook config file (YAML); the built-in config without it.
     #[arg(long, env = "SECRETMODE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Service name, for the self-signed certificate's SANs.
-    #[arg(long, env = "SECRETMODE_SERVICE_NAME", default_value = "secretmode")]
-    pub service_name: String,
-    /// Namespace of the webhook, for the self-signed certificate's SANs.
+    /// Name of the webhook's Service, for the self-signed certificate's SANs.
+    #[arg(long, visible_alias = "service-name", env = "SECRETMODE_SERVICE", default_value = "secretmode")]
+    pub service: String,
+    /// Namespace the webhook runs in, for the self-signed certificate's SANs.
     #[arg(long, env = "SECRETMODE_NAMESPACE", default_value = "secretmode")]
     pub namespace: String,
     /// Largest accepted request body (the API server sends at most about 3 MiB).
@@ -122,14 +123,18 @@ pub async fn serve(args: ServeArgs, mut stop: watch::Receiver<bool>) -> Result<(
             let names = vec![
                 "localhost".to_string(),
                 "127.0.0.1".to_string(),
-                args.service_name.clone(),
-                format!("{}.{}", args.service_name, args.namespace),
-                format!("{}.{}.svc", args.service_name, args.namespace),
+                args.service.clone(),
+                format!("{}.{}", args.service, args.namespace),
+                format!("{}.{}.svc", args.service, args.namespace),
             ];
             let loaded = tls::self_signed(&names)?;
             metrics.cert_expiry.set(loaded.not_after);
             resolver.set(loaded.key);
-            tracing::info!(sans = ?names, "serving with a self-signed certificate made at start");
+            tracing::info!(
+                sans = ?names,
+                not_after = %rfc3339(loaded.not_after),
+                "serving with a self-signed certificate made at start"
+            );
         }
     }
 
@@ -190,7 +195,10 @@ pub async fn serve(args: ServeArgs, mut stop: watch::Receiver<bool>) -> Result<(
         tokio::spawn(serve_tls(webhook_listener, tls_config, webhook, limits, metrics.clone(), listener_stop_rx));
 
     let _ = stop.wait_for(|s| *s).await;
-    tracing::info!(delay = ?args.shutdown_delay, "shutdown requested: failing readiness, then draining");
+    tracing::info!(
+        delay = %HumanDuration(args.shutdown_delay),
+        "shutdown requested: failing readiness, then draining"
+    );
     draining.store(true, Ordering::Relaxed);
     tokio::time::sleep(args.shutdown_delay).await;
     let _ = listener_stop_tx.send(true);
@@ -211,7 +219,11 @@ fn reload(poller: &mut Poller, files: &CertFiles, resolver: &CertResolver, metri
             metrics.cert_expiry.set(loaded.not_after);
             metrics.cert_reloads.get_or_create(&ResultLabels { result: "loaded" }).inc();
             resolver.set(loaded.key);
-            tracing::info!(cert = %files.cert.display(), not_after = loaded.not_after, "serving certificate loaded");
+            tracing::info!(
+                cert = %files.cert.display(),
+                not_after = %rfc3339(loaded.not_after),
+                "serving certificate loaded"
+            );
         }
         Poll::Failed(e) => {
             metrics.cert_reloads.get_or_create(&ResultLabels { result: "failed" }).inc();

@@ -136,7 +136,8 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
 }
 
 /// One line per admission, never the pod spec, never env values; an event, not a span plus an
-/// event, because this runs on every pod creation ([`crate::log_format`] writes it).
+/// event, because this runs on every pod creation. `duration_us` is a measurement (a number
+/// for log queries), not a setting, so it stays an integer of microseconds.
 pub fn log_admission(reviewed: &admission::Reviewed, elapsed: Duration) {
     let mode = reviewed.mode.map_or("none", |m| m.as_str());
     macro_rules! admission_line {
