@@ -241,6 +241,7 @@ fn main() -> Result<()> {
         let limits = ListenerLimits {
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
             max_connections: 4096,
             shutdown_grace: Duration::from_secs(5),
         };

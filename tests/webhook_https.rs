@@ -241,6 +241,57 @@ async fn slow_clients_are_dropped_while_others_are_served() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 }
 
+/// Sends one AdmissionReview on a raw keep-alive connection and reads the whole answer
+/// (headers, then `Content-Length` bytes); `None` when the server closed the connection.
+async fn exchange(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) -> Option<String> {
+    let body = serde_json::to_vec(&review(json!({}))).unwrap();
+    let head = format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nHost: {SERVICE}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.ok()?;
+    tls.write_all(&body).await.ok()?;
+    let mut answer = String::new();
+    loop {
+        if let Some(end) = answer.find("\r\n\r\n") {
+            let length: usize = answer[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("a Content-Length");
+            if answer.len() >= end + 4 + length {
+                return Some(answer);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), read_some(tls, &mut answer)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+/// The API server keeps idle connections for 90 s and does not retry a POST that raced a
+/// close: an idle keep-alive connection outlives the header timeout and is closed only after
+/// the idle timeout (quietly, at a request boundary).
+#[tokio::test]
+async fn idle_keep_alive_connections_outlive_the_header_timeout() {
+    let (_dir, pair, secret) = setup();
+    let server = Serve::start(&secret.cert(), &secret.key(), &["--header-timeout", "1s", "--idle-timeout", "4s"]);
+    let mut conn = raw_tls(&server, &pair.ca_pem).await;
+    let first = exchange(&mut conn).await.expect("first answer");
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Idle for twice the header timeout: the same connection still serves.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let second = exchange(&mut conn).await.expect("the connection was closed while idle");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    // Idle past the idle timeout: closed by the server, without an answer to anything.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let mut rest = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), read_some(&mut conn, &mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after the idle timeout: {read:?} {rest:?}");
+    assert!(rest.is_empty(), "{rest}");
+}
+
 #[tokio::test]
 async fn certificate_rotates_by_symlink_swap_without_restart() {
     let (_dir, first, mut secret) = setup();

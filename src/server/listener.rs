@@ -21,11 +21,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::deadlines::{Deadlines, Marked, Phase};
 use super::metrics::Metrics;
 
 pub struct ListenerLimits {
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
 }
@@ -72,6 +74,7 @@ pub async fn serve_tls(
                 let metrics = metrics.clone();
                 let handshake_timeout = limits.handshake_timeout;
                 let header_timeout = limits.header_timeout;
+                let idle_timeout = limits.idle_timeout;
                 tokio::spawn(async move {
                     let _slot = slot;
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -86,14 +89,19 @@ pub async fn serve_tls(
                         }
                     };
                     metrics.connections.inc();
+                    // Header and idle deadlines are ours (deadlines.rs): hyper's header timeout
+                    // would also close idle keep-alive connections.
+                    let phase = Phase::default();
+                    let io = Deadlines::new(tls, phase.clone(), header_timeout, idle_timeout);
+                    let service = Marked::new(service, phase);
                     let mut builder = http1::Builder::new();
                     builder
                         .timer(TokioTimer::new())
-                        .header_read_timeout(header_timeout)
+                        .header_read_timeout(None)
                         // A connection whose handshake finished after the drain began serves
                         // one request and closes.
                         .keep_alive(!draining.load(Ordering::Relaxed));
-                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    let conn = builder.serve_connection(TokioIo::new(io), service);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

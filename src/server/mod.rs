@@ -1,5 +1,6 @@
 //! `secretmode serve`: the HTTPS webhook plus a plain-HTTP admin port.
 
+pub mod deadlines;
 pub mod listener;
 pub mod metrics;
 pub mod routes;
@@ -59,9 +60,15 @@ pub struct ServeArgs {
     /// Time allowed for a client to complete the TLS handshake.
     #[arg(long, env = "SECRETMODE_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = duration_arg)]
     pub handshake_timeout: Duration,
-    /// Time allowed to send the request headers.
+    /// Time allowed to send a request's headers, from its first byte (and for a new
+    /// connection, to start its first request).
     #[arg(long, env = "SECRETMODE_HEADER_TIMEOUT", default_value = "5s", value_parser = duration_arg)]
     pub header_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request. Longer than the API
+    /// server's client keeps idle connections (90 s), so the webhook never closes one the client
+    /// is about to reuse.
+    #[arg(long, env = "SECRETMODE_IDLE_TIMEOUT", default_value = "120s", value_parser = duration_arg)]
+    pub idle_timeout: Duration,
     /// Time allowed to send the request body (also capped by the request's `?timeout=`).
     #[arg(long, env = "SECRETMODE_BODY_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
     pub body_timeout: Duration,
@@ -187,6 +194,7 @@ pub async fn serve(args: ServeArgs, mut stop: watch::Receiver<bool>) -> Result<(
     let limits = ListenerLimits {
         handshake_timeout: args.handshake_timeout,
         header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
         max_connections: args.max_connections.max(1),
         shutdown_grace: args.shutdown_grace,
     };

@@ -64,13 +64,12 @@ impl Webhook {
     /// the CEL itself).
     pub fn secretmode(serve: &Serve, ca_pem: &str, prefix: &str) -> Webhook {
         // The API server's client keeps idle connections for 90 s (apimachinery's
-        // SetOldTransportDefaults); serve closes them after its header timeout (5 s), and a
-        // request racing that close fails the call. Connections idle for 4 s are not reused
-        // here, so the tests do not flake on that race (reported, not emulated).
+        // SetOldTransportDefaults); serve keeps them for its idle timeout (120 s), so the
+        // emulated client reuses them as long as the real one would.
         let client = serve
             .client_builder(ca_pem)
             .timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("webhook client");
         let prefix = format!("{prefix}/");
