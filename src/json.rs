@@ -26,48 +26,72 @@ pub fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 ///
 /// Escaping works on bytes: only ASCII is escaped and UTF-8 passes through as it is, so it
 /// does not matter where serde_json splits its writes.
-pub struct InString<W>(pub W);
+pub struct InString<'a>(pub &'a mut Vec<u8>);
 
-impl<W: Write> Write for InString<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.write_all(buf)?;
-        Ok(buf.len())
+/// For each byte, what follows the backslash of its escape inside a JSON string: `0` for none,
+/// `u` for `\u00XX`, else the short form.
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
     }
+    table[0x08] = b'b';
+    table[b'\t' as usize] = b't';
+    table[b'\n' as usize] = b'n';
+    table[0x0c] = b'f';
+    table[b'\r' as usize] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+impl InString<'_> {
+    /// serde_json writes in small pieces (a quote, a key, a colon), so a piece needing no
+    /// escape is appended in one copy.
+    #[inline]
+    fn push(&mut self, buf: &[u8]) {
+        let out = &mut *self.0;
         let mut start = 0;
         for (i, &byte) in buf.iter().enumerate() {
-            let short = match byte {
-                b'"' | b'\\' => byte,
-                b'\x08' => b'b',
-                b'\t' => b't',
-                b'\n' => b'n',
-                b'\x0c' => b'f',
-                b'\r' => b'r',
-                0..=0x1f => 0,
-                _ => continue,
-            };
-            self.0.write_all(&buf[start..i])?;
-            if short == 0 {
+            let escape = ESCAPE[usize::from(byte)];
+            if escape == 0 {
+                continue;
+            }
+            out.extend_from_slice(&buf[start..i]);
+            if escape == b'u' {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                self.0.write_all(&[
+                out.extend_from_slice(&[
                     b'\\',
                     b'u',
                     b'0',
                     b'0',
                     HEX[usize::from(byte >> 4)],
                     HEX[usize::from(byte & 0xf)],
-                ])?;
+                ]);
             } else {
-                self.0.write_all(&[b'\\', short])?;
+                out.extend_from_slice(&[b'\\', escape]);
             }
             start = i + 1;
         }
-        self.0.write_all(&buf[start..])
+        out.extend_from_slice(&buf[start..]);
+    }
+}
+
+impl Write for InString<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.push(buf);
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.push(buf);
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        Ok(())
     }
 }
 
