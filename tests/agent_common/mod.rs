@@ -3,6 +3,7 @@
 //! a counting proxy. Everything started here is killed on drop.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 #[path = "../support/mod.rs"]
 mod support;
 
