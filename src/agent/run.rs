@@ -29,6 +29,8 @@ use crate::log_format::Printable;
 /// average, however long the outage lasts.
 pub const PROBE_FLOOR: Duration = Duration::from_secs(1);
 pub const PROBE_CAP: Duration = Duration::from_secs(5);
+/// Start-up does not begin another attempt with less than this left before the deadline.
+pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// Longest window one periodic refresh spreads its item reads over.
 pub const MAX_SPREAD: Duration = Duration::from_secs(5);
 
@@ -196,8 +198,10 @@ impl Agent {
                     if !e.is_outage() {
                         break e;
                     }
+                    // An attempt needs time to finish: one cut short by the deadline would only
+                    // replace the real cause with "timed out".
                     let delay = backoff.next_delay();
-                    if Instant::now() + delay >= deadline {
+                    if Instant::now() + delay + MIN_ATTEMPT >= deadline {
                         break e;
                     }
                     tokio::time::sleep(delay).await;

@@ -288,9 +288,7 @@ where
         SdkError::ResponseError(ctx) => {
             let status = ctx.raw().status().as_u16();
             match read_failure(e) {
-                Some((true, _)) => {
-                    (ErrorKind::Unreachable, format!("stalled mid-body: HTTP {status}, then nothing until the timeout"))
-                }
+                Some((true, why)) => (ErrorKind::Unreachable, format!("stalled mid-body: HTTP {status}, {why}")),
                 Some((false, why)) => (ErrorKind::Unreachable, format!("dropped mid-body: HTTP {status}, {why}")),
                 None => (
                     ErrorKind::BadAnswer,
@@ -318,20 +316,25 @@ where
     FetchError::new(kind, path, message)
 }
 
-/// A response error caused by reading the body (not by parsing it): (stalled?, cause).
+/// A response error caused by reading the body (not by parsing it): (stalled?, cause). The
+/// SDK's stalled-stream protection (less than 1 byte/s for its 5 s grace period) is only
+/// recognisable by its text; its type is private to the SDK's runtime.
 fn read_failure(e: &(dyn std::error::Error + 'static)) -> Option<(bool, String)> {
     let mut cur = e.source();
     while let Some(err) = cur {
+        if err.to_string().contains("minimum throughput") {
+            return Some((true, "the body stopped (the SDK's stalled-stream protection gave up)".into()));
+        }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_timeout() {
-                return Some((true, "timed out".into()));
+                return Some((true, "then nothing until the timeout".into()));
             }
             let (_, why) = cause::transport(h, Stage::Body);
             return Some((false, why));
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
-                return Some((true, "timed out".into()));
+                return Some((true, "then nothing until the timeout".into()));
             }
             let (_, why) = cause::transport(io, Stage::Body);
             return Some((false, why));

@@ -49,6 +49,8 @@ fn typed(err: &(dyn Error + 'static), stage: Stage) -> Option<(ErrorKind, String
         if let Some(found) = io.get_ref().and_then(|inner| typed(inner, stage)) {
             return Some(found);
         }
+        // tokio-rustls names an EOF inside the handshake; the caller may not know the stage.
+        let stage = if io.to_string().contains("handshake") { Stage::Connect } else { stage };
         let text = match io.kind() {
             io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
             io::ErrorKind::ConnectionReset => match stage {
