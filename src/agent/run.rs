@@ -346,8 +346,11 @@ impl Agent {
 
     /// Rewrites status.json when the state changes by itself (fresh or failing turning
     /// stale), so the file, `/readyz` and the metrics agree between refreshes too.
+    /// It also reports credentials that will expire without the agent being able to renew or
+    /// replace them, once, as soon as that is known.
     async fn status_clock(status: Arc<Status>, mount: PathBuf) {
-        let mut written = status.state();
+        let mut written = (status.state(), status.credentials());
+        let mut reported_expiry = None;
         loop {
             let wait =
                 status.next_transition().map(|d| d + Duration::from_millis(5)).unwrap_or(Duration::from_secs(3600));
@@ -355,18 +358,28 @@ impl Agent {
                 _ = tokio::time::sleep(wait) => {}
                 _ = status.changed.notified() => {}
             }
-            let now = status.state();
+            let now = (status.state(), status.credentials());
             if now != written {
                 if let Err(e) = status.write_file(&mount) {
                     tracing::warn!(error = %e, "cannot write the status file");
                 }
-                if now == super::status::State::Stale {
-                    tracing::warn!(
-                        max_staleness_seconds = status.to_json()["maxStalenessSeconds"].as_u64().unwrap_or(0),
-                        "state stale: no successful refresh within max-staleness"
-                    );
+                if now.0 == super::status::State::Stale && written.0 != now.0 {
+                    tracing::warn!("state stale: no successful refresh within max-staleness");
                 }
                 written = now;
+            }
+            if let Some(c) = status.credentials().filter(|c| c.expiring) {
+                if reported_expiry != Some(c.expires_at) {
+                    reported_expiry = Some(c.expires_at);
+                    let at = c.expires_at.map(super::status::rfc3339).unwrap_or_default();
+                    let left = c.expires_at.and_then(|t| t.duration_since(std::time::SystemTime::now()).ok());
+                    tracing::warn!(
+                        method = c.method,
+                        expires_at = %at,
+                        seconds_left = left.map_or(0, |d| d.as_secs()),
+                        "the provider token expires and cannot be renewed past that: reads will fail then; give the pod a renewable token with a longer max TTL, or use kubernetes auth"
+                    );
+                }
             }
         }
     }

@@ -47,6 +47,8 @@ pub enum Fault {
     Garbage,
     /// Answer 200 with valid JSON of a shape no provider uses.
     WrongShape,
+    /// Answer with this status, content type and body.
+    Answer(u16, &'static str, String),
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +56,8 @@ struct Rule {
     fault: Fault,
     /// Applies to requests whose path contains this; empty: every request.
     filter: String,
+    /// Applies to this many more matching requests only (None: all of them).
+    times: Option<Arc<AtomicUsize>>,
 }
 
 /// One request as the proxy saw it.
@@ -95,7 +99,7 @@ impl FaultProxy {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
-        let (tx, rx) = watch::channel(Rule { fault: Fault::Pass, filter: String::new() });
+        let (tx, rx) = watch::channel(Rule { fault: Fault::Pass, filter: String::new(), times: None });
         let stop = Arc::new(AtomicBool::new(false));
         let (s, st) = (shared.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
@@ -116,7 +120,16 @@ impl FaultProxy {
 
     /// Applies `fault` to requests whose path contains `filter`; the others pass.
     pub fn set_for(&self, filter: &str, fault: Fault) {
-        self.rule.send_replace(Rule { fault, filter: filter.to_string() });
+        self.apply(Rule { fault, filter: filter.to_string(), times: None });
+    }
+
+    /// Applies `fault` to the next `n` requests whose path contains `filter`, then passes.
+    pub fn set_times(&self, filter: &str, fault: Fault, n: usize) {
+        self.apply(Rule { fault, filter: filter.to_string(), times: Some(Arc::new(AtomicUsize::new(n))) });
+    }
+
+    fn apply(&self, rule: Rule) {
+        self.rule.send_replace(rule);
         if self.rule.borrow().fault != Fault::Refuse {
             // The listener is back before the caller goes on (it is rebound asynchronously).
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -260,6 +273,7 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, mut rule: watch::Rece
         let method = first.next().unwrap_or_default().to_string();
         let path = first.next().unwrap_or_default().to_string();
         let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+        let client_closes = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         while buf.len() < head_end + length {
             let mut chunk = [0u8; 16384];
             let n = client.read(&mut chunk).await?;
@@ -271,8 +285,13 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, mut rule: watch::Rece
         let request: Vec<u8> = buf.drain(..head_end + length).collect();
         shared.seen.lock().unwrap().push(Seen { at: Instant::now(), method: method.clone(), path: path.clone() });
         let _guard = InFlight::new(&shared);
-        let fault =
-            if current.filter.is_empty() || path.contains(&current.filter) { current.fault } else { Fault::Pass };
+        let matches = current.filter.is_empty() || path.contains(&current.filter);
+        let counted = matches
+            && match &current.times {
+                Some(left) => left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok(),
+                None => true,
+            };
+        let fault = if counted { current.fault } else { Fault::Pass };
         match fault {
             Fault::Pass | Fault::Refuse => {}
             Fault::Reset => {
@@ -293,6 +312,9 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, mut rule: watch::Rece
             Fault::Status(code) => {
                 let body = format!("{{\"errors\":[\"fault proxy: status {code}\"]}}");
                 client.write_all(&response(code, "application/json", body.as_bytes())).await?;
+                if client_closes {
+                    return Ok(());
+                }
                 continue;
             }
             Fault::Html(code) => {
@@ -300,14 +322,30 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, mut rule: watch::Rece
                     "<html><head><title>{code} Bad Gateway</title></head><body><center><h1>{code}</h1></center><hr><center>nginx</center></body></html>\n"
                 );
                 client.write_all(&response(code, "text/html", body.as_bytes())).await?;
+                if client_closes {
+                    return Ok(());
+                }
                 continue;
             }
             Fault::Garbage => {
                 client.write_all(&response(200, "application/json", b"{\"data\": {\"data\": {\"pass")).await?;
+                if client_closes {
+                    return Ok(());
+                }
                 continue;
             }
             Fault::WrongShape => {
                 client.write_all(&response(200, "application/json", b"{\"hello\": [\"world\"]}")).await?;
+                if client_closes {
+                    return Ok(());
+                }
+                continue;
+            }
+            Fault::Answer(code, content_type, body) => {
+                client.write_all(&response(code, content_type, body.as_bytes())).await?;
+                if client_closes {
+                    return Ok(());
+                }
                 continue;
             }
             Fault::CutBody | Fault::StallBody => {}
@@ -340,7 +378,7 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, mut rule: watch::Rece
             }
             _ => client.write_all(&framed).await?,
         }
-        if close {
+        if close || client_closes {
             return Ok(());
         }
     }
@@ -468,6 +506,8 @@ fn reframe(head: &str, body: &[u8]) -> Vec<u8> {
 fn response(code: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let reason = match code {
         200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",

@@ -273,28 +273,16 @@ impl Vault {
         Ok(Answer { status, content_type, len: bytes.len(), json })
     }
 
+    /// Tells the status what is known about the token (the sidecar reports an expiring one).
     fn record_credentials(&self) {
         let Some(t) = &self.token else { return };
         let expiring = !self.logs_in() && t.expires.is_some() && (!t.renewable || t.capped);
-        let creds = Credentials {
+        self.status.record_credentials(Credentials {
             method: self.method(),
             expires_at: t.expires.map(|(_, wall)| wall),
             renewable: t.renewable && !t.capped,
             expiring,
-        };
-        if self.status.record_credentials(creds) && expiring {
-            let (at, left) = match t.expires {
-                Some((i, wall)) => {
-                    (crate::agent::status::rfc3339(wall), i.saturating_duration_since(Instant::now()).as_secs())
-                }
-                None => (String::from("?"), 0),
-            };
-            tracing::warn!(
-                expires_at = %at,
-                seconds_left = left,
-                "the Vault token (VAULT_TOKEN) expires and cannot be renewed past that: reads will fail then; give the pod a renewable token with a longer max TTL, or use kubernetes auth"
-            );
-        }
+        });
     }
 
     /// Logs in with the projected service-account token.
@@ -393,7 +381,7 @@ impl Vault {
                 (lease > 0).then(|| (now + Duration::from_secs(lease), SystemTime::now() + Duration::from_secs(lease)));
             t.renewable = renewable;
             // Less than asked for: the max TTL is near, renewal will not carry it further.
-            t.capped = lease + 2 < increment || !renewable;
+            t.capped = lease.saturating_mul(10) < increment.saturating_mul(9) || !renewable;
             t.act_at = (lease > 0).then(|| now + Duration::from_secs(lease) * 2 / 3);
             if t.capped && !matches!(self.config.auth, VaultAuth::Kubernetes { .. } | VaultAuth::Jwt { .. }) {
                 t.act_at = None;
@@ -440,7 +428,8 @@ impl Vault {
                     if let Some(t) = self.token.as_mut() {
                         t.known = true;
                     }
-                    tracing::warn!(error = %e, "cannot look VAULT_TOKEN up: its expiry is unknown (it needs the default policy's lookup-self)");
+                    // Debug only: `--once` prints one line, and the read says what matters.
+                    tracing::debug!(error = %e, "cannot look VAULT_TOKEN up: its expiry is unknown (it needs the default policy's lookup-self)");
                 }
                 Err(e) => return Err(e),
             }
