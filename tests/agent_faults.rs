@@ -308,6 +308,8 @@ fn sidecar_matrix(target: &Target, cases: Vec<Case>) {
         }
         let recovered = lifted.elapsed();
         assert!(recovered < RECOVERY, "recovered in {recovered:?}");
+        // Figures for docs/RELIABILITY.md (`cargo test --test agent_faults -- --nocapture`).
+        eprintln!("{} {:?}: both sidecars fresh {recovered:.1?} after the fault was lifted", target.name, c.fault);
 
         // The same fault on a running sidecar: live files kept, the cause reported, the three
         // views agree; then fresh again.
@@ -424,5 +426,6 @@ fn a_long_outage_sees_a_flat_request_rate_and_recovery_takes_seconds() {
     wait_views(&agent, "fresh", RECOVERY);
     let took = lifted.elapsed();
     assert!(took < Duration::from_secs(8), "noticed within seconds with a 300 s interval: {took:?}");
+    eprintln!("long outage: requests per 8 s window {per_window:?}; fresh {took:.1?} after the provider was back");
     assert!(agent.logs().contains("provider answering again"), "{}", agent.logs());
 }
