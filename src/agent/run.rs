@@ -29,6 +29,8 @@ use crate::log_format::Printable;
 /// average, however long the outage lasts.
 pub const PROBE_FLOOR: Duration = Duration::from_secs(1);
 pub const PROBE_CAP: Duration = Duration::from_secs(5);
+/// Longest wait between direct refreshes while the provider's probe answers but its reads fail.
+pub const PARTIAL_CAP: Duration = Duration::from_secs(30);
 /// Start-up does not begin another attempt with less than this left before the deadline.
 pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// Longest window one periodic refresh spreads its item reads over.
@@ -246,9 +248,14 @@ impl Agent {
         let floor = (interval / 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
         let mut slow = Backoff::new(floor, interval.saturating_mul(2));
         let mut quick = Backoff::new(PROBE_FLOOR, PROBE_CAP);
+        // Reads failing while the probe says the provider is up (its health endpoint answers,
+        // its reads do not): probing cannot tell when that ends, so refresh directly, capped
+        // at the interval or 30 s.
+        let mut partial = Backoff::new(PROBE_FLOOR, interval.clamp(PROBE_CAP, PARTIAL_CAP));
         let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
         let spread = (interval / 10).min(MAX_SPREAD);
         let mut probe_first = last.is_some_and(ErrorKind::is_down);
+        let mut synced = last.is_none();
         let mut last_probe_error = String::new();
         let mut next_at = match last {
             // Pods of one rollout sync within the same second; without spreading their first
@@ -293,6 +300,9 @@ impl Agent {
                     }
                 }
             }
+            // Steady state spreads the reads; a recovery does not wait (the probes' jitter
+            // already spreads the pods coming back).
+            let spread = if synced { spread } else { Duration::ZERO };
             match self.refresh(Budget { deadline: None, spread }).await {
                 Ok(changed) => {
                     if changed {
@@ -302,9 +312,11 @@ impl Agent {
                         tracing::info!("provider answering again; state fresh");
                     }
                     probe_first = false;
+                    synced = true;
                     last_probe_error.clear();
                     slow.reset();
                     quick.reset();
+                    partial.reset();
                     self.write_status();
                     // Up to 10% early, never late: keeps the "rotation visible within one
                     // interval" promise while the phases drift further apart.
@@ -312,16 +324,14 @@ impl Agent {
                 }
                 Err(e) => {
                     self.fail(&e);
-                    // Down, and not just after a probe said it was up: probe on the short
-                    // backoff. A probe that says "up" before a failing refresh cannot tell
-                    // when this ends: the slower backoff then.
-                    if e.kind().is_down() && !probed {
-                        probe_first = true;
-                        next_at = Instant::now() + quick.next_delay();
-                    } else {
-                        probe_first = false;
-                        next_at = Instant::now() + slow.next_delay();
-                    }
+                    synced = false;
+                    let delay = match (e.kind().is_down(), probed) {
+                        (true, false) => quick.next_delay(),
+                        (true, true) => partial.next_delay(),
+                        (false, _) => slow.next_delay(),
+                    };
+                    probe_first = e.kind().is_down() && !probed;
+                    next_at = Instant::now() + delay;
                 }
             }
         }

@@ -457,6 +457,10 @@ impl Vault {
         } else if self.logs_in() {
             self.login(Budget::default()).await
         } else {
+            // Token auth that cannot be extended: nothing to schedule (it is reported).
+            if let Some(t) = self.token.as_mut() {
+                t.act_at = None;
+            }
             Ok(())
         };
         if let Err(e) = result {
