@@ -8,11 +8,11 @@ every request with 503 (a provider outage). Measured per agent:
 
   start to first render   process start -> all 20 files present with their values (RUNS runs)
   CPU to first render     utime+stime of the process at that moment
-  requests per cycle      provider requests per refresh cycle in steady state
+  steady requests         provider requests in IDLE seconds of steady state (KV reads and other)
   idle CPU, RSS, peak RSS over IDLE seconds of steady state (VmRSS, VmHWM)
   outage                  requests/s while the provider answers 503 for OUTAGE seconds
   recovery                provider back -> all 20 items read successfully again (and, for
-                          secretmode, its status.json saying fresh)
+                          secretmode, its status.json saying fresh); OUTAGES times
   SIGTERM                 signal -> process exit
 
 Not part of scripts/test: run it by hand on a quiet machine and copy the table into
@@ -233,7 +233,7 @@ def first_render(agent, runs):
     return times, cpus
 
 
-def steady_and_outage(agent, proxy, interval, idle, outage):
+def steady_and_outage(agent, proxy, interval, idle, outage, outages):
     p = agent.start("long")
     t0 = time.monotonic()
     while not rendered(agent):
@@ -246,36 +246,34 @@ def steady_and_outage(agent, proxy, interval, idle, outage):
     time.sleep(idle)
     w1 = time.monotonic()
     cpu1, rss, hwm = proc_stat(p.pid)
-    window = [t for t, _ in proxy.requests if w0 <= t < w1]
-    # Cycles: bursts of requests separated by more than 5 s.
-    bursts, last = 0, None
-    for t in window:
-        if last is None or t - last > 5:
-            bursts += 1
-        last = t
-    per_cycle = len(window) / bursts if bursts else 0.0
-    proxy.outage = True
-    o0 = time.monotonic()
-    time.sleep(outage)
-    proxy.outage = False
-    back = time.monotonic()
-    during = proxy.count(o0) - proxy.count(back)
-    first_ok = fresh_at = None
-    while time.monotonic() - back < 120:
-        if first_ok is None:
-            ok = [t for t in proxy.kv_ok if t >= back]
-            if len(ok) >= ITEMS:
-                first_ok = ok[ITEMS - 1] - back
-        if fresh_at is None and agent.fresh():
-            fresh_at = time.monotonic() - back
-        if first_ok is not None and (fresh_at is not None or agent.fresh() is None):
-            break
-        time.sleep(0.01)
+    window = [line for t, line in proxy.requests if w0 <= t < w1]
+    kv = sum(1 for line in window if KV_READ.match(line))
+    rates, recoveries, fresh = [], [], []
+    for _ in range(outages):
+        proxy.outage = True
+        o0 = time.monotonic()
+        time.sleep(outage)
+        proxy.outage = False
+        back = time.monotonic()
+        rates.append((proxy.count(o0) - proxy.count(back)) / outage)
+        first_ok = fresh_at = None
+        while time.monotonic() - back < 120:
+            if first_ok is None:
+                ok = [t for t in proxy.kv_ok if t >= back]
+                if len(ok) >= ITEMS:
+                    first_ok = ok[ITEMS - 1] - back
+            if fresh_at is None and agent.fresh():
+                fresh_at = time.monotonic() - back
+            if first_ok is not None and (fresh_at is not None or agent.fresh() is None):
+                break
+            time.sleep(0.01)
+        recoveries.append(first_ok)
+        fresh.append(fresh_at)
+        time.sleep(interval)  # steady again before the next outage
     exit_s, code = stop(p)
     return {
-        "idle_cpu_ms": (cpu1 - cpu0) * 1000, "rss": rss, "hwm": hwm, "window": len(window), "bursts": bursts,
-        "per_cycle": per_cycle, "outage_rate": during / outage, "outage_requests": during,
-        "recovery": first_ok, "fresh": fresh_at, "exit": exit_s, "code": code,
+        "idle_cpu_ms": (cpu1 - cpu0) * 1000, "rss": rss, "hwm": hwm, "window": len(window), "kv": kv,
+        "outage_rates": rates, "recoveries": recoveries, "fresh": fresh, "exit": exit_s, "code": code,
     }
 
 
@@ -287,6 +285,7 @@ def main():
     ap.add_argument("--interval", type=int, default=30)
     ap.add_argument("--idle", type=int, default=65)
     ap.add_argument("--outage", type=int, default=40)
+    ap.add_argument("--outages", type=int, default=3)
     args = ap.parse_args()
     bao = args.bao
     if bao is None:
@@ -312,7 +311,7 @@ def main():
             proxy = Proxy(port)
             agent = cls(args.binary if cls is Secretmode else bao, work, proxy, args.interval)
             times, cpus = first_render(agent, args.runs)
-            long = steady_and_outage(agent, proxy, args.interval, args.idle, args.outage)
+            long = steady_and_outage(agent, proxy, args.interval, args.idle, args.outage, args.outages)
             results[agent.name] = (times, cpus, long)
             print(f"{agent.name}: first render median {statistics.median(times):.1f} ms; {long}", flush=True)
         print()
@@ -327,15 +326,22 @@ def main():
         row("CPU to first render, median", lambda r: f"{statistics.median(r[1]):.0f} ms")
         row(f"CPU over {args.idle} s of steady state", lambda r: f"{r[2]['idle_cpu_ms']:.0f} ms")
         row("RSS in steady state / peak (VmHWM)", lambda r: f"{r[2]['rss'] / 1024:.1f} / {r[2]['hwm'] / 1024:.1f} MiB")
-        row("provider requests per refresh cycle", lambda r: f"{r[2]['per_cycle']:.1f} ({r[2]['window']} in {r[2]['bursts']} cycles)")
-        row(f"requests/s while the provider answers 503 ({args.outage} s)",
-            lambda r: f"{r[2]['outage_rate']:.2f} ({r[2]['outage_requests']} requests)")
-        row(f"provider back -> all {ITEMS} items read again",
-            lambda r: "not within 120 s" if r[2]['recovery'] is None else f"{r[2]['recovery']:.1f} s")
+        row(f"provider requests in {args.idle} s of steady state",
+            lambda r: f"{r[2]['window']} ({r[2]['kv']} KV reads, {r[2]['window'] - r[2]['kv']} other)")
+
+        def spread(values, fmt):
+            if any(v is None for v in values):
+                return "not within 120 s: " + ", ".join("-" if v is None else fmt(v) for v in values)
+            return ", ".join(fmt(v) for v in values)
+
+        row(f"requests/s while the provider answers 503 ({args.outage} s; {args.outages} outages)",
+            lambda r: spread(r[2]['outage_rates'], lambda v: f"{v:.2f}"))
+        row(f"provider back -> all {ITEMS} items read again ({args.outages} outages)",
+            lambda r: spread(r[2]['recoveries'], lambda v: f"{v:.1f} s"))
         row("SIGTERM -> exit (code)", lambda r: f"{r[2]['exit'] * 1000:.0f} ms ({r[2]['code']})")
         sm = results["secretmode agent"][2]
-        if sm["fresh"] is not None:
-            print(f"\nsecretmode status.json `fresh` {sm['fresh']:.1f} s after the provider was back.")
+        print("\nsecretmode status.json `fresh` after the provider was back: "
+              + ", ".join("-" if v is None else f"{v:.1f} s" for v in sm["fresh"]))
     finally:
         server.terminate()
         server.wait(timeout=10)
