@@ -239,7 +239,8 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         (keys::ESO_SECRET, ann.eso_secret.is_some(), &[Mode::Eso]),
         (keys::CSI_CLASS, ann.csi_class.is_some(), &[Mode::Csi]),
         (keys::REFRESH_INTERVAL, ann.refresh_interval.is_some(), &[Mode::Sidecar]),
-        (keys::MAX_STALENESS, ann.max_staleness.is_some(), &[Mode::Init, Mode::Sidecar]),
+        // init fetches once and exits: nothing is left to watch a freshness budget.
+        (keys::MAX_STALENESS, ann.max_staleness.is_some(), &[Mode::Sidecar]),
         (keys::ENV_VALUES, ann.env_values.is_some(), &[Mode::Eso]),
         (keys::FALLBACK_SECRET, ann.fallback_secret.is_some(), &[Mode::Init, Mode::Sidecar]),
     ];

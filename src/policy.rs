@@ -300,7 +300,8 @@ impl PolicyConfig {
             }
         }
         if plan.mode.uses_agent() {
-            if let Some(max) = rule.max_staleness {
+            // Only a sidecar has a freshness budget (init pods cannot set one).
+            if let (Some(max), Mode::Sidecar) = (rule.max_staleness, plan.mode) {
                 if plan.max_staleness > max.0 {
                     add("max-staleness", format!("{} is above the maximum {max}", HumanDuration(plan.max_staleness)));
                 }

@@ -6,6 +6,7 @@ mod agent_common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use agent_common::fault_proxy::{Fault, FaultProxy};
 use agent_common::*;
 use secretmode::config::{ProviderConfig, SecretKeyRef, VaultAuth};
 use serde_json::json;
@@ -201,9 +202,10 @@ fn bad_answers_leave_the_good_files_and_say_why() {
 
 #[test]
 fn an_erroring_provider_sees_a_bounded_request_rate() {
-    let proxy = Proxy::start(ProxyMode::Error);
+    let proxy = FaultProxy::start("127.0.0.1:1");
+    proxy.set(Fault::Status(503));
     let root = tempfile::tempdir().unwrap();
-    let spec = spec(vault_provider(&format!("http://127.0.0.1:{}", proxy.port)), db_items(), free_port());
+    let spec = spec(vault_provider(&proxy.url()), db_items(), free_port());
     let signer = Signer::new();
     let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
     wait_for("health server", LONG, || (agent.get("/healthz").0 == 200).then_some(()));
@@ -211,10 +213,10 @@ fn an_erroring_provider_sees_a_bounded_request_rate() {
     let window = Duration::from_secs(6);
     std::thread::sleep(window);
     let sent = proxy.count() - before;
-    // Backoff floor is 500 ms (interval / 4): at most one attempt (one login request) per
-    // 500 ms, so at most 12 in 6 s plus one in flight; without backoff this would be thousands.
+    // Start-up retries at most every 500 ms, then probes at most every second: at most 12
+    // in 6 s plus one in flight; without backoff this would be thousands.
     assert!((2..=13).contains(&sent), "requests in {window:?}: {sent}");
-    assert_eq!(proxy.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1, "never concurrent");
+    assert_eq!(proxy.max_in_flight(), 1, "never concurrent");
     assert_eq!(agent.state(), "failing");
     assert_eq!(agent.get("/startup").0, 503, "no files: the app must not start");
     let counted = agent.metric("secretmode_agent_provider_requests_total", "").unwrap_or(0.0) as usize;
@@ -223,11 +225,13 @@ fn an_erroring_provider_sees_a_bounded_request_rate() {
 
 #[test]
 fn a_slow_provider_is_not_piled_on() {
-    let proxy = Proxy::start(ProxyMode::Slow(Duration::from_secs(3)));
+    // Every answer takes 3 s (and then fails: nothing behind the proxy).
+    let proxy = FaultProxy::start("127.0.0.1:1");
+    proxy.set(Fault::Delay(Duration::from_secs(3)));
     let root = tempfile::tempdir().unwrap();
     // A start deadline beyond the window: a request cut off by the deadline would still look
     // "in flight" to the proxy while the next one arrives.
-    let mut spec = spec(vault_provider(&format!("http://127.0.0.1:{}", proxy.port)), db_items(), free_port());
+    let mut spec = spec(vault_provider(&proxy.url()), db_items(), free_port());
     spec.start_deadline_seconds = 60;
     let signer = Signer::new();
     let agent = start_sidecar(root.path(), &spec, Some(&signer.token("vault")), None, &[]);
@@ -236,8 +240,132 @@ fn a_slow_provider_is_not_piled_on() {
     let sent = proxy.count();
     // Each answer takes 3 s and the agent waits for it before backing off: 3 at most in 7 s.
     assert!((1..=4).contains(&sent), "requests: {sent}");
-    assert_eq!(proxy.max_in_flight.load(std::sync::atomic::Ordering::SeqCst), 1, "never concurrent");
+    assert_eq!(proxy.max_in_flight(), 1, "never concurrent");
     drop(agent);
+}
+
+#[test]
+fn a_typo_fails_init_in_seconds_and_the_fallback_does_not_hide_it() {
+    let bao = Bao::start();
+    bao.put("app/db", json!({"username": "u", "password": "p"}));
+    let mut spec = spec(vault_token_provider(&bao.addr), vec![item("db-pass", "app/dbb", Some("password"))], 0);
+    spec.token_file = None;
+    spec.start_deadline_seconds = 60;
+    let root = tempfile::tempdir().unwrap();
+    let (code, stderr, elapsed) = run_once(root.path(), &spec, &[("VAULT_TOKEN", ROOT_TOKEN)]);
+    assert_eq!(code, 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line:\n{stderr}");
+    for part in ["provider vault", "secret/app/dbb", "not found", "HTTP 404", "not retried"] {
+        assert!(lines[0].contains(part), "`{part}` missing from: {}", lines[0]);
+    }
+    assert!(elapsed < Duration::from_secs(5), "a refusal is not retried until the 60 s deadline: {elapsed:?}");
+
+    // A missing key and a denied read fail as fast; a fallback Secret is not used for them.
+    let mut with_fallback = spec.clone();
+    with_fallback.fallback_dir = Some(secretmode::agent_spec::FALLBACK_DIR.into());
+    let no_read = bao.create_token(json!({"policies": ["default"], "ttl": "1h"}));
+    for (items, token, expect) in [
+        (vec![item("db-pass", "app/dbb", Some("password"))], ROOT_TOKEN.to_string(), "not found: HTTP 404"),
+        (
+            vec![item("db-pass", "app/db", Some("pasword"))],
+            ROOT_TOKEN.to_string(),
+            "invalid entry: key `pasword` not found",
+        ),
+        (vec![item("db-pass", "app/db", Some("password"))], no_read, "auth denied: HTTP 403"),
+    ] {
+        let mut s = with_fallback.clone();
+        s.items = items;
+        let root = tempfile::tempdir().unwrap();
+        prepare_root(root.path(), &s, None, Some(&BTreeMap::from([("db-pass", "fb-pass")])));
+        let (code, stderr, elapsed) = run_once(root.path(), &s, &[("VAULT_TOKEN", token.as_str())]);
+        assert_eq!(code, 1, "{expect}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expect) && stderr.contains("fallback not used"), "{expect}: {stderr}");
+        assert!(elapsed < Duration::from_secs(5), "{expect}: {elapsed:?}");
+        assert!(!root.path().join("var/run/secrets-cache/db-pass").exists(), "{expect}: no file from the fallback");
+    }
+}
+
+#[test]
+fn items_are_read_four_at_a_time_and_a_refresh_is_spread_but_swapped_once() {
+    let bao = Bao::start();
+    let names: Vec<String> = (0..12).map(|i| format!("s{i:02}")).collect();
+    for n in &names {
+        bao.put(&format!("app/{n}"), json!({"v": format!("{n}-v1")}));
+    }
+    let proxy = FaultProxy::start(&bao.hostport());
+    proxy.set_for("/v1/secret/data/", Fault::Delay(Duration::from_millis(400)));
+    let items: Vec<_> = names.iter().map(|n| item(n, &format!("app/{n}"), Some("v"))).collect();
+    let mut spec = spec(vault_token_provider(&proxy.url()), items, free_port());
+    spec.token_file = None;
+    spec.start_deadline_seconds = 30;
+    let env = [("VAULT_TOKEN", ROOT_TOKEN)];
+
+    // init: 12 reads of 0.4 s each, 4 at a time: about 1.2 s, not 4.8 s.
+    let root = tempfile::tempdir().unwrap();
+    let (code, stderr, elapsed) = run_once(root.path(), &spec, &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(proxy.max_in_flight(), 4, "bounded parallelism");
+    assert!(elapsed < Duration::from_secs(4), "12 slow reads in parallel: {elapsed:?}");
+
+    // sidecar: a refresh spreads its reads over a tenth of the interval (1 s of 10 s).
+    spec.refresh_interval_seconds = 10;
+    spec.max_staleness_seconds = 60;
+    let root = tempfile::tempdir().unwrap();
+    proxy.clear();
+    let agent = start_sidecar(root.path(), &spec, None, None, &env);
+    started(&agent);
+    let synced_reads = proxy.count_to("/v1/secret/data/");
+    proxy.set_for("/v1/secret/data/", Fault::Delay(Duration::from_millis(50)));
+    proxy.reset_max_in_flight();
+    for n in &names {
+        bao.put(&format!("app/{n}"), json!({"v": format!("{n}-v2")}));
+    }
+    let mount = agent.mount();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut seen = Vec::new();
+    wait_for("the rotated set", LONG, || {
+        let set = generation(&mount, &refs)?;
+        seen.push(set.clone());
+        set.values().all(|v| v.ends_with("-v2")).then_some(())
+    });
+    for set in &seen {
+        let v2 = set.values().filter(|v| v.ends_with("-v2")).count();
+        assert!(v2 == 0 || v2 == names.len(), "a reader saw a mixed generation: {set:?}");
+    }
+    let reads: Vec<_> =
+        proxy.seen().into_iter().filter(|s| s.path.contains("/v1/secret/data/")).skip(synced_reads).take(12).collect();
+    assert_eq!(reads.len(), 12);
+    let span = reads.last().unwrap().at - reads.first().unwrap().at;
+    assert!(span >= Duration::from_millis(800), "reads spread over the window, not a burst: {span:?}");
+    assert!(proxy.max_in_flight() <= 4, "{}", proxy.max_in_flight());
+    assert_eq!(agent.state(), "fresh");
+}
+
+#[test]
+fn status_file_readyz_and_metrics_turn_stale_together_between_refreshes() {
+    let bao = Bao::start();
+    bao.put("app/db", json!({"username": "u", "password": "p"}));
+    let proxy = FaultProxy::start(&bao.hostport());
+    let mut spec = spec(vault_token_provider(&proxy.url()), db_items(), free_port());
+    spec.token_file = None;
+    // A freshness budget shorter than the interval: the state turns stale with no fetch.
+    spec.refresh_interval_seconds = 60;
+    spec.max_staleness_seconds = 2;
+    let root = tempfile::tempdir().unwrap();
+    let agent = start_sidecar(root.path(), &spec, None, None, &[("VAULT_TOKEN", ROOT_TOKEN)]);
+    started(&agent);
+    assert_eq!(agent.state(), "fresh");
+    let requests = proxy.count();
+    let fresh_at = std::time::SystemTime::now();
+    wait_state(&agent, "stale", Duration::from_secs(10));
+    let became = fresh_at.elapsed().unwrap();
+    assert!(became < Duration::from_secs(4), "written when it happened, not at the next refresh: {became:?}");
+    assert_eq!(agent.get("/readyz"), (200, "stale\n".to_string()));
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"stale\""), Some(1.0));
+    assert_eq!(agent.metric("secretmode_agent_state", "state=\"fresh\""), Some(0.0));
+    assert_eq!(proxy.count(), requests, "no fetch happened: the status clock wrote it");
 }
 
 #[test]

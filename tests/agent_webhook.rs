@@ -222,3 +222,24 @@ impl Drop for KillGuard {
         let _ = self.0.wait();
     }
 }
+
+/// An init agent fetches once and exits, so nothing could report staleness: the webhook
+/// denies `max-staleness` on an init pod (naming it and the fix) instead of accepting a
+/// promise nobody keeps; on a sidecar it is the agent's freshness budget.
+#[test]
+fn max_staleness_is_for_the_sidecar_and_denied_for_init() {
+    let c = Config::builtin().unwrap();
+    let mut init = pod("init");
+    init["metadata"]["annotations"]["secrets/max-staleness"] = json!("10m");
+    match admit_pod(&init, NS, &c) {
+        Decision::Deny { message, .. } => {
+            assert!(message.contains("secrets/max-staleness: does not apply to mode init"), "{message}");
+            assert!(message.contains("use mode sidecar"), "{message}");
+        }
+        d => panic!("expected a denial, got {d:?}"),
+    }
+    let mut sidecar = pod("sidecar");
+    sidecar["metadata"]["annotations"]["secrets/max-staleness"] = json!("10m");
+    sidecar["metadata"]["annotations"]["secrets/refresh-interval"] = json!("1m");
+    assert!(matches!(admit_pod(&sidecar, NS, &c), Decision::Allow { .. }));
+}

@@ -49,45 +49,79 @@ pub fn rooted(root: Option<&Path>, path: &str) -> PathBuf {
     }
 }
 
-/// The agent's log filter: the user's level, with vaultrs/rustify span errors silenced (they
-/// repeat, without detail, every error the agent itself reports once with its cause).
+/// The agent's log filter: the user's level. Kept as a function so the agent's filter can
+/// differ from the webhook's without touching `main`.
 pub fn log_directives(level: &str) -> String {
-    format!("{level},vaultrs=off,rustify=off")
+    level.to_string()
 }
 
+/// Exit code of an init agent stopped by SIGTERM/SIGINT before its files were written: the
+/// shell's "terminated" code, because 0 would tell the kubelet (or a script) that the secrets
+/// are there.
+pub const EXIT_STOPPED: u8 = 143;
+
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    // One thread is plenty for a handful of requests, and keeps an idle sidecar's footprint
+    // small.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // First thing: from here on SIGTERM/SIGINT are handled (a clean exit), during start-up
+    // too; until the handlers exist the default action would kill the process mid-way.
+    let stop = {
+        let _in_runtime = rt.enter();
+        stop_signal()?
+    };
     let spec = AgentSpec::from_json(&args.spec).map_err(anyhow::Error::msg)?;
     if spec.items.is_empty() {
         anyhow::bail!("the agent spec lists no items");
     }
     let root = args.root.as_deref();
-    let agent = run::Agent::new(
+    let mut agent = run::Agent::new(
         spec.clone(),
         rooted(root, &spec.mount_path),
         spec.token_file.as_deref().map(|p| rooted(root, p)),
         spec.fallback_dir.as_deref().map(|p| rooted(root, p)),
         args.once,
     );
-    // One thread is plenty for a handful of sequential requests, and keeps an idle
-    // sidecar's footprint small.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     if args.once {
-        let mut agent = agent;
-        return Ok(match rt.block_on(agent.start()) {
-            Ok(run::Started::Synced) => ExitCode::SUCCESS,
-            Ok(run::Started::Fallback) => {
-                eprintln!("secretmode agent: started from the fallback Secret: provider unreachable (status fallback)");
-                ExitCode::SUCCESS
-            }
-            Err(line) => {
-                eprintln!("secretmode agent: {line}");
-                ExitCode::from(1)
+        // Exactly one line on stderr whatever happens (the success line is the info log).
+        let code = rt.block_on(async {
+            tokio::select! {
+                started = agent.start() => match started {
+                    Ok(run::Started::Synced) => ExitCode::SUCCESS,
+                    Ok(run::Started::Fallback(cause, _)) => {
+                        eprintln!("secretmode agent: started from the fallback Secret (status fallback): {}", crate::log_format::Printable(&cause));
+                        ExitCode::SUCCESS
+                    }
+                    Err(failed) => {
+                        eprintln!("secretmode agent: {}", crate::log_format::Printable(&failed.line));
+                        ExitCode::from(1)
+                    }
+                },
+                _ = stop => {
+                    eprintln!("secretmode agent: stopped by a signal before the secrets were written");
+                    ExitCode::from(EXIT_STOPPED)
+                }
             }
         });
+        return Ok(code);
     }
     let health = SocketAddr::new(args.health_address, spec.health_port);
-    rt.block_on(run::sidecar(agent, health))?;
+    rt.block_on(run::sidecar(agent, health, stop))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is called
+/// (inside a runtime), not when it is first awaited.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,4 +1,12 @@
 //! The refresh loop shared by `--once` (init) and the sidecar.
+//!
+//! Start-up retries outages until the start deadline and stops at the first refusal (a typo
+//! is reported in seconds, not after the deadline). The sidecar then refreshes every interval;
+//! while the provider is down it sends one cheap probe on a short, capped, jittered backoff
+//! and refreshes as soon as a probe is answered, so recovery takes seconds while the request
+//! rate of a long outage stays flat. Refusals, throttling and bad answers are retried on the
+//! slower backoff instead: probing cannot tell when they end. Writes are synchronous, so a
+//! SIGTERM (which drops the loop at its next await) never interrupts one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,11 +18,23 @@ use thiserror::Error;
 
 use super::backoff::Backoff;
 use super::fallback;
-use super::providers::{ErrorKind, FetchError, Provider};
+use super::providers::{Budget, ErrorKind, FetchError, Provider};
 use super::status::Status;
 use super::writer::{self, WriteError};
 use crate::agent_spec::AgentSpec;
 use crate::log_format::Printable;
+
+/// Recovery backoff while the provider is down: first probe after 1 s, bound doubling to
+/// 5 s, full jitter. One agent sends at most one probe a second, about one per 3 s on
+/// average, however long the outage lasts.
+pub const PROBE_FLOOR: Duration = Duration::from_secs(1);
+pub const PROBE_CAP: Duration = Duration::from_secs(5);
+/// Longest wait between direct refreshes while the provider's probe answers but its reads fail.
+pub const PARTIAL_CAP: Duration = Duration::from_secs(30);
+/// Start-up does not begin another attempt with less than this left before the deadline.
+pub const MIN_ATTEMPT: Duration = Duration::from_secs(1);
+/// Longest window one periodic refresh spreads its item reads over.
+pub const MAX_SPREAD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum RefreshError {
@@ -22,19 +42,20 @@ pub enum RefreshError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Write(#[from] WriteError),
-    #[error("no answer before the start deadline ({0}s)")]
-    Deadline(u64),
 }
 
 impl RefreshError {
-    /// Whether this looks like an outage (seed from the fallback) rather than a mistake
-    /// (wrong path, denied role, malformed entry), which a fallback would only hide.
-    fn is_outage(&self) -> bool {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            RefreshError::Fetch(e) => e.kind == ErrorKind::Unreachable,
-            RefreshError::Deadline(_) => true,
-            RefreshError::Write(_) => false,
+            RefreshError::Fetch(e) => e.kind,
+            RefreshError::Write(_) => ErrorKind::Config,
         }
+    }
+
+    /// An outage allows the fallback; a refusal (wrong path, denied role, malformed entry)
+    /// would only be hidden by it.
+    pub fn is_outage(&self) -> bool {
+        self.kind().is_outage()
     }
 }
 
@@ -54,7 +75,15 @@ pub struct Agent {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Started {
     Synced,
-    Fallback,
+    /// Seeded from the fallback Secret; the line says why (provider, path, cause).
+    Fallback(String, ErrorKind),
+}
+
+/// A start-up that neither synced nor fell back: the one line, and what the last error was.
+#[derive(Debug)]
+pub struct Failed {
+    pub line: String,
+    pub kind: ErrorKind,
 }
 
 impl Agent {
@@ -67,6 +96,10 @@ impl Agent {
     ) -> Agent {
         let status = Arc::new(Status::new(&spec));
         Agent { spec, mount, token_file, fallback_dir, status, provider: None, last_files: None, once }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(self.spec.refresh_interval_seconds.max(1))
     }
 
     fn describe_provider(&self) -> String {
@@ -93,16 +126,23 @@ impl Agent {
         format!("provider {} ({kind} at {at}) fetching {}", self.spec.provider_name, paths.join(", "))
     }
 
-    /// One refresh: fetch every item, write the set if it changed. Nothing on disk changes
-    /// unless every item was fetched and valid.
-    async fn refresh(&mut self) -> Result<bool, RefreshError> {
+    async fn provider(&mut self) -> Result<&mut Provider, FetchError> {
         if self.provider.is_none() {
-            let p = Provider::new(&self.spec.provider, self.token_file.clone(), self.status.metrics.requests.clone())
+            let p = Provider::new(&self.spec.provider, self.token_file.clone(), self.status.clone(), self.interval())
                 .await?;
             self.provider = Some(p);
         }
-        let Some(provider) = self.provider.as_mut() else { return Ok(false) };
-        let fetched = provider.fetch(&self.spec.items).await?;
+        match self.provider.as_mut() {
+            Some(p) => Ok(p),
+            None => Err(FetchError::new(ErrorKind::Config, "provider", "not initialised")),
+        }
+    }
+
+    /// One refresh: fetch every item, write the set if it changed. Nothing on disk changes
+    /// unless every item was fetched and valid.
+    async fn refresh(&mut self, budget: Budget) -> Result<bool, RefreshError> {
+        let items = self.spec.items.clone();
+        let fetched = self.provider().await?.fetch(&items, budget).await?;
         let changed = self.last_files.as_ref() != Some(&fetched.files) || !writer::has_data(&self.mount);
         if changed {
             writer::write_set(&self.mount, &fetched.files)?;
@@ -113,41 +153,39 @@ impl Agent {
     }
 
     fn write_status(&self) {
-        let json = self.status.to_json();
-        let bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
-        if let Err(e) = writer::write_status(&self.mount, &bytes) {
+        if let Err(e) = self.status.write_file(&self.mount) {
             tracing::warn!(error = %e, "cannot write the status file");
         }
     }
 
     fn fail(&self, e: &RefreshError) {
         let error = e.to_string();
-        self.status.record_failure(error.clone());
+        self.status.record_failure(error.clone(), e.kind().as_str(), false);
         self.write_status();
+        let class = if e.is_outage() { "outage" } else { "refusal" };
         // Provider answers are quoted in errors: escaped, they cannot split the log line.
         if self.once {
-            tracing::debug!(error = %Printable(&error), "attempt failed; retrying");
+            tracing::debug!(error = %Printable(&error), class, "attempt failed");
         } else {
-            tracing::warn!(error = %Printable(&error), state = self.status.state().as_str(), "refresh failed; keeping the last good files");
+            tracing::warn!(error = %Printable(&error), class, state = self.status.state().as_str(), "refresh failed; keeping the last good files");
         }
     }
 
-    /// First sync, retried with backoff until the start deadline; then the fallback if the
-    /// provider looked down. The error is the one line `--once` prints.
-    pub async fn start(&mut self) -> Result<Started, String> {
+    /// First sync: outages retried with backoff until the start deadline, a refusal not
+    /// retried; then the fallback if the provider was down. The error is the one line
+    /// `--once` prints: provider, the failing path and its cause.
+    pub async fn start(&mut self) -> Result<Started, Failed> {
         let started = Instant::now();
         let deadline_secs = self.spec.start_deadline_seconds.max(1);
         let deadline = started + Duration::from_secs(deadline_secs);
         let cap = (Duration::from_secs(deadline_secs) / 4).clamp(Duration::from_millis(500), Duration::from_secs(5));
         let mut backoff = Backoff::new(Duration::from_millis(500), cap);
+        let mut attempts = 0u32;
         self.write_status();
         let last = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = match tokio::time::timeout(remaining, self.refresh()).await {
-                Ok(r) => r,
-                Err(_) => Err(RefreshError::Deadline(deadline_secs)),
-            };
-            match result {
+            attempts += 1;
+            let budget = Budget { deadline: Some(deadline), spread: Duration::ZERO };
+            match self.refresh(budget).await {
                 Ok(_) => {
                     self.write_status();
                     tracing::info!(
@@ -159,119 +197,146 @@ impl Agent {
                 }
                 Err(e) => {
                     self.fail(&e);
+                    if !e.is_outage() {
+                        break e;
+                    }
+                    // An attempt needs time to finish: one cut short by the deadline would only
+                    // replace the real cause with "timed out".
                     let delay = backoff.next_delay();
-                    if Instant::now() + delay >= deadline {
+                    if Instant::now() + delay + MIN_ATTEMPT >= deadline {
                         break e;
                     }
                     tokio::time::sleep(delay).await;
                 }
             }
         };
-        let attempts = backoff.attempts();
-        let mut line = format!(
-            "{}: {last} (after {attempts} attempts in {:.1}s)",
-            self.describe_provider(),
-            started.elapsed().as_secs_f64()
-        );
+        let plural = if attempts == 1 { "" } else { "s" };
+        let how = if last.is_outage() {
+            format!("after {attempts} attempt{plural} in {:.1}s", started.elapsed().as_secs_f64())
+        } else {
+            format!("a refusal, not retried; {attempts} attempt{plural} in {:.1}s", started.elapsed().as_secs_f64())
+        };
+        let mut line = format!("{}: {last} ({how})", self.describe_provider());
         match &self.fallback_dir {
             Some(dir) if last.is_outage() => match fallback::load(dir, &self.spec.items) {
                 Ok(files) => match writer::write_set(&self.mount, &files) {
                     Ok(()) => {
                         self.status.record_fallback();
                         self.write_status();
-                        tracing::warn!(cause = %Printable(&line), "provider unreachable: started from the fallback Secret (state fallback); still trying the provider");
-                        return Ok(Started::Fallback);
+                        return Ok(Started::Fallback(line, last.kind()));
                     }
                     Err(e) => line.push_str(&format!("; fallback not usable: {e}")),
                 },
                 Err(why) => line.push_str(&format!("; fallback not usable: {why}")),
             },
-            Some(_) => line.push_str("; fallback not used: the provider answered, this is not an outage"),
+            Some(_) => line.push_str(&format!(
+                "; fallback not used: {} is the provider's answer, not an outage",
+                last.kind().as_str()
+            )),
             None => {}
         }
-        Err(line)
+        Err(Failed { line, kind: last.kind() })
     }
 
-    async fn refresh_now(&mut self) -> bool {
-        match self.refresh().await {
-            Ok(_) => {
-                self.write_status();
-                true
-            }
-            Err(e) => {
-                self.fail(&e);
-                false
-            }
-        }
-    }
-
-    /// The sidecar's endless loop: refresh every interval; on failure keep the files and
-    /// retry with backoff capped at the interval. Returns only on SIGTERM/SIGINT.
-    pub async fn refresh_forever(&mut self, mut synced: bool) {
-        let interval = Duration::from_secs(self.spec.refresh_interval_seconds.max(1));
-        // Capped at two intervals with the floor at half of one: full jitter then averages about
-        // one interval, so a long outage never raises the provider request rate above the
-        // steady refresh rate (measured by bench/agent_load.py); early retries still come sooner.
+    /// The sidecar's endless loop (dropped on SIGTERM). `last` is the error that ended the
+    /// start-up, `None` if it synced.
+    pub async fn refresh_forever(&mut self, last: Option<ErrorKind>) {
+        let interval = self.interval();
+        // Refusals and throttling: capped at two intervals with the floor at half of one, so
+        // the delays average about one interval and never raise the request rate above the
+        // steady refresh rate.
         let floor = (interval / 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
-        let mut backoff = Backoff::new(floor, interval.saturating_mul(2));
-        let mut stop = std::pin::pin!(shutdown());
+        let mut slow = Backoff::new(floor, interval.saturating_mul(2));
+        let mut quick = Backoff::new(PROBE_FLOOR, PROBE_CAP);
+        // Reads failing while the probe says the provider is up (its health endpoint answers,
+        // its reads do not): probing cannot tell when that ends, so refresh directly, capped
+        // at the interval or 30 s.
+        let mut partial = Backoff::new(PROBE_FLOOR, interval.clamp(PROBE_CAP, PARTIAL_CAP));
         let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        // Pods of one rollout sync within the same second; without spreading their first
-        // refresh over half an interval they would hit the provider together every interval.
-        let mut spread_first = synced;
+        let spread = (interval / 10).min(MAX_SPREAD);
+        let mut probe_first = last.is_some_and(ErrorKind::is_down);
+        let mut synced = last.is_none();
+        let mut last_probe_error = String::new();
+        let mut next_at = match last {
+            // Pods of one rollout sync within the same second; without spreading their first
+            // refresh over half an interval they would hit the provider together every interval.
+            None => Instant::now() + interval - Duration::from_millis(fastrand::u64(0..=millis / 2)),
+            Some(k) if k.is_down() => Instant::now() + quick.next_delay(),
+            Some(_) => Instant::now() + slow.next_delay(),
+        };
         loop {
-            let wait = if synced && spread_first {
-                spread_first = false;
-                interval - Duration::from_millis(fastrand::u64(0..=millis / 2))
-            } else if synced {
-                // Up to 10% early, never late: keeps the "rotation visible within one
-                // interval" promise while the phases drift further apart.
-                interval - Duration::from_millis(fastrand::u64(0..=millis / 10))
-            } else {
-                backoff.next_delay()
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = &mut stop => {
-                    tracing::info!("shutting down");
-                    return;
+            let maintenance = self.provider.as_ref().and_then(Provider::next_maintenance);
+            let wake = maintenance.map_or(next_at, |m| m.min(next_at));
+            tokio::time::sleep_until(wake.into()).await;
+            if Instant::now() < next_at {
+                // Only the credentials are due (a token TTL shorter than the interval).
+                if let Some(p) = self.provider.as_mut() {
+                    p.maintain().await;
+                }
+                continue;
+            }
+            let mut probed = false;
+            if probe_first {
+                let items = self.spec.items.clone();
+                let result = match self.provider().await {
+                    Ok(p) => p.probe(&items).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(e) => {
+                        let text = e.to_string();
+                        self.status.record_failure(text.clone(), e.kind.as_str(), true);
+                        self.write_status();
+                        if text != last_probe_error {
+                            tracing::warn!(error = %Printable(&text), state = self.status.state().as_str(), "provider still down; probing");
+                            last_probe_error = text;
+                        }
+                        next_at = Instant::now() + quick.next_delay();
+                        continue;
+                    }
+                    Ok(()) => {
+                        self.status.record_probe_up();
+                        probed = true;
+                    }
                 }
             }
-            match self.refresh().await {
+            // Steady state spreads the reads; a recovery does not wait (the probes' jitter
+            // already spreads the pods coming back).
+            let spread = if synced { spread } else { Duration::ZERO };
+            match self.refresh(Budget { deadline: None, spread }).await {
                 Ok(changed) => {
                     if changed {
                         tracing::info!(items = self.spec.items.len(), "new secret versions written");
                     }
-                    if !synced || backoff.attempts() > 0 {
+                    if probe_first || slow.attempts() > 0 {
                         tracing::info!("provider answering again; state fresh");
                     }
+                    probe_first = false;
                     synced = true;
-                    backoff.reset();
+                    last_probe_error.clear();
+                    slow.reset();
+                    quick.reset();
+                    partial.reset();
                     self.write_status();
+                    // Up to 10% early, never late: keeps the "rotation visible within one
+                    // interval" promise while the phases drift further apart.
+                    next_at = Instant::now() + interval - Duration::from_millis(fastrand::u64(0..=millis / 10));
                 }
                 Err(e) => {
-                    synced = false;
                     self.fail(&e);
+                    synced = false;
+                    let delay = match (e.kind().is_down(), probed) {
+                        (true, false) => quick.next_delay(),
+                        (true, true) => partial.next_delay(),
+                        (false, _) => slow.next_delay(),
+                    };
+                    probe_first = e.kind().is_down() && !probed;
+                    next_at = Instant::now() + delay;
                 }
             }
         }
     }
-}
 
-async fn shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending().await,
-    }
-}
-
-impl Agent {
     /// A restarted sidecar finds its previous files in the pod's volume: adopt them if every
     /// item is there, so `/startup` passes at once and the app keeps its last good values
     /// even if the provider is down right now.
@@ -288,30 +353,93 @@ impl Agent {
         tracing::info!(state = self.status.state().as_str(), "restarted: serving the files from the previous run");
         true
     }
+
+    /// Rewrites status.json when the state changes by itself (fresh or failing turning
+    /// stale), so the file, `/readyz` and the metrics agree between refreshes too.
+    /// It also reports credentials that will expire without the agent being able to renew or
+    /// replace them, once, as soon as that is known.
+    async fn status_clock(status: Arc<Status>, mount: PathBuf) {
+        let mut written = (status.state(), status.credentials());
+        let mut reported_expiry = None;
+        loop {
+            let wait =
+                status.next_transition().map(|d| d + Duration::from_millis(5)).unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = status.changed.notified() => {}
+            }
+            let now = (status.state(), status.credentials());
+            if now != written {
+                if let Err(e) = status.write_file(&mount) {
+                    tracing::warn!(error = %e, "cannot write the status file");
+                }
+                if now.0 == super::status::State::Stale && written.0 != now.0 {
+                    tracing::warn!("state stale: no successful refresh within max-staleness");
+                }
+                written = now;
+            }
+            if let Some(c) = status.credentials().filter(|c| c.expiring) {
+                if reported_expiry != Some(c.expires_at) {
+                    reported_expiry = Some(c.expires_at);
+                    let at = c.expires_at.map(super::status::rfc3339).unwrap_or_default();
+                    let left = c.expires_at.and_then(|t| t.duration_since(std::time::SystemTime::now()).ok());
+                    tracing::warn!(
+                        method = c.method,
+                        expires_at = %at,
+                        seconds_left = left.map_or(0, |d| d.as_secs()),
+                        "the provider token expires and cannot be renewed past that: reads will fail then; give the pod a renewable token with a longer max TTL, or use kubernetes auth"
+                    );
+                }
+            }
+        }
+    }
 }
 
-/// Runs the sidecar: health server, start-up, then refresh forever.
-pub async fn sidecar(mut agent: Agent, health: SocketAddr) -> anyhow::Result<()> {
+/// Runs the sidecar until `stop` resolves: health server, start-up, then refresh forever.
+pub async fn sidecar(
+    mut agent: Agent,
+    health: SocketAddr,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let addr = super::health::serve(health, agent.status.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {health} for health and metrics: {e}"))?;
     tracing::info!(%addr, provider = %agent.spec.provider_name, items = agent.spec.items.len(), "sidecar started");
-    if agent.adopt_previous() {
-        // Refresh right away rather than after a full interval.
-        let ok = agent.refresh_now().await;
-        agent.refresh_forever(ok).await;
-        return Ok(());
-    }
-    let synced = match agent.start().await {
-        Ok(Started::Synced) => true,
-        Ok(Started::Fallback) => false,
-        Err(line) => {
-            // Never exit: the startup probe keeps the app waiting and the kubelet decides.
-            tracing::error!("{line}; still trying");
-            false
+    tokio::spawn(Agent::status_clock(agent.status.clone(), agent.mount.clone()));
+    let work = async {
+        if agent.adopt_previous() {
+            // Refresh right away rather than after a full interval.
+            let last = match agent.refresh(Budget::default()).await {
+                Ok(_) => {
+                    agent.write_status();
+                    None
+                }
+                Err(e) => {
+                    agent.fail(&e);
+                    Some(e.kind())
+                }
+            };
+            agent.refresh_forever(last).await;
+            return;
         }
+        let last = match agent.start().await {
+            Ok(Started::Synced) => None,
+            Ok(Started::Fallback(cause, kind)) => {
+                tracing::warn!(cause = %Printable(&cause), "provider unreachable: started from the fallback Secret (state fallback); still trying the provider");
+                Some(kind)
+            }
+            Err(failed) => {
+                // Never exit: the startup probe keeps the app waiting and the kubelet decides.
+                tracing::error!("{}; still trying", Printable(&failed.line));
+                Some(failed.kind)
+            }
+        };
+        agent.refresh_forever(last).await;
     };
-    agent.refresh_forever(synced).await;
+    tokio::select! {
+        _ = work => {}
+        _ = stop => tracing::info!("SIGTERM: shutting down"),
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! the health endpoints and the metrics, so the three always agree. It holds references and
 //! versions only, never a value.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
+use super::writer::{self, WriteError};
 use crate::agent_spec::AgentSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,19 @@ pub struct ItemVersion {
     pub version: Option<String>,
 }
 
+/// What the agent knows about its provider credentials (never the credentials themselves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// `token`, `kubernetes`, `jwt`, `webIdentity`, `chain`.
+    pub method: &'static str,
+    /// When they expire, if they do and it is known.
+    pub expires_at: Option<SystemTime>,
+    /// The agent extends or replaces them before they expire (renewal or a new login).
+    pub renewable: bool,
+    /// They will expire and the agent can neither renew nor replace them: reads fail then.
+    pub expiring: bool,
+}
+
 #[derive(Debug)]
 struct Inner {
     source: Option<Source>,
@@ -61,8 +76,10 @@ struct Inner {
     seeded_at: Option<SystemTime>,
     last_attempt: Option<SystemTime>,
     last_error: Option<String>,
+    last_error_kind: Option<&'static str>,
     consecutive_failures: u64,
     versions: Vec<ItemVersion>,
+    credentials: Option<Credentials>,
 }
 
 /// Prometheus metrics; `requests` is handed to the provider client, which counts every
@@ -71,9 +88,12 @@ struct Inner {
 pub struct Metrics {
     pub refreshes: Family<Vec<(String, String)>, Counter>,
     pub requests: Counter,
+    probes: Family<Vec<(String, String)>, Counter>,
     cache_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     state: Family<Vec<(String, String)>, Gauge>,
+    credentials_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
+    credentials_expiring: Gauge,
 }
 
 #[derive(Debug)]
@@ -84,6 +104,10 @@ pub struct Status {
     max_staleness: Duration,
     inner: Mutex<Inner>,
     pub metrics: Metrics,
+    /// Woken on every change, so the status clock recomputes when the next state change is due.
+    pub changed: tokio::sync::Notify,
+    /// One writer of status.json at a time (the loop and the status clock).
+    file: Mutex<()>,
 }
 
 impl Status {
@@ -99,10 +123,14 @@ impl Status {
                 seeded_at: None,
                 last_attempt: None,
                 last_error: None,
+                last_error_kind: None,
                 consecutive_failures: 0,
                 versions: Vec::new(),
+                credentials: None,
             }),
             metrics: Metrics::default(),
+            changed: tokio::sync::Notify::new(),
+            file: Mutex::new(()),
         }
     }
 
@@ -118,20 +146,72 @@ impl Status {
         i.last_success = Some(now);
         i.last_attempt = Some(now);
         i.last_error = None;
+        i.last_error_kind = None;
         i.consecutive_failures = 0;
         i.versions = versions;
         drop(i);
         self.count("success");
+        self.changed.notify_one();
     }
 
-    /// `message` must already be free of values (provider errors are built that way).
-    pub fn record_failure(&self, message: String) {
+    /// A failed refresh, or (`probe`) a failed probe while the provider is down. `message`
+    /// must already be free of values (provider errors are built that way); `kind` is the
+    /// error kind's name.
+    pub fn record_failure(&self, message: String, kind: &'static str, probe: bool) {
         let mut i = self.lock();
         i.last_attempt = Some(SystemTime::now());
         i.last_error = Some(message);
+        i.last_error_kind = Some(kind);
         i.consecutive_failures = i.consecutive_failures.saturating_add(1);
         drop(i);
-        self.count("failure");
+        if probe {
+            self.count_probe("down");
+        } else {
+            self.count("failure");
+        }
+        self.changed.notify_one();
+    }
+
+    /// A probe found the provider answering again (a refresh follows).
+    pub fn record_probe_up(&self) {
+        self.count_probe("up");
+    }
+
+    fn count_probe(&self, outcome: &str) {
+        self.metrics.probes.get_or_create(&vec![("outcome".to_string(), outcome.to_string())]).inc();
+    }
+
+    /// Records what is known about the credentials; true if it changed.
+    pub fn record_credentials(&self, c: Credentials) -> bool {
+        let mut i = self.lock();
+        let changed = i.credentials.as_ref() != Some(&c);
+        i.credentials = Some(c);
+        drop(i);
+        if changed {
+            self.changed.notify_one();
+        }
+        changed
+    }
+
+    pub fn credentials(&self) -> Option<Credentials> {
+        self.lock().credentials.clone()
+    }
+
+    /// How long until the state changes by itself (fresh or failing turning stale), if it will.
+    pub fn next_transition(&self) -> Option<Duration> {
+        let i = self.lock();
+        if i.source != Some(Source::Provider) {
+            return None;
+        }
+        let stale_at = i.last_success? + self.max_staleness;
+        stale_at.duration_since(SystemTime::now()).ok()
+    }
+
+    /// Writes status.json (never a value) from the current record.
+    pub fn write_file(&self, mount: &Path) -> Result<(), WriteError> {
+        let _one = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = serde_json::to_vec_pretty(&self.to_json()).unwrap_or_default();
+        writer::write_status(mount, &bytes)
     }
 
     pub fn record_fallback(&self) {
@@ -142,6 +222,7 @@ impl Status {
         i.versions = self.spec_items.iter().map(|(n, _, _)| ItemVersion { name: n.clone(), version: None }).collect();
         drop(i);
         self.count("fallback");
+        self.changed.notify_one();
     }
 
     fn count(&self, outcome: &str) {
@@ -241,8 +322,15 @@ impl Status {
             "lastAttempt": i.last_attempt.map(rfc3339),
             "seededFromFallbackAt": i.seeded_at.map(rfc3339),
             "lastError": i.last_error,
+            "lastErrorKind": i.last_error_kind,
             "consecutiveFailures": i.consecutive_failures,
             "maxStalenessSeconds": self.max_staleness.as_secs(),
+            "credentials": i.credentials.as_ref().map(|c| json!({
+                "method": c.method,
+                "expiresAt": c.expires_at.map(rfc3339),
+                "renewable": c.renewable,
+                "expiring": c.expiring,
+            })),
             "items": items,
         })
     }
@@ -250,7 +338,17 @@ impl Status {
     /// Prometheus text exposition; gauges are computed at scrape time so they are never stale.
     pub fn render_metrics(&self) -> String {
         let state = self.state();
-        let last_success = self.lock().last_success;
+        let (last_success, credentials) = {
+            let i = self.lock();
+            (i.last_success, i.credentials.clone())
+        };
+        let expiry = credentials
+            .as_ref()
+            .and_then(|c| c.expires_at)
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        self.metrics.credentials_expiry.set(expiry.unwrap_or(0.0));
+        self.metrics.credentials_expiring.set(i64::from(credentials.is_some_and(|c| c.expiring)));
         let age_secs = self.cache_age().map(|d| d.as_secs_f64()).unwrap_or(-1.0);
         self.metrics.cache_age.set(age_secs);
         let last_ts = last_success.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
@@ -281,6 +379,21 @@ impl Status {
             self.metrics.refreshes.clone(),
         );
         sub.register("provider_requests", "HTTP requests sent to the provider", self.metrics.requests.clone());
+        sub.register(
+            "probes",
+            "Cheap requests while the provider is down, by outcome (up, down)",
+            self.metrics.probes.clone(),
+        );
+        sub.register(
+            "credentials_expiry_timestamp_seconds",
+            "Unix time the provider credentials expire (0: never, or unknown)",
+            self.metrics.credentials_expiry.clone(),
+        );
+        sub.register(
+            "credentials_expiring",
+            "1 when the credentials will expire and the agent can neither renew nor replace them",
+            self.metrics.credentials_expiring.clone(),
+        );
         sub.register(
             "state",
             "1 for the current state (starting, fresh, failing, stale, fallback)",
@@ -355,8 +468,10 @@ mod tests {
             seeded_at: None,
             last_attempt: None,
             last_error: None,
+            last_error_kind: None,
             consecutive_failures: 0,
             versions: vec![],
+            credentials: None,
         }
     }
 

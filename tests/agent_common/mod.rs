@@ -1,23 +1,22 @@
 //! Helpers for the agent tests: real OpenBao (`bao server -dev`) and moto servers on
 //! loopback, a JWT signer whose key OpenBao trusts, the agent binary as a child process, and
-//! a counting proxy. Everything started here is killed on drop.
+//! the fault-injecting proxy ([`fault_proxy`]). Everything started here is killed on drop.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 #[path = "../support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use secretmode::agent_spec::{AgentItem, AgentSpec, SPEC_VERSION};
-use secretmode::config::{ProviderConfig, VaultAuth, VaultProvider};
+use secretmode::config::{ProviderConfig, SecretKeyRef, VaultAuth, VaultProvider};
 use serde_json::{json, Value};
 
 pub use support::{free_port, venv_bin};
@@ -232,6 +231,18 @@ impl Bao {
     pub fn provider(&self) -> ProviderConfig {
         vault_provider(&self.addr)
     }
+
+    /// `127.0.0.1:<port>`, for a proxy in front of it.
+    pub fn hostport(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A token created by root with `body` (`ttl`, `renewable`, `explicit_max_ttl`, ...).
+    pub fn create_token(&self, body: Value) -> String {
+        let (code, out) = self.api("POST", "auth/token/create", Some(body));
+        assert!((200..300).contains(&code), "create token: {code} {out}");
+        out["auth"]["client_token"].as_str().expect("client_token").to_string()
+    }
 }
 
 pub fn vault_provider(addr: &str) -> ProviderConfig {
@@ -242,6 +253,15 @@ pub fn vault_provider(addr: &str) -> ProviderConfig {
         ca_pem: None,
         auth: VaultAuth::Jwt { mount: "jwt".into(), role: ROLE.into(), audience: "vault".into() },
     })
+}
+
+/// The Vault provider at `addr` with token auth (`VAULT_TOKEN`).
+pub fn vault_token_provider(addr: &str) -> ProviderConfig {
+    let mut p = vault_provider(addr);
+    if let ProviderConfig::Vault(v) = &mut p {
+        v.auth = VaultAuth::Token { secret_ref: SecretKeyRef { name: "vault-token".into(), key: "token".into() } };
+    }
+    p
 }
 
 pub fn item(name: &str, path: &str, key: Option<&str>) -> AgentItem {
@@ -317,6 +337,24 @@ impl AgentProc {
         self.child = None;
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.0.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the exit: (status, time to exit), or None
+    /// if it did not exit (it is then killed on drop).
+    pub fn terminate(&mut self, grace: Duration) -> Option<(ExitStatus, Duration)> {
+        let child = &mut self.child.as_mut()?.0;
+        let sent = Instant::now();
+        signal(child.id(), "TERM");
+        wait_exit(child, grace).map(|s| (s, sent.elapsed()))
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.0.try_wait().ok().flatten().is_none())
+    }
+
     /// Asserts that no secret value (from `values`) appears in the logs, status or metrics.
     pub fn assert_no_values(&self, values: &[&str]) {
         let status = self.status().to_string();
@@ -328,6 +366,37 @@ impl AgentProc {
             assert!(!logs.contains(v), "logs contain a value: {logs}");
         }
     }
+}
+
+/// `kill -<sig> <pid>`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().map(|s| s.success());
+    assert!(matches!(ok, Ok(true)), "kill -{sig} {pid}: {ok:?}");
+}
+
+/// Waits up to `timeout` for `child` to exit.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The file set on disk as one reader that resolves `..data` once sees it: item -> content.
+/// None when there is no `..data` yet.
+pub fn generation(mount: &Path, items: &[&str]) -> Option<BTreeMap<String, String>> {
+    let dir = mount.join(std::fs::read_link(mount.join("..data")).ok()?);
+    let mut out = BTreeMap::new();
+    for i in items {
+        out.insert(i.to_string(), std::fs::read_to_string(dir.join(i)).ok()?);
+    }
+    Some(out)
 }
 
 pub fn agent_bin() -> &'static str {
@@ -376,6 +445,22 @@ pub fn prepare_root(root: &Path, spec: &AgentSpec, token: Option<&str>, fallback
     }
 }
 
+/// Starts `secretmode agent --once` without waiting; stderr goes to `<root>/once.log`.
+pub fn spawn_once(root: &Path, spec: &AgentSpec, extra_env: &[(&str, &str)]) -> Child {
+    let log = std::fs::File::create(root.join("once.log")).unwrap();
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(["agent", "--once"])
+        .env("SECRETMODE_AGENT_SPEC", serde_json::to_string(spec).unwrap())
+        .env("SECRETMODE_AGENT_ROOT", root)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start agent --once")
+}
+
 /// Runs `secretmode agent --once`; returns (exit code, stderr, elapsed).
 pub fn run_once(root: &Path, spec: &AgentSpec, extra_env: &[(&str, &str)]) -> (i32, String, Duration) {
     let start = Instant::now();
@@ -389,86 +474,6 @@ pub fn run_once(root: &Path, spec: &AgentSpec, extra_env: &[(&str, &str)]) -> (i
     }
     let out = cmd.output().expect("run agent --once");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string(), start.elapsed())
-}
-
-/// A loopback TCP proxy in front of a provider that counts HTTP requests and can answer
-/// 503 itself, answer slowly, or forward. Tracks the most requests in flight at once.
-pub struct Proxy {
-    pub port: u16,
-    pub requests: Arc<AtomicUsize>,
-    pub max_in_flight: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-#[derive(Clone, Copy)]
-pub enum ProxyMode {
-    /// Answer every request with 503 at once.
-    Error,
-    /// Wait this long, then answer 503.
-    Slow(Duration),
-}
-
-impl Proxy {
-    pub fn start(mode: ProxyMode) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let max_in_flight = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, f, m, s) = (requests.clone(), in_flight.clone(), max_in_flight.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        let (r, f, m) = (r.clone(), f.clone(), m.clone());
-                        std::thread::spawn(move || {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-                            let mut buf = [0u8; 8192];
-                            // One request per read is enough: the agent sends small requests.
-                            while let Ok(n) = conn.read(&mut buf) {
-                                if n == 0 {
-                                    break;
-                                }
-                                if !buf[..n].windows(5).any(|w| w == b"HTTP/") {
-                                    continue;
-                                }
-                                r.fetch_add(1, Ordering::SeqCst);
-                                let now = f.fetch_add(1, Ordering::SeqCst) + 1;
-                                m.fetch_max(now, Ordering::SeqCst);
-                                if let ProxyMode::Slow(d) = mode {
-                                    std::thread::sleep(d);
-                                }
-                                f.fetch_sub(1, Ordering::SeqCst);
-                                let body = "{\"errors\":[\"proxy: provider unavailable\"]}";
-                                let resp = format!(
-                                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                                    body.len()
-                                );
-                                if conn.write_all(resp.as_bytes()).is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        Proxy { port, requests, max_in_flight, stop }
-    }
-
-    pub fn count(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
 }
 
 /// A real moto server (AWS APIs incl. Secrets Manager and STS) on a loopback port.
@@ -493,6 +498,11 @@ impl Moto {
             http("GET", &url, &[], None).ok().filter(|(c, _)| *c == 200).map(|_| ())
         });
         Moto { _child: child, endpoint }
+    }
+
+    /// `127.0.0.1:<port>`, for a proxy in front of it.
+    pub fn hostport(&self) -> String {
+        self.endpoint.trim_start_matches("http://").to_string()
     }
 
     pub fn aws_provider(&self, auth: secretmode::config::AwsAuth) -> ProviderConfig {
