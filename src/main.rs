@@ -15,10 +15,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "secretmode", version, about = "Choose per workload how secrets reach pods, and so how they fail")]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "SECRETMODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Global options", env = "SECRETMODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level or env-filter directive; RUST_LOG overrides it.
-    #[arg(long, global = true, env = "SECRETMODE_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, help_heading = "Global options", env = "SECRETMODE_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[command(subcommand)]
     command: Command,
