@@ -144,7 +144,7 @@ pub fn format(d: Duration) -> String {
     out
 }
 
-/// [`format`] to the millisecond, for elapsed times, budgets and lifetimes in logs and
+/// [`format()`] to the millisecond, for elapsed times, budgets and lifetimes in logs and
 /// messages (`9s812ms` rather than `9s812ms345us678ns`).
 pub fn format_ms(d: Duration) -> String {
     format(Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
