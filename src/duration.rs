@@ -144,6 +144,12 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// [`format()`] to the millisecond, for elapsed times, budgets and lifetimes in logs and
+/// messages (`9s812ms` rather than `9s812ms345us678ns`).
+pub fn format_ms(d: Duration) -> String {
+    format(Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+}
+
 /// A Unix time in seconds as RFC 3339 UTC (`2026-11-23T20:24:01Z`), how Kubernetes writes
 /// times; the number itself if it is out of range.
 pub fn rfc3339(unix_secs: i64) -> String {
@@ -312,6 +318,10 @@ mod tests {
             assert_eq!(format(parse(s).unwrap()), s);
         }
         assert_eq!(format(parse("1.5h").unwrap()), "1h30m");
+        assert_eq!(format_ms(Duration::from_nanos(9_812_345_678)), "9s812ms");
+        assert_eq!(format_ms(Duration::from_secs_f64(1.9)), "1s900ms");
+        assert_eq!(format_ms(Duration::from_secs(10)), "10s");
+        assert_eq!(format_ms(Duration::from_micros(300)), "0s");
     }
 
     #[test]

@@ -88,13 +88,13 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
     check_platform(spec, plan, config)?;
     let desired = desired(pod, plan, config, ctx)?;
     check_reserved(&volumes, &app_containers, &init_containers, &desired)?;
-    let targets = target_containers(&app_containers, plan)?;
+    let targets = target_containers(&app_containers, &init_containers, plan, &config.annotation_prefix)?;
 
     let mut ops = Vec::new();
     // Container ops come before the agent's insert-first, which shifts container indices.
     for index in targets {
         if let Some(container) = app_containers.get(index).and_then(|(_, c)| c.as_object()) {
-            wire_container(container, index, &desired, &plan.mount_path, &mut ops)?;
+            wire_container(container, index, &desired, &plan.mount_path, &config.annotation_prefix, &mut ops)?;
         }
     }
     let missing_volumes: Vec<&Volume> =
@@ -577,25 +577,42 @@ fn other_injection(what: &str, difference: &owned::Difference) -> Result<(), Inj
     )
 }
 
-/// Indices of the regular containers that receive mount and env.
-fn target_containers(containers: &[(&str, &JsonRef<'_>)], plan: &Plan) -> Result<Vec<usize>, InjectError> {
-    match &plan.containers {
-        None => Ok(containers
+/// Indices of the regular containers that receive mount and env. A name in
+/// `<prefix>/containers` that is an init container is refused as such: no mode mounts into
+/// init containers (the init agent runs first, but only regular containers get the files).
+fn target_containers(
+    containers: &[(&str, &JsonRef<'_>)],
+    init_containers: &[(&str, &JsonRef<'_>)],
+    plan: &Plan,
+    prefix: &str,
+) -> Result<Vec<usize>, InjectError> {
+    let Some(wanted) = &plan.containers else {
+        return Ok(containers
             .iter()
             .enumerate()
             .filter(|(_, (name, _))| !name.starts_with(RESERVED_PREFIX))
             .map(|(i, _)| i)
-            .collect()),
-        Some(wanted) => wanted
-            .iter()
-            .map(|w| {
-                containers.iter().position(|(n, _)| n == w).ok_or_else(|| InjectError::Denied {
-                    problem: format!("secrets/containers names {w:?}, which is not a container of this pod"),
-                    fix: format!("name one of: {}", containers.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
-                })
-            })
-            .collect(),
-    }
+            .collect());
+    };
+    let regular = || {
+        containers.iter().map(|(n, _)| *n).filter(|n| !n.starts_with(RESERVED_PREFIX)).collect::<Vec<_>>().join(", ")
+    };
+    wanted
+        .iter()
+        .map(|w| {
+            if let Some(i) = containers.iter().position(|(n, _)| n == w) {
+                return Ok(i);
+            }
+            let problem = if init_containers.iter().any(|(n, _)| n == w) {
+                format!(
+                    "{prefix}/containers names {w:?}, which is an init container: secrets are mounted into regular containers (spec.containers) only, in every mode"
+                )
+            } else {
+                format!("{prefix}/containers names {w:?}, which is not a container of this pod")
+            };
+            deny(problem, format!("name regular containers only, from: {}", regular()))
+        })
+        .collect()
 }
 
 /// The ops that add the read-only mount and the env vars to app container `index`, once.
@@ -606,6 +623,7 @@ fn wire_container(
     index: usize,
     desired: &Desired,
     mount_path: &str,
+    prefix: &str,
     ops: &mut Vec<PatchOp>,
 ) -> Result<(), InjectError> {
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
@@ -626,7 +644,7 @@ fn wire_container(
         } else if paths_overlap(m_path, mount_path) {
             return deny(
                 format!("container {name} already mounts {m_name} at {m_path}, which overlaps the secrets directory {mount_path}"),
-                "set secrets/mount-path to a directory of its own",
+                format!("set {prefix}/mount-path to a directory of its own"),
             );
         }
     }

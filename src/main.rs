@@ -15,10 +15,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "secretmode", version, about = "Choose per workload how secrets reach pods, and so how they fail")]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, env = "SECRETMODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Global options", env = "SECRETMODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log level or env-filter directive; RUST_LOG overrides it.
-    #[arg(long, global = true, env = "SECRETMODE_LOG_LEVEL", default_value = "info")]
+    #[arg(long, global = true, help_heading = "Global options", env = "SECRETMODE_LOG_LEVEL", default_value = "info")]
     log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -30,16 +30,28 @@ enum Command {
     Serve(server::ServeArgs),
     /// Run the webhook's decision offline and print the result.
     ///
-    /// Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob,
-    /// ReplicationController; other objects pass through) are printed patched, in the input's
-    /// format. An AdmissionReview is answered exactly as `serve` answers it: the
+    /// Reads files, directories (recursively: .yaml, .yml, .json) and stdin (`-`), as `audit`
+    /// does. Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob,
+    /// ReplicationController) are printed patched, every other object unchanged, in input
+    /// order: one multi-document YAML stream, or JSON when every input is JSON. When any
+    /// object is denied, nothing is printed: every denial goes to stderr, exit code 1.
+    /// An AdmissionReview (alone in the input) is answered exactly as `serve` answers it: the
     /// AdmissionReview response (uid echoed, base64 patch, warnings) for any operation, kind or
-    /// subresource, and the same error for a review `serve` refuses. Warnings go to stderr; a
-    /// denial goes to stderr with exit code 1; unreadable input is exit code 2.
+    /// subresource, and the same error for a review `serve` refuses. Warnings go to stderr;
+    /// unreadable input is exit code 2.
     Mutate {
-        /// Pod, workload(s) or AdmissionReview, YAML or JSON; `-` for stdin.
-        #[arg(short = 'f', long = "file", env = "SECRETMODE_MUTATE_FILE")]
-        file: PathBuf,
+        /// Files or directories; `-` for stdin.
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// The same as the paths, as kubectl takes them: `-f FILE_OR_DIR`, repeatable.
+        #[arg(
+            short = 'f',
+            long = "filename",
+            visible_alias = "file",
+            value_name = "PATH",
+            env = "SECRETMODE_MUTATE_FILE"
+        )]
+        files: Vec<PathBuf>,
         /// Namespace of manifests that have no metadata.namespace (required for them: it picks
         /// the policy rule and goes into the agent's provider role); must match the ones that
         /// do. Not accepted with an AdmissionReview, which carries request.namespace.
@@ -78,8 +90,9 @@ fn main() -> ExitCode {
     let log = telemetry::init(cli.log_format, &log_level, writer);
     let result = match cli.command {
         Command::Serve(args) => server::run(args),
-        Command::Mutate { file, namespace, patch, config } => {
-            run_mutate(&file, namespace.as_deref(), patch, config.as_deref())
+        Command::Mutate { paths, files, namespace, patch, config } => {
+            let paths: Vec<PathBuf> = paths.into_iter().chain(files).collect();
+            run_mutate(&paths, namespace.as_deref(), patch, config.as_deref())
         }
         Command::Agent(args) => agent::run(args),
         Command::AgentWait(args) => agent::run_wait(args),
@@ -102,20 +115,22 @@ fn main() -> ExitCode {
 }
 
 fn run_mutate(
-    file: &std::path::Path,
+    paths: &[PathBuf],
     namespace: Option<&str>,
     patch: bool,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load_or_builtin(config)?;
-    let out = mutate_cmd::run(&mutate_cmd::MutateArgs { file, namespace, patch_only: patch }, &config)?;
+    let out = mutate_cmd::run(&mutate_cmd::MutateArgs { paths, namespace, patch_only: patch }, &config)?;
     for w in &out.warnings {
         eprintln!("Warning: {w}");
     }
     // An AdmissionReview's response is printed whether it allows or denies.
     print!("{}", out.stdout);
-    if let Some(denial) = out.denied {
-        eprintln!("denied: {denial}");
+    if !out.denied.is_empty() {
+        for denial in &out.denied {
+            eprintln!("denied: {denial}");
+        }
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

@@ -1,127 +1,199 @@
-//! `secretmode mutate`: the webhook's decision offline, like `istioctl kube-inject`.
+//! `secretmode mutate`: the webhook's decision offline, like `istioctl kube-inject` and
+//! `linkerd inject`.
 //!
+//! Input is read as `audit` reads it (`audit::read`: files, directories recursively, stdin,
+//! multi-document YAML, `List`s expanded). Every object is printed in input order, a pod or
+//! workload patched, anything else unchanged; nothing is printed when any object is denied or
+//! unreadable, so `mutate -f dir | kubectl apply -f -` applies all of it or none.
 //! An AdmissionReview is answered by the server's own request handling
 //! ([`admission::review`]), so `mutate` prints the very response `serve` would send. Pods and
 //! workloads are decided by the same function with the namespace from the manifest or
 //! `--namespace`; never a guessed `default`, which would be baked into the agent's provider role.
 
-use std::io::Read;
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admission;
 use crate::admit::{self, Decision};
+use crate::audit::{self, Object, Source};
 use crate::config::Config;
 use crate::patch::PatchOp;
 
 pub struct MutateArgs<'a> {
-    /// File path, or `-` for stdin.
-    pub file: &'a Path,
+    /// Files or directories, `-` for stdin.
+    pub paths: &'a [PathBuf],
     /// For manifests without `metadata.namespace`; must agree with the manifests that have one.
     pub namespace: Option<&'a str>,
     /// Print the JSON Patch instead of the patched pod.
     pub patch_only: bool,
 }
 
-/// What the command prints, and whether the pod was denied.
+/// What the command prints, and whether anything was denied.
 pub struct MutateOutput {
     pub stdout: String,
-    /// The denial message (exit code 1) if the webhook would deny.
-    pub denied: Option<String>,
+    /// One line per denied object (exit code 1), each naming where it was read.
+    pub denied: Vec<String>,
     pub warnings: Vec<String>,
 }
 
 pub fn run(args: &MutateArgs<'_>, config: &Config) -> Result<MutateOutput> {
-    let text = if args.file == Path::new("-") {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
-        s
-    } else {
-        std::fs::read_to_string(args.file).with_context(|| format!("reading {}", args.file.display()))?
-    };
-    mutate_text(&text, args.namespace, args.patch_only, config)
+    if args.paths.is_empty() {
+        bail!("no manifests to mutate; fix: name files or directories (-f PATH, repeatable; `-` for stdin)");
+    }
+    let sources = audit::read(args.paths).map_err(|errors| anyhow::anyhow!("{}", lines(errors)))?;
+    mutate_sources(&sources, args.namespace, args.patch_only, config)
 }
 
+/// `text` as if read from stdin.
 pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config: &Config) -> Result<MutateOutput> {
-    let is_json = text.trim_start().starts_with('{');
-    let docs: Vec<Value> = if is_json {
-        match serde_json::from_str(text) {
-            Ok(doc) => vec![doc],
-            // A broken review gets the error `serve` answers it with.
-            Err(_) if text.contains(r#""AdmissionReview""#) && namespace.is_none() => {
-                return answer_review(text.as_bytes(), true, patch_only, config)
-            }
-            Err(e) => return Err(e).context("input is not valid JSON"),
+    let source = Source { file: audit::STDIN_NAME.into(), text: text.into() };
+    mutate_sources(&[source], namespace, patch_only, config)
+}
+
+fn mutate_sources(
+    sources: &[Source],
+    namespace: Option<&str>,
+    patch_only: bool,
+    config: &Config,
+) -> Result<MutateOutput> {
+    let looks_json = |s: &Source| s.text.trim_start().starts_with('{');
+    // A broken review gets the error `serve` answers it with.
+    if let [only] = sources {
+        if looks_json(only)
+            && namespace.is_none()
+            && only.text.contains(r#""AdmissionReview""#)
+            && serde_json::from_str::<serde::de::IgnoredAny>(&only.text).is_err()
+        {
+            return answer_review(only.text.as_bytes(), true, patch_only, config);
         }
-    } else {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|doc| Value::deserialize(doc).context("input is not valid YAML"))
-            .filter(|doc| !matches!(doc, Ok(Value::Null)))
-            .collect::<Result<_>>()?
-    };
-    if docs.is_empty() {
+    }
+    let mut objects = Vec::new();
+    let mut errors = Vec::new();
+    for s in sources {
+        audit::parse_text(&s.file, &s.text, &mut objects, &mut errors);
+    }
+    if !errors.is_empty() {
+        bail!("{}", lines(errors));
+    }
+    if objects.is_empty() {
         bail!("input holds no objects");
     }
-    if docs.iter().any(|d| d.get("kind").and_then(Value::as_str) == Some(admission::KIND)) {
-        if docs.len() > 1 {
-            bail!("an AdmissionReview must be the only document in the input");
-        }
+    let is_json = sources.iter().all(looks_json);
+    if let Some(review) = objects.iter().find(|o| o.value.get("kind").and_then(Value::as_str) == Some(admission::KIND))
+    {
+        let ([source], [_]) = (sources, objects.as_slice()) else {
+            bail!(
+                "{}: an AdmissionReview is answered as `serve` answers it and must be the only object in the input; fix: mutate it on its own",
+                location(review)
+            );
+        };
         if namespace.is_some() {
             bail!("--namespace does not apply to an AdmissionReview: the webhook decides for its request.namespace");
         }
         // The exact bytes the API server would send: JSON as given, YAML converted.
-        let body = if is_json { text.as_bytes().to_vec() } else { serde_json::to_vec(&docs[0])? };
+        let body = if is_json { source.text.as_bytes().to_vec() } else { serde_json::to_vec(&review.value)? };
         return answer_review(&body, is_json, patch_only, config);
     }
-    let mut outputs = Vec::with_capacity(docs.len());
+
+    let mut outputs = Vec::with_capacity(objects.len());
     let mut warnings = Vec::new();
-    let mut pods_seen = 0;
-    for doc in docs {
-        let Some(target) = locate_pod(&doc)? else {
+    let mut denied = Vec::new();
+    let mut problems = Vec::new();
+    let mut pods = Vec::new();
+    for object in objects {
+        let at = location(&object);
+        let target = match locate_pod(&object.value) {
+            Ok(Some(target)) => target,
             // ExternalSecrets, SecretProviderClasses and the like pass through untouched.
-            outputs.push(if patch_only { None } else { Some(doc) });
-            continue;
-        };
-        pods_seen += 1;
-        let ns = decision_namespace(&doc, namespace)?;
-        let pod = target.pod(&doc);
-        match admit::admit_pod(&pod, &ns, config) {
-            Decision::Deny { message, .. } => {
-                return Ok(MutateOutput { stdout: String::new(), denied: Some(message), warnings: Vec::new() })
+            Ok(None) => {
+                outputs.push(if patch_only { None } else { Some(object.value) });
+                continue;
             }
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        let ns = match decision_namespace(&object.value, namespace) {
+            Ok(ns) => ns,
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        pods.push(at.clone());
+        let pod = target.pod(&object.value);
+        match admit::admit_pod(&pod, &ns, config) {
+            Decision::Deny { message, .. } => denied.push((at, message)),
             Decision::Allow { patch, warnings: w, .. } => {
-                warnings.extend(w);
-                if patch_only {
-                    outputs.push(Some(serde_json::to_value(&patch)?));
-                } else {
-                    outputs.push(Some(target.replace(doc, apply(&pod, &patch)?)));
+                warnings.extend(w.into_iter().map(|w| (at.clone(), w)));
+                match apply(&pod, &patch) {
+                    Ok(_) if patch_only => outputs.push(Some(serde_json::to_value(&patch)?)),
+                    Ok(patched) => outputs.push(Some(target.replace(object.value, patched))),
+                    Err(e) => problems.push(format!("{at}: {e:#}")),
                 }
             }
         }
     }
-    if pods_seen == 0 {
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    if pods.is_empty() {
         bail!("no Pod, AdmissionReview or workload with a pod template in the input");
     }
-    let outputs: Vec<Value> = outputs.into_iter().flatten().collect();
-    let stdout = if is_json || patch_only {
-        let mut text = String::new();
-        for out in &outputs {
-            text.push_str(&serde_json::to_string_pretty(out)?);
-            text.push('\n');
-        }
-        text
-    } else {
-        let mut parts = Vec::with_capacity(outputs.len());
-        for out in &outputs {
-            parts.push(serde_yaml::to_string(out)?);
-        }
-        parts.join("---\n")
+    // Where each came from, once there is more than one it could be about.
+    let located = |list: Vec<(String, String)>| -> Vec<String> {
+        list.into_iter().map(|(at, text)| if pods.len() > 1 { format!("{at}: {text}") } else { text }).collect()
     };
-    Ok(MutateOutput { stdout, denied: None, warnings })
+    let (denied, warnings) = (located(denied), located(warnings));
+    if !denied.is_empty() {
+        return Ok(MutateOutput { stdout: String::new(), denied, warnings });
+    }
+    if patch_only && pods.len() > 1 {
+        bail!(
+            "--patch prints the patch of one object, and the input holds {} pods and workloads ({}); fix: give --patch a single object, or drop --patch to print every object patched",
+            pods.len(),
+            pods.join(", ")
+        );
+    }
+    let outputs: Vec<Value> = outputs.into_iter().flatten().collect();
+    let stdout = match outputs.as_slice() {
+        [one] if is_json || patch_only => serde_json::to_string_pretty(one)? + "\n",
+        many if is_json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": many});
+            serde_json::to_string_pretty(&list)? + "\n"
+        }
+        many => {
+            let mut parts = Vec::with_capacity(many.len());
+            for out in many {
+                parts.push(serde_yaml::to_string(out)?);
+            }
+            parts.join("---\n")
+        }
+    };
+    Ok(MutateOutput { stdout, denied, warnings })
+}
+
+fn lines(errors: Vec<audit::ManifestError>) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// `file:line Kind namespace/name`, how denials, warnings and errors name an object.
+fn location(object: &Object) -> String {
+    let v = &object.value;
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let name = v
+        .pointer("/metadata/name")
+        .or_else(|| v.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or("(unnamed)");
+    match v.pointer("/metadata/namespace").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{}:{} {kind} {ns}/{name}", object.file, object.line),
+        None => format!("{}:{} {kind} {name}", object.file, object.line),
+    }
 }
 
 /// The review answered as `serve` answers it: the same response bytes (JSON input) or the
@@ -131,11 +203,14 @@ fn answer_review(body: &[u8], is_json: bool, patch_only: bool, config: &Config) 
     let reviewed = admission::review(body, config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let response: Value = serde_json::from_slice(&reviewed.body).context("the webhook's answer is JSON")?;
     let r = &response["response"];
-    let denied = (r["allowed"] == false).then(|| r["status"]["message"].as_str().unwrap_or_default().to_string());
+    let denied: Vec<String> = (r["allowed"] == false)
+        .then(|| r["status"]["message"].as_str().unwrap_or_default().to_string())
+        .into_iter()
+        .collect();
     let warnings: Vec<String> = serde_json::from_value(r["warnings"].clone()).unwrap_or_default();
-    let stdout = match (patch_only, &denied) {
-        (true, Some(_)) => String::new(),
-        (true, None) => {
+    let stdout = match (patch_only, denied.is_empty()) {
+        (true, false) => String::new(),
+        (true, true) => {
             let ops: Value = match r["patch"].as_str() {
                 Some(b64) => serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64)?)?,
                 None => Value::Array(Vec::new()),
@@ -153,20 +228,14 @@ fn answer_review(body: &[u8], is_json: bool, patch_only: bool, config: &Config) 
 /// and is written into the agent's provider role (`{namespace}`), so it is never guessed.
 fn decision_namespace(doc: &Value, flag: Option<&str>) -> Result<String> {
     let own = doc.pointer("/metadata/namespace").and_then(Value::as_str).filter(|n| !n.is_empty());
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("object");
-    let name = doc
-        .pointer("/metadata/name")
-        .or_else(|| doc.pointer("/metadata/generateName"))
-        .and_then(Value::as_str)
-        .unwrap_or("(unnamed)");
     match (own, flag.filter(|n| !n.is_empty())) {
         (Some(own), Some(flag)) if own != flag => {
-            bail!("{kind} {name} is in namespace {own:?} but --namespace is {flag:?}; drop the flag or make them agree")
+            bail!("it is in namespace {own:?} but --namespace is {flag:?}; fix: drop the flag or make them agree")
         }
         (Some(own), _) => Ok(own.to_string()),
         (None, Some(flag)) => Ok(flag.to_string()),
         (None, None) => bail!(
-            "{kind} {name} has no metadata.namespace and no --namespace was given: the namespace picks the policy rule and is written into the agent's provider role, so it is never guessed; pass --namespace <namespace>"
+            "no metadata.namespace and no --namespace: the namespace picks the policy rule and is written into the agent's provider role, so it is never guessed; fix: pass --namespace <namespace> or set metadata.namespace"
         ),
     }
 }
@@ -186,7 +255,7 @@ fn locate_pod(doc: &Value) -> Result<Option<Target>> {
         }
         Some("CronJob") => Target::Template("/spec/jobTemplate/spec/template"),
         Some(_) => return Ok(None),
-        None => bail!("a document has no kind; expected a Pod, an AdmissionReview or a workload"),
+        None => bail!("it has no kind; fix: give it apiVersion and kind (a Pod, a workload or an AdmissionReview; other objects pass through)"),
     };
     if let Target::Template(at) = target {
         if !doc.pointer(at).is_some_and(Value::is_object) {

@@ -128,7 +128,10 @@ impl Verdict {
     pub fn denial(&self) -> String {
         let rule = self.rule.as_deref().unwrap_or("-");
         let parts: Vec<String> = self.violations.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
-        format!("policy rule {rule:?} denies this pod: {}", parts.join("; "))
+        format!(
+            "policy rule {rule:?} denies this pod: {}; fix: change them to what the rule allows, or ask the platform team to change rule {rule:?}",
+            parts.join("; ")
+        )
     }
 
     /// One kubectl warning per violation, in the rule's order; the admission answer fits

@@ -182,6 +182,22 @@ fn each_case(cases: Vec<Case>, parallel: usize, f: impl Fn(&Case) + Sync) {
     }
 }
 
+/// Durations in a message are written as the flags take them (`1s900ms`, `10s`), not `1.9s`.
+fn durations_are_go(line: &str) {
+    let mut seen = 0;
+    for (before, after) in
+        [(" attempts in ", ")"), (" attempt in ", ")"), ("timed out after ", " "), ("until the ", " timeout")]
+    {
+        for (i, _) in line.match_indices(before) {
+            let rest = &line[i + before.len()..];
+            let d = &rest[..rest.find(after).unwrap_or(rest.len())];
+            assert!(!d.contains('.') && secretmode::duration::parse(d).is_ok(), "{d:?} is not a Go duration: {line}");
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "the line says how long it tried: {line}");
+}
+
 /// `cause` may list alternatives separated by `|`.
 fn names(text: &str, c: &Case) -> bool {
     text.contains(&format!("{}: ", c.kind)) && c.cause.split('|').any(|alt| text.contains(alt))
@@ -210,6 +226,7 @@ fn init_matrix(target: &Target, cases: Vec<Case>) {
             let status: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(mount.join(".secretmode/status.json")).unwrap()).unwrap();
             assert_names(&format!("fallback {fallback}"), line, c);
+            durations_are_go(line);
             assert!(line.contains(&format!("provider {}", target.name)), "{line}");
             if c.fault != Fault::Refuse {
                 assert!(line.contains("app/db"), "the failing path: {line}");

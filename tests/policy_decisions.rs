@@ -479,3 +479,145 @@ fn annotation_durations_are_go_durations() {
         assert!(message.contains("fix:") && !message.contains("missing unit"), "{bad}: {message}");
     }
 }
+
+/// With a non-default `annotationPrefix`, every denial, fix, kubectl warning, policy log line,
+/// `<prefix>/injected` note and audit finding names annotations with that prefix: none says
+/// `secrets/` (outside a path such as `/var/run/secrets/`), so a user is never sent to an
+/// annotation the webhook does not read.
+#[test]
+fn messages_name_annotations_with_the_configured_prefix() {
+    const P: &str = "secrets.acme.io";
+    let base = config_with(RULES, true);
+    let text = format!("{}\npolicy:\n{RULES}", DEFAULT_CONFIG_YAML.split("\npolicy:").next().unwrap())
+        .replace("annotationPrefix: secrets\n", &format!("annotationPrefix: {P}\n"));
+    let config = Config::from_yaml(&text, "prefix.yaml").unwrap();
+    assert_eq!(config.annotation_prefix, P);
+    assert_eq!(config.policy, base.policy);
+    // `secrets/` anywhere but after a `/` (a path like /var/run/secrets/secretmode).
+    let leaks = |text: &str| text.match_indices("secrets/").any(|(i, _)| !text[..i].ends_with('/'));
+    let a = |pairs: &[(&str, &str)]| -> Value {
+        pairs
+            .iter()
+            .map(|(k, v)| (if k.contains('/') { k.to_string() } else { format!("{P}/{k}") }, json!(v)))
+            .collect()
+    };
+    let app = || json!({"containers": [{"name": "app", "image": "nginx"}]});
+    let with_init = json!({"initContainers": [{"name": "migrate", "image": "m"}], "containers": [{"name": "app", "image": "nginx"}]});
+    let mounts_cache = json!({"containers": [{"name": "app", "image": "nginx",
+        "volumeMounts": [{"name": "cache", "mountPath": "/var/run/secrets-cache/x"}]}], "volumes": [{"name": "cache", "emptyDir": {}}]});
+    let reserved =
+        json!({"containers": [{"name": "app", "image": "nginx"}, {"name": "secretmode-helper", "image": "x"}]});
+    let non_root_eso =
+        json!({"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "app", "image": "nginx"}]});
+    let item = ("item.db", "apps/x/db#password");
+    let denials: Vec<(&str, Value, Value)> = vec![
+        ("elsewhere", a(&[("mode", "vault"), item]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("imagee", "x")]), app()),
+        ("elsewhere", a(&[("mode", "init"), ("item.Db_Password", "a/b#c")]), app()),
+        ("elsewhere", a(&[("mode", "init"), ("item.db", "")]), app()),
+        ("elsewhere", a(&[("mode", "init")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("refresh-interval", "1m")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("max-staleness", "1m")]), app()),
+        ("elsewhere", a(&[("mode", "sidecar"), item, ("refresh-interval", "1.5")]), app()),
+        ("elsewhere", a(&[("mode", "sidecar"), item, ("refresh-interval", "1s")]), app()),
+        ("elsewhere", a(&[("mode", "eso"), ("item.db", "db")]), app()),
+        ("elsewhere", a(&[("mode", "csi"), ("item.db", "db")]), app()),
+        ("elsewhere", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db"), ("fallback-secret", "f")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("provider", "gcp")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("mount-path", "/etc")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item]), mounts_cache),
+        ("elsewhere", a(&[("mode", "init"), item, ("containers", "web")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("containers", "app,migrate")]), with_init.clone()),
+        ("elsewhere", a(&[("mode", "init"), item]), reserved.clone()),
+        ("elsewhere", json!({}), reserved),
+        ("payments", a(&[("item.db", "prod/payments/db#password")]), app()),
+        ("payments", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db")]), app()),
+        (
+            "payments",
+            a(&[("mode", "sidecar"), ("item.db", "prod/payments/db#password"), ("refresh-interval", "30s")]),
+            app(),
+        ),
+    ];
+    let mut logs = Vec::new();
+    let mut seen = 0;
+    for (namespace, annotations, spec) in denials {
+        let p = pod(namespace, annotations.clone());
+        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": p["metadata"], "spec": spec});
+        let (decision, log) = logged(|| admit_pod(&p, namespace, &config));
+        let m = denial(&decision);
+        assert!(!leaks(m) && !leaks(&log), "{annotations}:\n{m}\n{log}");
+        assert!(m.contains(&format!("{P}/")) && m.contains("fix:"), "{annotations}: {m}");
+        logs.push(log);
+        seen += 1;
+    }
+    assert_eq!(seen, 22);
+    assert!(logs.iter().any(|l| l.contains("policy violation") && l.contains(&format!("{P}/mode"))), "{logs:?}");
+
+    // Warnings: warn-level policy, failure mode, readability, mirror pods; and the note.
+    let allowed: Vec<(&str, Value, Value)> = vec![
+        ("team-a", a(&[("mode", "init"), ("item.token", "apps/other/api#token")]), app()),
+        ("team-a", a(&[("mode", "eso"), ("eso-secret", "s"), ("item.db", "db")]), non_root_eso),
+        ("old-1", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db")]), app()),
+        ("team-a", a(&[("mode", "init"), item, ("kubernetes.io/config.mirror", "x")]), app()),
+    ];
+    let mut warned = 0;
+    for (namespace, annotations, spec) in allowed {
+        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": pod(namespace, annotations.clone())["metadata"], "spec": spec});
+        let (decision, log) = logged(|| admit_pod(&p, namespace, &config));
+        let Decision::Allow { patch, warnings, .. } = decision else { panic!("{annotations}: {decision:?}") };
+        for w in &warnings {
+            assert!(!leaks(w), "{annotations}: {w}");
+        }
+        assert!(!leaks(&log), "{log}");
+        let out = support::patch::apply_ops(&p, &patch);
+        let note = out["metadata"]["annotations"].as_object().unwrap();
+        assert!(note.keys().all(|k| !leaks(k)), "{note:?}");
+        warned += warnings.iter().filter(|w| w.contains(&format!("{P}/"))).count();
+    }
+    // The warn-level violations (mode and path) and the mirror pod's note name the prefix.
+    assert_eq!(warned, 3);
+
+    // The audit judges with the same code and words its own findings with the prefix too.
+    let workload = |name: &str, namespace: &str, annotations: Value, spec: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+               "spec": {"selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}, "annotations": annotations}, "spec": spec}}})
+    };
+    let csi_volume = json!({"containers": [{"name": "app", "image": "nginx", "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
+        "volumes": [{"name": "s", "csi": {"driver": "secrets-store.csi.k8s.io", "volumeAttributes": {"secretProviderClass": "c"}}}]});
+    let objects: Vec<secretmode::audit::Object> = [
+        workload("bad-mode", "elsewhere", a(&[("mode", "vault"), item]), app()),
+        workload("hand-built", "elsewhere", json!({}), csi_volume),
+        workload("denied", "payments", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db")]), app()),
+        workload("init-named", "elsewhere", a(&[("mode", "init"), item, ("containers", "migrate")]), with_init),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, value)| secretmode::audit::Object { file: "w.yaml".into(), line: i + 1, value })
+    .collect();
+    let report = secretmode::audit::analyze_manifests(&objects, "default", &config).unwrap();
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!leaks(&json), "{json}");
+    assert!(report.findings.iter().filter(|f| f.message.contains(&format!("{P}/"))).count() >= 4, "{json}");
+}
+
+/// Runs `f` with tracing's text output captured, as `serve` would log it.
+fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let sink = buffer.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || sink.clone()).finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).to_string();
+    (out, text)
+}

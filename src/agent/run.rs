@@ -22,6 +22,7 @@ use super::providers::{Budget, ErrorKind, FetchError, Provider};
 use super::status::Status;
 use super::writer::{self, WriteError};
 use crate::agent_spec::AgentSpec;
+use crate::duration;
 use crate::log_format::Printable;
 
 /// Recovery backoff while the provider is down: first probe after 1 s, bound doubling to
@@ -190,7 +191,7 @@ impl Agent {
                     self.write_status();
                     tracing::info!(
                         items = self.spec.items.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        elapsed = %duration::format_ms(started.elapsed()),
                         "secrets written"
                     );
                     return Ok(Started::Synced);
@@ -212,9 +213,9 @@ impl Agent {
         };
         let plural = if attempts == 1 { "" } else { "s" };
         let how = if last.is_outage() {
-            format!("after {attempts} attempt{plural} in {:.1}s", started.elapsed().as_secs_f64())
+            format!("after {attempts} attempt{plural} in {}", duration::format_ms(started.elapsed()))
         } else {
-            format!("a refusal, not retried; {attempts} attempt{plural} in {:.1}s", started.elapsed().as_secs_f64())
+            format!("a refusal, not retried; {attempts} attempt{plural} in {}", duration::format_ms(started.elapsed()))
         };
         let mut line = format!("{}: {last} ({how})", self.describe_provider());
         match &self.fallback_dir {
@@ -386,7 +387,7 @@ impl Agent {
                     tracing::warn!(
                         method = c.method,
                         expires_at = %at,
-                        seconds_left = left.map_or(0, |d| d.as_secs()),
+                        left = %duration::format(Duration::from_secs(left.map_or(0, |d| d.as_secs()))),
                         "the provider token expires and cannot be renewed past that: reads will fail then; give the pod a renewable token with a longer max TTL, or use kubernetes auth"
                     );
                 }

@@ -19,7 +19,7 @@ pub fn wait_for_startup(port: u16, timeout: Duration) -> Result<(), String> {
             Err(e) => format!("{STARTUP_PATH}: {e}"),
         };
         if Instant::now() >= deadline {
-            return Err(format!("sidecar not synced after {}s: {last}", timeout.as_secs()));
+            return Err(format!("sidecar not synced after {}: {last}", crate::duration::format_ms(timeout)));
         }
         std::thread::sleep(Duration::from_millis(250));
     }

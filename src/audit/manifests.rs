@@ -29,8 +29,39 @@ pub enum ManifestError {
 /// File name shown for `-`.
 pub const STDIN_NAME: &str = "<stdin>";
 
-/// Reads every path; all errors are collected so one run reports every unreadable file.
+/// One input's text and the name it is reported under (`<stdin>` for `-`).
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub file: String,
+    pub text: String,
+}
+
+/// Reads and parses every path; all errors are collected so one run reports every unreadable
+/// file.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Object>, Vec<ManifestError>> {
+    let (sources, mut errors) = read_all(paths);
+    let mut objects = Vec::new();
+    for source in &sources {
+        parse_text(&source.file, &source.text, &mut objects, &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The text of every path, in order: a file, every manifest file below a directory (sorted,
+/// recursively), or stdin for `-`.
+pub fn read(paths: &[PathBuf]) -> Result<Vec<Source>, Vec<ManifestError>> {
+    match read_all(paths) {
+        (sources, errors) if errors.is_empty() => Ok(sources),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// What could be read, and why the rest could not.
+fn read_all(paths: &[PathBuf]) -> (Vec<Source>, Vec<ManifestError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
@@ -53,18 +84,14 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Object>, Vec<ManifestError>> {
             files.push((path.display().to_string(), std::fs::read_to_string(path)));
         }
     }
-    let mut objects = Vec::new();
+    let mut sources = Vec::new();
     for (file, text) in files {
         match text {
-            Ok(text) => parse_text(&file, &text, &mut objects, &mut errors),
+            Ok(text) => sources.push(Source { file, text }),
             Err(source) => errors.push(ManifestError::Read { file, source }),
         }
     }
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(errors)
-    }
+    (sources, errors)
 }
 
 /// Manifest files below `dir`: `.yaml`, `.yml`, `.json`; hidden entries (`.git`) are skipped.

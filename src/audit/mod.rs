@@ -23,7 +23,7 @@ pub use analyze::{
     PolicyResult, Report, Summary, WorkloadReport, CHECKS,
 };
 pub use cluster::{fetch, ClusterError};
-pub use manifests::{load, parse_text, ManifestError, Object, STDIN_NAME};
+pub use manifests::{load, parse_text, read, ManifestError, Object, Source, STDIN_NAME};
 pub use render::render;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +42,7 @@ pub struct AuditArgs {
     #[arg(conflicts_with = "cluster")]
     pub paths: Vec<PathBuf>,
     /// The same as the paths, as kubectl takes them: `-f FILE_OR_DIR`, repeatable.
-    #[arg(short = 'f', long = "file", visible_alias = "filename", value_name = "PATH", conflicts_with = "cluster")]
+    #[arg(short = 'f', long = "filename", visible_alias = "file", value_name = "PATH", conflicts_with = "cluster")]
     pub files: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]

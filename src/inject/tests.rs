@@ -503,7 +503,41 @@ fn container_selection() {
     assert!(out["spec"]["containers"][1].get("env").is_none());
     assert!(out["spec"]["containers"][0].get("env").is_some());
     let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z", "secrets/containers": "web"}), spec));
-    assert!(m.contains("\"web\"") && m.contains("app, metrics"), "{m}");
+    assert!(m.contains("\"web\"") && m.contains("not a container of this pod") && m.contains("app, metrics"), "{m}");
+}
+
+/// An init container named in `secrets/containers` is called what it is, in every mode (none
+/// mounts into init containers), with the regular containers to name instead.
+#[test]
+fn an_init_container_in_the_container_list_is_named_as_such() {
+    let spec = json!({
+        "initContainers": [{"name": "migrate", "image": "m"}, {"name": "proxy", "image": "p", "restartPolicy": "Always"}],
+        "containers": [{"name": "app", "image": "i"}, {"name": "metrics", "image": "m"}],
+    });
+    for mode in ["eso", "csi", "init", "sidecar"] {
+        for name in ["migrate", "proxy"] {
+            let mut annotations = json!({"secrets/mode": mode, "secrets/containers": format!("app,{name}")});
+            match mode {
+                "eso" => annotations
+                    .as_object_mut()
+                    .unwrap()
+                    .extend([("secrets/eso-secret".into(), json!("s")), ("secrets/item.a".into(), json!("a"))]),
+                "csi" => annotations
+                    .as_object_mut()
+                    .unwrap()
+                    .extend([("secrets/csi-class".into(), json!("c")), ("secrets/item.a".into(), json!("a"))]),
+                _ => annotations["secrets/item.a"] = json!("x/y#z"),
+            }
+            let m = denied(&pod(annotations, spec.clone()));
+            assert!(!m.contains("not a container of this pod"), "{mode}: {m}");
+            assert!(
+                m.contains(&format!("secrets/containers names \"{name}\", which is an init container")),
+                "{mode}: {m}"
+            );
+            assert!(m.contains("regular containers (spec.containers) only"), "{mode}: {m}");
+            assert!(m.contains("fix: name regular containers only, from: app, metrics"), "{mode}: {m}");
+        }
+    }
 }
 
 #[test]

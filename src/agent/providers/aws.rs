@@ -29,6 +29,7 @@ use super::{value, Budget, ErrorKind, FetchError, Fetched, CONNECT_TIMEOUT, REQU
 use crate::agent::status::{Credentials, ItemVersion, Status};
 use crate::agent_spec::AgentItem;
 use crate::config::{AwsAuth, AwsProvider};
+use crate::duration;
 
 const SESSION_NAME: &str = "secretmode-agent";
 
@@ -262,7 +263,7 @@ fn classify<E>(e: &SdkError<E, HttpResponse>, path: &str, timeout: Duration) -> 
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let secs = timeout.as_secs_f64();
+    let secs = duration::format_ms(timeout);
     let (kind, message) = match e {
         SdkError::ServiceError(ctx) => {
             let status = ctx.raw().status().as_u16();
@@ -297,11 +298,11 @@ where
             }
         }
         SdkError::TimeoutError(_) => {
-            (ErrorKind::Unreachable, format!("timed out after {secs:.1}s with no complete answer"))
+            (ErrorKind::Unreachable, format!("timed out after {secs} with no complete answer"))
         }
         SdkError::DispatchFailure(d) => {
             if d.is_timeout() {
-                (ErrorKind::Unreachable, format!("timed out after {secs:.1}s with no answer"))
+                (ErrorKind::Unreachable, format!("timed out after {secs} with no answer"))
             } else {
                 let stage = match d.as_connector_error() {
                     Some(c) if c.to_string().contains("connect") => Stage::Connect,

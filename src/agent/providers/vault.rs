@@ -27,6 +27,7 @@ use crate::agent::backoff::Backoff;
 use crate::agent::status::{Credentials, ItemVersion, Status};
 use crate::agent_spec::AgentItem;
 use crate::config::{VaultAuth, VaultProvider};
+use crate::duration;
 
 pub struct Vault {
     config: VaultProvider,
@@ -217,10 +218,9 @@ impl Vault {
             req = req.json(&b);
         }
         self.status.metrics.requests.inc();
-        let secs = timeout.as_secs_f64();
         let mut resp = req.send().await.map_err(|e| {
             let (kind, text) = if e.is_timeout() {
-                (ErrorKind::Unreachable, format!("timed out after {secs:.1}s with no answer"))
+                (ErrorKind::Unreachable, format!("timed out after {} with no answer", duration::format_ms(timeout)))
             } else {
                 cause::transport(&e, if e.is_connect() { Stage::Connect } else { Stage::Answer })
             };
@@ -254,8 +254,9 @@ impl Vault {
                         ErrorKind::Unreachable,
                         shown,
                         format!(
-                            "stalled mid-body: HTTP {status}, {}{of} bytes, then nothing until the {secs:.1}s timeout",
-                            bytes.len()
+                            "stalled mid-body: HTTP {status}, {}{of} bytes, then nothing until the {} timeout",
+                            bytes.len(),
+                            duration::format_ms(timeout)
                         ),
                     ))
                 }
@@ -329,7 +330,7 @@ impl Vault {
         });
         self.retry.reset();
         self.record_credentials();
-        tracing::debug!(lease_seconds = lease, renewable, "logged in to Vault");
+        tracing::debug!(lease = %duration::format(Duration::from_secs(lease)), renewable, "logged in to Vault");
         Ok(())
     }
 
@@ -387,7 +388,7 @@ impl Vault {
                 t.act_at = None;
             }
         }
-        tracing::debug!(lease_seconds = lease, "renewed the Vault token");
+        tracing::debug!(lease = %duration::format(Duration::from_secs(lease)), "renewed the Vault token");
         self.retry.reset();
         self.record_credentials();
         Ok(())
