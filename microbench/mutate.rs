@@ -4,7 +4,8 @@
 //! `admission::review` on the request bytes. The `scaling` group grows the huge pod in steps so
 //! that a non-linear patch construction shows up as a bend.
 //!
-//! Run: `cargo bench --bench mutate` (results in docs/BENCHMARKS.md).
+//! Run: `cargo bench --bench mutate` (results in docs/BENCHMARKS.md). The load tools are in
+//! bench/ (bench/README.md says which is which).
 
 use std::hint::black_box;
 use std::path::Path;
