@@ -1,11 +1,11 @@
 //! The secretmode command line: wiring only; every subcommand lives in its own module.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secretmode::telemetry::{self, LogFormat, LogWriter};
-use secretmode::{agent, audit, certs, config::Config, mutate_cmd, server};
+use secretmode::commands::{audit, certs, mutate};
+use secretmode::logging::{self, LogFormat, LogWriter};
+use secretmode::{agent, webhook};
 
 /// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
 #[global_allocator]
@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the mutating admission webhook over HTTPS.
-    Serve(server::ServeArgs),
+    Serve(webhook::ServeArgs),
     /// Run the webhook's decision offline and print the result.
     ///
     /// Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob,
@@ -36,23 +36,7 @@ enum Command {
     /// AdmissionReview response (uid echoed, base64 patch, warnings) for any operation, kind or
     /// subresource, and the same error for a review `serve` refuses. Warnings go to stderr; a
     /// denial goes to stderr with exit code 1; unreadable input is exit code 2.
-    Mutate {
-        /// Pod, workload(s) or AdmissionReview, YAML or JSON; `-` for stdin.
-        #[arg(short = 'f', long = "file", env = "SECRETMODE_MUTATE_FILE")]
-        file: PathBuf,
-        /// Namespace of manifests that have no metadata.namespace (required for them: it picks
-        /// the policy rule and goes into the agent's provider role); must match the ones that
-        /// do. Not accepted with an AdmissionReview, which carries request.namespace.
-        // No env: SECRETMODE_NAMESPACE is the namespace the webhook runs in (serve, certs).
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-        /// Print the JSON Patch instead of the patched objects (or the review's response).
-        #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]
-        patch: bool,
-        /// Webhook config file (default: the built-in config).
-        #[arg(long, env = "SECRETMODE_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Mutate(mutate::MutateArgs),
     /// The injected agent: fetch secrets into files (init) or keep them fresh (sidecar).
     Agent(agent::AgentArgs),
     /// Wait until the local sidecar has synced (postStart hook of a plain sidecar).
@@ -75,12 +59,10 @@ fn main() -> ExitCode {
     };
     // Only the webhook logs on a hot path (a line per admission).
     let writer = if matches!(cli.command, Command::Serve(_)) { LogWriter::Background } else { LogWriter::Direct };
-    let log = telemetry::init(cli.log_format, &log_level, writer);
+    let log = logging::init(cli.log_format, &log_level, writer);
     let result = match cli.command {
-        Command::Serve(args) => server::run(args),
-        Command::Mutate { file, namespace, patch, config } => {
-            run_mutate(&file, namespace.as_deref(), patch, config.as_deref())
-        }
+        Command::Serve(args) => webhook::run(args),
+        Command::Mutate(args) => mutate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::AgentWait(args) => agent::run_wait(args),
         Command::Audit(args) => audit::run(args),
@@ -99,24 +81,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn run_mutate(
-    file: &std::path::Path,
-    namespace: Option<&str>,
-    patch: bool,
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
-    let config = Config::load_or_builtin(config)?;
-    let out = mutate_cmd::run(&mutate_cmd::MutateArgs { file, namespace, patch_only: patch }, &config)?;
-    for w in &out.warnings {
-        eprintln!("Warning: {w}");
-    }
-    // An AdmissionReview's response is printed whether it allows or denies.
-    print!("{}", out.stdout);
-    if let Some(denial) = out.denied {
-        eprintln!("denied: {denial}");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
 }

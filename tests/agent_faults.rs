@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use agent_common::fault_proxy::{Fault, FaultProxy};
 use agent_common::*;
-use secretmode::agent_spec::{AgentSpec, FALLBACK_DIR};
-use secretmode::config::{AwsAuth, ProviderConfig};
+use secretmode::agent::spec::AgentSpec;
+use secretmode::providers::aws::AwsAuth;
+use secretmode::providers::ProviderConfig;
+use secretmode::vocabulary::paths::FALLBACK_DIR;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(40);
@@ -128,7 +130,7 @@ fn vault_target(bao: &Bao) -> Target {
 }
 
 fn aws_provider(endpoint: &str) -> ProviderConfig {
-    ProviderConfig::Aws(secretmode::config::AwsProvider {
+    ProviderConfig::Aws(secretmode::providers::aws::AwsProvider {
         region: "us-east-1".into(),
         endpoint: Some(endpoint.to_string()),
         version_stage: "AWSCURRENT".into(),

@@ -1,31 +1,18 @@
 //! The contract between the webhook and the agent it injects.
 //!
-//! The webhook serialises an [`AgentSpec`] into the injected container's
-//! `SECRETMODE_AGENT_SPEC` environment variable; `secretmode agent` reads it back. It holds
-//! only references (paths, keys, addresses, file locations), never a secret value: the pod spec
-//! is readable with `get pods` and lands in audit logs.
+//! The webhook (`decide::inject`) serialises an [`AgentSpec`] into the injected container's
+//! `SECRETMODE_AGENT_SPEC` environment variable ([`SPEC_ENV`]); `secretmode agent` reads it
+//! back. It holds only references (paths, keys, addresses, file locations), never a secret
+//! value: the pod spec is readable with `get pods` and lands in audit logs. The paths both
+//! sides agree on are in `vocabulary::paths`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ProviderConfig;
+use crate::providers::{AgentItem, ProviderConfig};
+use crate::vocabulary::paths::SPEC_ENV;
 
-/// Environment variable carrying the JSON spec.
-pub const SPEC_ENV: &str = "SECRETMODE_AGENT_SPEC";
 /// Version of the spec format; the agent refuses specs it does not understand.
 pub const SPEC_VERSION: u32 = 1;
-
-/// Where things are mounted inside the agent container, all under [`AGENT_DIR`], which no
-/// `secrets/mount-path` may overlap (the agent container mounts the files directory too).
-pub const AGENT_DIR: &str = "/var/run/secrets/secretmode";
-pub const TOKEN_DIR: &str = "/var/run/secrets/secretmode/token";
-pub const TOKEN_FILE: &str = "/var/run/secrets/secretmode/token/token";
-pub const FALLBACK_DIR: &str = "/var/run/secrets/secretmode/fallback";
-
-/// Probe and metrics paths the sidecar serves on its health port.
-pub const STARTUP_PATH: &str = "/startup";
-pub const HEALTH_PATH: &str = "/healthz";
-pub const READY_PATH: &str = "/readyz";
-pub const METRICS_PATH: &str = "/metrics";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -53,18 +40,6 @@ pub struct AgentSpec {
     pub start_deadline_seconds: u64,
     /// Port for /startup, /healthz, /readyz and /metrics (sidecar only).
     pub health_port: u16,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AgentItem {
-    /// Item name: the file name under `mountPath` and the key in the fallback Secret.
-    pub name: String,
-    /// Provider path (Vault: relative to the KV mount; AWS: secret id or ARN).
-    pub path: String,
-    /// Key inside the entry; `None` (AWS only) means the whole SecretString/SecretBinary.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
 }
 
 impl AgentSpec {

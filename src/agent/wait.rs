@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::agent_spec::STARTUP_PATH;
+use crate::vocabulary::paths::STARTUP_PATH;
 
 /// Polls `GET /startup` on loopback until 200 or the timeout.
 pub fn wait_for_startup(port: u16, timeout: Duration) -> Result<(), String> {

@@ -1,24 +1,62 @@
 //! `secretmode mutate`: the webhook's decision offline, like `istioctl kube-inject`.
 //!
 //! An AdmissionReview is answered by the server's own request handling
-//! ([`admission::review`]), so `mutate` prints the very response `serve` would send. Pods and
+//! ([`review::review`]), so `mutate` prints the very response `serve` would send. Pods and
 //! workloads are decided by the same function with the namespace from the manifest or
 //! `--namespace`; never a guessed `default`, which would be baked into the agent's provider role.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission;
-use crate::admit::{self, Decision};
 use crate::config::Config;
-use crate::patch::PatchOp;
+use crate::decide::patch::PatchOp;
+use crate::decide::{self, Decision};
+use crate::webhook::review;
 
-pub struct MutateArgs<'a> {
+#[derive(Debug, clap::Args)]
+pub struct MutateArgs {
+    /// Pod, workload(s) or AdmissionReview, YAML or JSON; `-` for stdin.
+    #[arg(short = 'f', long = "file", env = "SECRETMODE_MUTATE_FILE")]
+    pub file: PathBuf,
+    /// Namespace of manifests that have no metadata.namespace (required for them: it picks
+    /// the policy rule and goes into the agent's provider role); must match the ones that
+    /// do. Not accepted with an AdmissionReview, which carries request.namespace.
+    // No env: SECRETMODE_NAMESPACE is the namespace the webhook runs in (serve, certs).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Print the JSON Patch instead of the patched objects (or the review's response).
+    #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]
+    pub patch: bool,
+    /// Webhook config file (default: the built-in config).
+    #[arg(long, env = "SECRETMODE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `secretmode mutate`: prints the result; exit code 1 when the webhook would deny.
+pub fn run(args: MutateArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load_or_builtin(args.config.as_deref())?;
+    let input = Input { file: &args.file, namespace: args.namespace.as_deref(), patch_only: args.patch };
+    let out = mutate_input(&input, &config)?;
+    for w in &out.warnings {
+        eprintln!("Warning: {w}");
+    }
+    // An AdmissionReview's response is printed whether it allows or denies.
+    print!("{}", out.stdout);
+    if let Some(denial) = out.denied {
+        eprintln!("denied: {denial}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one run reads, and how it prints.
+pub struct Input<'a> {
     /// File path, or `-` for stdin.
     pub file: &'a Path,
     /// For manifests without `metadata.namespace`; must agree with the manifests that have one.
@@ -35,7 +73,7 @@ pub struct MutateOutput {
     pub warnings: Vec<String>,
 }
 
-pub fn run(args: &MutateArgs<'_>, config: &Config) -> Result<MutateOutput> {
+pub fn mutate_input(args: &Input<'_>, config: &Config) -> Result<MutateOutput> {
     let text = if args.file == Path::new("-") {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
@@ -66,7 +104,7 @@ pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config
     if docs.is_empty() {
         bail!("input holds no objects");
     }
-    if docs.iter().any(|d| d.get("kind").and_then(Value::as_str) == Some(admission::KIND)) {
+    if docs.iter().any(|d| d.get("kind").and_then(Value::as_str) == Some(review::KIND)) {
         if docs.len() > 1 {
             bail!("an AdmissionReview must be the only document in the input");
         }
@@ -89,7 +127,7 @@ pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config
         pods_seen += 1;
         let ns = decision_namespace(&doc, namespace)?;
         let pod = target.pod(&doc);
-        match admit::admit_pod(&pod, &ns, config) {
+        match decide::admit_pod(&pod, &ns, config) {
             Decision::Deny { message, .. } => {
                 return Ok(MutateOutput { stdout: String::new(), denied: Some(message), warnings: Vec::new() })
             }
@@ -128,7 +166,7 @@ pub fn mutate_text(text: &str, namespace: Option<&str>, patch_only: bool, config
 /// same response as YAML; with `--patch`, the decoded JSON Patch (`[]` when none). A review
 /// `serve` refuses with HTTP 400 is an error here with the same message.
 fn answer_review(body: &[u8], is_json: bool, patch_only: bool, config: &Config) -> Result<MutateOutput> {
-    let reviewed = admission::review(body, config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reviewed = review::review(body, config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let response: Value = serde_json::from_slice(&reviewed.body).context("the webhook's answer is JSON")?;
     let r = &response["response"];
     let denied = (r["allowed"] == false).then(|| r["status"]["message"].as_str().unwrap_or_default().to_string());

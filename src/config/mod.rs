@@ -4,6 +4,9 @@
 //! here and only here: annotations can name a provider defined in this file, never define one.
 //! Unknown fields are rejected so that a typo fails start-up with the field named instead of
 //! silently falling back to a default.
+//!
+//! Each provider's section is defined by its own file in `crate::providers`; the policy rules
+//! are in [`policy`] (and judged by `decide::policy`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +14,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::duration::HumanDuration;
-use crate::policy::PolicyConfig;
+use crate::providers::ProviderConfig;
+use crate::vocabulary::duration::HumanDuration;
+use crate::vocabulary::names::{is_dns_label, is_dns_subdomain};
+use crate::vocabulary::paths::validate_mount_path;
+use crate::vocabulary::quantity;
+use policy::PolicyConfig;
+
+pub mod policy;
 
 /// The built-in default, also shipped as `examples/config.yaml`'s starting point.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
@@ -122,120 +131,6 @@ impl Default for WarningsConfig {
     }
 }
 
-/// A secret provider the agent can talk to. Annotations pick one by name.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum ProviderConfig {
-    Vault(VaultProvider),
-    Aws(AwsProvider),
-}
-
-impl ProviderConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ProviderConfig::Vault(_) => "vault",
-            ProviderConfig::Aws(_) => "aws",
-        }
-    }
-
-    /// Audience of the projected service-account token, if this provider's auth uses one.
-    pub fn token_audience(&self) -> Option<&str> {
-        match self {
-            ProviderConfig::Vault(v) => match &v.auth {
-                VaultAuth::Kubernetes { audience, .. } | VaultAuth::Jwt { audience, .. } => Some(audience),
-                VaultAuth::Token { .. } => None,
-            },
-            ProviderConfig::Aws(a) => match &a.auth {
-                AwsAuth::WebIdentity { audience, .. } => Some(audience),
-                AwsAuth::Chain => None,
-            },
-        }
-    }
-
-    /// Whether item values must carry `#key` (Vault KV entries are maps; an AWS secret may be
-    /// used whole).
-    pub fn requires_key(&self) -> bool {
-        matches!(self, ProviderConfig::Vault(_))
-    }
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VaultProvider {
-    /// `https://vault.vault.svc:8200`
-    pub address: String,
-    /// Mount of the KV v2 engine; item paths are relative to it.
-    #[serde(default = "default_kv_mount")]
-    pub kv_mount: String,
-    /// Vault Enterprise / OpenBao namespace header.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// PEM bundle to verify the server with (not a secret; it is written into the agent's env).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_pem: Option<String>,
-    pub auth: VaultAuth,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
-pub enum VaultAuth {
-    /// Kubernetes auth method with the projected token.
-    Kubernetes {
-        #[serde(default = "default_k8s_auth_mount")]
-        mount: String,
-        /// Vault role; `{namespace}` and `{serviceAccount}` are replaced per pod.
-        role: String,
-        #[serde(default = "default_vault_audience")]
-        audience: String,
-    },
-    /// JWT auth method with the projected token (same code path, other mount).
-    Jwt {
-        #[serde(default = "default_jwt_auth_mount")]
-        mount: String,
-        role: String,
-        #[serde(default = "default_vault_audience")]
-        audience: String,
-    },
-    /// Development only: a token read from a Kubernetes Secret by reference.
-    Token {
-        #[serde(rename = "secretRef")]
-        secret_ref: SecretKeyRef,
-    },
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AwsProvider {
-    pub region: String,
-    /// Endpoint override (tests, VPC endpoints).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    #[serde(default = "default_version_stage")]
-    pub version_stage: String,
-    pub auth: AwsAuth,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "method", rename_all = "camelCase", deny_unknown_fields)]
-pub enum AwsAuth {
-    /// IRSA-style: AssumeRoleWithWebIdentity with the projected token.
-    #[serde(rename_all = "camelCase")]
-    WebIdentity {
-        role_arn: String,
-        #[serde(default = "default_aws_audience")]
-        audience: String,
-    },
-    /// The standard credential chain (env, instance metadata, pod identity).
-    Chain,
-}
-
 fn default_pull_policy() -> String {
     "IfNotPresent".into()
 }
@@ -259,24 +154,6 @@ fn default_start_deadline() -> HumanDuration {
 }
 fn default_token_expiration() -> i64 {
     3600
-}
-fn default_kv_mount() -> String {
-    "secret".into()
-}
-fn default_k8s_auth_mount() -> String {
-    "kubernetes".into()
-}
-fn default_jwt_auth_mount() -> String {
-    "jwt".into()
-}
-fn default_vault_audience() -> String {
-    "vault".into()
-}
-fn default_aws_audience() -> String {
-    "sts.amazonaws.com".into()
-}
-fn default_version_stage() -> String {
-    "AWSCURRENT".into()
 }
 
 impl Config {
@@ -321,7 +198,7 @@ impl Config {
                 ),
             );
         }
-        if let Err(m) = crate::annotations::validate_mount_path(&self.default_mount_path) {
+        if let Err(m) = validate_mount_path(&self.default_mount_path) {
             return err("defaultMountPath", m);
         }
         if self.max_items == 0 || self.max_items > 1000 {
@@ -346,7 +223,7 @@ impl Config {
         if a.health_port < 1024 {
             return err("agent.healthPort", "must be 1024 or above (the agent runs without privileges)".into());
         }
-        if crate::quantity::parse(&a.memory_volume_size_limit).is_none() {
+        if quantity::parse(&a.memory_volume_size_limit).is_none() {
             return err("agent.memoryVolumeSizeLimit", format!("{:?} is not a quantity", a.memory_volume_size_limit));
         }
         for (kind, map) in [("requests", &a.resources.requests), ("limits", &a.resources.limits)] {
@@ -357,14 +234,14 @@ impl Config {
                         "only cpu, memory and ephemeral-storage are supported".into(),
                     );
                 }
-                if crate::quantity::parse(value).is_none() {
+                if quantity::parse(value).is_none() {
                     return err(&format!("agent.resources.{kind}.{name}"), format!("{value:?} is not a quantity"));
                 }
             }
         }
         for (name, request) in &a.resources.requests {
             if let Some(limit) = a.resources.limits.get(name) {
-                if crate::quantity::parse(request) > crate::quantity::parse(limit) {
+                if quantity::parse(request) > quantity::parse(limit) {
                     return err(
                         &format!("agent.resources.requests.{name}"),
                         format!("request {request} exceeds limit {limit}"),
@@ -407,11 +284,7 @@ impl Config {
                     "provider names must be DNS labels (lower case, digits, -)".into(),
                 );
             }
-            let address = match provider {
-                ProviderConfig::Vault(v) => Some(&v.address),
-                ProviderConfig::Aws(a) => a.endpoint.as_ref(),
-            };
-            if let Some(address) = address {
+            if let Some(address) = provider.address() {
                 if !(address.starts_with("https://") || address.starts_with("http://")) {
                     return err(&format!("providers.{name}.address"), format!("{address:?} must be an http(s) URL"));
                 }
@@ -428,20 +301,6 @@ impl Config {
     pub fn provider_names(&self) -> String {
         self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
-}
-
-/// RFC 1123 label: what Kubernetes requires of container and volume names.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: what Kubernetes requires of Secret and SecretProviderClass names.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 #[cfg(test)]
@@ -471,14 +330,5 @@ mod tests {
         let text = DEFAULT_CONFIG_YAML.replace("defaultProvider: vault", "defaultProvider: nope");
         let e = Config::from_yaml(&text, "t.yaml").unwrap_err().to_string();
         assert!(e.contains("defaultProvider"), "{e}");
-    }
-
-    #[test]
-    fn dns_names() {
-        assert!(is_dns_label("secretmode-init"));
-        assert!(!is_dns_label("Secret"));
-        assert!(!is_dns_label("-a"));
-        assert!(is_dns_subdomain("my.secret-store"));
-        assert!(!is_dns_subdomain("a..b"));
     }
 }

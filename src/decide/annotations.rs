@@ -4,18 +4,19 @@
 //! [`resolve`] checks them together against the chosen mode and the config, producing the
 //! [`Plan`] the injector executes. Every error names the annotation and says how to fix it.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::agent_spec;
-use crate::config::{is_dns_label, is_dns_subdomain, Config, ProviderConfig};
-use crate::duration;
-use crate::json_ref::ObjectRef;
-use crate::modes::{Mode, VALID_MODES};
+use super::plan::{ItemSource, Plan, PlannedItem};
+use crate::config::Config;
+use crate::json::tree::ObjectRef;
+use crate::providers::ProviderConfig;
+use crate::vocabulary::duration;
+use crate::vocabulary::mode::{Mode, VALID_MODES};
+use crate::vocabulary::names::{is_dns_label, is_dns_subdomain, keys};
+use crate::vocabulary::paths::validate_mount_path;
 
 /// Longest accepted annotation value. Real values are short references; anything longer is a
 /// paste accident or an attack on the patch size.
@@ -35,37 +36,6 @@ fn fail<T>(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Res
     Err(AnnotationError { key: key.to_string(), problem: problem.into(), fix: fix.into() })
 }
 
-/// The annotation keys secretmode reads, without the prefix.
-pub mod keys {
-    pub const MODE: &str = "mode";
-    pub const ITEM: &str = "item.";
-    pub const PROVIDER: &str = "provider";
-    pub const ESO_SECRET: &str = "eso-secret";
-    pub const CSI_CLASS: &str = "csi-class";
-    pub const CONTAINERS: &str = "containers";
-    pub const MOUNT_PATH: &str = "mount-path";
-    pub const REFRESH_INTERVAL: &str = "refresh-interval";
-    pub const MAX_STALENESS: &str = "max-staleness";
-    pub const ENV_VALUES: &str = "env-values";
-    pub const FALLBACK_SECRET: &str = "fallback-secret";
-    /// Written by the webhook, never read to decide anything.
-    pub const INJECTED: &str = "injected";
-
-    pub const ALL: [&str; 11] = [
-        MODE,
-        "item.<name>",
-        PROVIDER,
-        ESO_SECRET,
-        CSI_CLASS,
-        CONTAINERS,
-        MOUNT_PATH,
-        REFRESH_INTERVAL,
-        MAX_STALENESS,
-        ENV_VALUES,
-        FALLBACK_SECRET,
-    ];
-}
-
 /// Each annotation checked on its own; `None` fields were not set.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodAnnotations {
@@ -81,65 +51,6 @@ pub struct PodAnnotations {
     pub max_staleness: Option<Duration>,
     pub env_values: Option<bool>,
     pub fallback_secret: Option<String>,
-}
-
-/// Where an item's value comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ItemSource {
-    /// `eso`: a key of the ESO target Secret.
-    SecretKey(String),
-    /// `csi`: an object name/alias of the SecretProviderClass; also the file it produces.
-    CsiObject(String),
-    /// `init`/`sidecar`: a provider path and, optionally, a key inside it.
-    Provider { path: String, key: Option<String> },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedItem {
-    /// The item name from `<prefix>/item.<name>`.
-    pub name: String,
-    /// File name under the mount path.
-    pub file: String,
-    /// `<ITEM>` (upper case, `-` and `.` as `_`); `<ITEM>_FILE` is the path variable.
-    pub env_stem: String,
-    pub source: ItemSource,
-}
-
-/// Everything the injector needs, resolved and validated against mode and config.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Plan {
-    pub mode: Mode,
-    pub items: Vec<PlannedItem>,
-    /// Provider name (init/sidecar only).
-    pub provider: Option<String>,
-    pub eso_secret: Option<String>,
-    pub csi_class: Option<String>,
-    /// Explicit target containers; `None` means every regular container.
-    pub containers: Option<Vec<String>>,
-    pub mount_path: String,
-    pub refresh_interval: Duration,
-    pub max_staleness: Duration,
-    pub env_values: bool,
-    pub fallback_secret: Option<String>,
-}
-
-impl Plan {
-    pub fn provider_config<'c>(&self, config: &'c Config) -> Option<&'c ProviderConfig> {
-        self.provider.as_ref().and_then(|p| config.providers.get(p))
-    }
-}
-
-impl fmt::Display for Plan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mode={} items={}", self.mode, self.items.len())?;
-        if let Some(p) = &self.provider {
-            write!(f, " provider={p}")?;
-        }
-        if self.fallback_secret.is_some() {
-            write!(f, " fallback=yes")?;
-        }
-        Ok(())
-    }
 }
 
 /// Checks every `<prefix>/` annotation on its own. `Ok(None)`: the pod has none (apart from a
@@ -234,19 +145,19 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
 
     // Annotations that do not apply to the chosen mode are mistakes, not no-ops: a workload
     // that sets `fallback-secret` on a csi pod believes it has a fallback.
-    let applies: [(&str, bool, &[Mode]); 7] = [
-        (keys::PROVIDER, ann.provider.is_some(), &[Mode::Init, Mode::Sidecar]),
-        (keys::ESO_SECRET, ann.eso_secret.is_some(), &[Mode::Eso]),
-        (keys::CSI_CLASS, ann.csi_class.is_some(), &[Mode::Csi]),
-        (keys::REFRESH_INTERVAL, ann.refresh_interval.is_some(), &[Mode::Sidecar]),
-        // init fetches once and exits: nothing is left to watch a freshness budget.
-        (keys::MAX_STALENESS, ann.max_staleness.is_some(), &[Mode::Sidecar]),
-        (keys::ENV_VALUES, ann.env_values.is_some(), &[Mode::Eso]),
-        (keys::FALLBACK_SECRET, ann.fallback_secret.is_some(), &[Mode::Init, Mode::Sidecar]),
+    let set: [(&str, bool); 7] = [
+        (keys::PROVIDER, ann.provider.is_some()),
+        (keys::ESO_SECRET, ann.eso_secret.is_some()),
+        (keys::CSI_CLASS, ann.csi_class.is_some()),
+        (keys::REFRESH_INTERVAL, ann.refresh_interval.is_some()),
+        (keys::MAX_STALENESS, ann.max_staleness.is_some()),
+        (keys::ENV_VALUES, ann.env_values.is_some()),
+        (keys::FALLBACK_SECRET, ann.fallback_secret.is_some()),
     ];
-    for (k, set, modes) in applies {
-        if set && !modes.contains(&mode) {
-            let names: Vec<_> = modes.iter().map(|m| m.as_str()).collect();
+    for (k, set) in set {
+        if set && !mode_reads(mode).contains(&k) {
+            let names: Vec<_> =
+                Mode::ALL.into_iter().filter(|m| mode_reads(*m).contains(&k)).map(Mode::as_str).collect();
             return fail(
                 &key(k),
                 format!("does not apply to mode {mode}"),
@@ -374,6 +285,18 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         env_values: ann.env_values.unwrap_or(false),
         fallback_secret: ann.fallback_secret.clone(),
     })
+}
+
+/// The mode-specific annotations a mode reads; every mode reads `mode`, the items,
+/// `containers` and `mount-path`. Any other annotation on a pod of that mode is denied.
+fn mode_reads(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Eso => &[keys::ESO_SECRET, keys::ENV_VALUES],
+        Mode::Csi => &[keys::CSI_CLASS],
+        // init fetches once and exits: nothing is left to watch a freshness budget.
+        Mode::Init => &[keys::PROVIDER, keys::FALLBACK_SECRET],
+        Mode::Sidecar => &[keys::PROVIDER, keys::REFRESH_INTERVAL, keys::MAX_STALENESS, keys::FALLBACK_SECRET],
+    }
 }
 
 /// `db-password` and `db.password` both become `DB_PASSWORD`.
@@ -509,8 +432,8 @@ fn provider_ref(key: &str, value: &str, provider: Option<&ProviderConfig>) -> Re
         }
         None => None,
     };
-    if item_key.is_none() && provider.is_some_and(ProviderConfig::requires_key) {
-        return fail(key, "a Vault/OpenBao entry holds several keys and this reference names none", fix);
+    if let (None, Some(problem)) = (&item_key, provider.and_then(ProviderConfig::key_required)) {
+        return fail(key, problem, fix);
     }
     Ok(ItemSource::Provider { path: path.to_string(), key: item_key })
 }
@@ -541,111 +464,10 @@ fn duration_value(key: &str, value: &str) -> Result<Duration, AnnotationError> {
     Ok(d)
 }
 
-/// Directories an injected mount may never be placed at or under.
-const FORBIDDEN_TREES: [&str; 14] = [
-    "/proc",
-    "/sys",
-    "/dev",
-    "/etc",
-    "/bin",
-    "/sbin",
-    "/usr",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/boot",
-    "/root",
-    "/var/run/secrets/kubernetes.io",
-    "/run/secrets/kubernetes.io",
-];
-/// Directories an injected mount may be placed under but not at (it would hide them).
-const FORBIDDEN_EXACT: [&str; 9] =
-    ["/var", "/run", "/var/run", "/tmp", "/home", "/opt", "/srv", "/var/lib", "/var/log"];
-
-/// Whether `path` is an acceptable directory for the files. The error says why not.
-pub fn validate_mount_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!("{path:?} is not absolute"));
-    }
-    if path.len() > 256 {
-        return Err("mount path is longer than 256 characters".into());
-    }
-    if let Some(c) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || "/._-".contains(*c))) {
-        return Err(format!("mount path contains {c:?}"));
-    }
-    if path == "/" {
-        return Err("\"/\" would hide the container's whole filesystem".into());
-    }
-    if path.ends_with('/') || path[1..].split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(format!("{path:?} is not normalised (trailing '/', '//', '.' or '..')"));
-    }
-    if let Some(tree) = FORBIDDEN_TREES.iter().find(|t| paths_overlap(path, t) && path.starts_with(*t)) {
-        return Err(format!("{path:?} is inside the system directory {tree}"));
-    }
-    if FORBIDDEN_TREES.iter().any(|t| t.starts_with(path) && paths_overlap(path, t)) || FORBIDDEN_EXACT.contains(&path)
-    {
-        return Err(format!("{path:?} would hide a system directory"));
-    }
-    // The agent container mounts the files directory next to its own: the same path twice is
-    // a pod the API server rejects, blaming a container the user never wrote.
-    for (what, dir) in
-        [("token", agent_spec::TOKEN_DIR), ("fallback", agent_spec::FALLBACK_DIR), ("", agent_spec::AGENT_DIR)]
-    {
-        if paths_overlap(path, dir) {
-            return Err(match what {
-                "" => format!("{path:?} is inside {dir}, which is reserved for the secretmode agent's own directories"),
-                what => format!("{path:?} overlaps the secretmode agent's {what} directory {dir}"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether one path is the other or one of its ancestors, by whole components, as the kubelet
-/// reads them: both are cleaned first ([`clean_path`]).
-pub fn paths_overlap(a: &str, b: &str) -> bool {
-    let (a, b) = (clean_path(a), clean_path(b));
-    let a = a.trim_end_matches('/');
-    let b = b.trim_end_matches('/');
-    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    long == short || short.is_empty() || long.starts_with(short) && long.as_bytes()[short.len()] == b'/'
-}
-
-/// `path` as the kubelet and container runtime resolve it, lexically (Go's `path.Clean`):
-/// `//` and `.` segments dropped, `..` applied, no trailing `/`. `/a//b/./c/` is `/a/b/c`.
-/// Borrowed when already clean, which every path secretmode writes is.
-pub fn clean_path(path: &str) -> Cow<'_, str> {
-    let mut segments = path.split('/');
-    if path.starts_with('/') {
-        segments.next();
-    }
-    if path == "/" || !path.is_empty() && segments.all(|s| !s.is_empty() && s != "." && s != "..") {
-        return Cow::Borrowed(path);
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|p| *p != "..") => {
-                parts.pop();
-            }
-            ".." if rooted => {}
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    Cow::Owned(match (rooted, joined.is_empty()) {
-        (true, _) => ["/", &joined].concat(),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::json_ref::JsonRef;
+    use crate::json::tree::JsonRef;
     use serde_json::{json, Value};
 
     fn cfg() -> Config {
@@ -808,80 +630,5 @@ mod tests {
         .unwrap();
         assert_eq!(p.items[0].file, "dbPassword");
         assert_eq!(p.items[0].env_stem, "DB_PASSWORD");
-    }
-
-    #[test]
-    fn mount_paths() {
-        for bad in [
-            "/",
-            "relative",
-            "/proc",
-            "/proc/x",
-            "/etc",
-            "/etc/secrets",
-            "/var/run",
-            "/tmp",
-            "/a//b",
-            "/a/../b",
-            "/a/",
-            "/usr/local/x",
-            "/var/run/secrets/kubernetes.io/serviceaccount",
-            "/var/run/secrets",
-            "/a b",
-            "/var/run/secrets/secretmode",
-            "/var/run/secrets/secretmode/token",
-            "/var/run/secrets/secretmode/fallback/x",
-            "/var/run/secrets/secretmode/other",
-        ] {
-            assert!(validate_mount_path(bad).is_err(), "{bad} accepted");
-        }
-        for good in [
-            "/var/run/secrets-cache",
-            "/secrets",
-            "/tmp/secrets",
-            "/opt/app/secrets",
-            "/etcetera",
-            "/var/run/secrets-secretmode",
-        ] {
-            assert!(validate_mount_path(good).is_ok(), "{good} rejected");
-        }
-        let e = validate_mount_path("/var/run/secrets/secretmode/token").unwrap_err();
-        assert!(e.contains("agent's token directory"), "{e}");
-    }
-
-    #[test]
-    fn overlap_is_by_component() {
-        assert!(paths_overlap("/a", "/a/b"));
-        assert!(paths_overlap("/a/b", "/a"));
-        assert!(paths_overlap("/a", "/a"));
-        assert!(!paths_overlap("/a", "/ab"));
-        assert!(paths_overlap("/", "/x"));
-        // As the kubelet reads them.
-        assert!(paths_overlap("/a//b/", "/a/b"));
-        assert!(paths_overlap("/a/./b", "/a/b/c"));
-        assert!(paths_overlap("/a/x/../b", "/a/b"));
-        assert!(paths_overlap("/a/b/..", "/a/b"), "/a/b/.. is /a");
-        assert!(!paths_overlap("/a/c/..//b2/", "/a/b"));
-    }
-
-    #[test]
-    fn paths_are_cleaned_as_go_cleans_them() {
-        for (raw, clean) in [
-            ("/", "/"),
-            ("/a/b", "/a/b"),
-            ("/a/b/", "/a/b"),
-            ("//a//b//", "/a/b"),
-            ("/a/./b/.", "/a/b"),
-            ("/a/../b", "/b"),
-            ("/../a", "/a"),
-            ("/a/b/../..", "/"),
-            ("a/../..", ".."),
-            ("./a", "a"),
-            ("", "."),
-            ("/.", "/"),
-        ] {
-            assert_eq!(clean_path(raw), clean, "{raw:?}");
-        }
-        assert!(matches!(clean_path("/var/run/secrets-cache"), Cow::Borrowed(_)));
     }
 }

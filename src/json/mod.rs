@@ -1,8 +1,13 @@
-//! Writing JSON on the request path (reading the pod: [`crate::json_ref`]): serde_json, plus
-//! [`InString`], a writer that escapes what serde_json writes into it as it arrives. The agent
-//! spec travels as JSON inside an env value (a JSON string); written through [`InString`] it
-//! becomes that string's text in one pass, instead of being written whole and then escaped a
-//! second time.
+//! JSON on the request path, both ways; imports nothing else of the crate.
+//!
+//! Reading: [`tree::JsonRef`], the borrowed tree the decision reads a pod as (parsed by
+//! `webhook::pod_view`). Writing: serde_json, plus [`InString`], a writer that escapes what
+//! serde_json writes into it as it arrives. The agent spec travels as JSON inside an env value
+//! (a JSON string); written through [`InString`] it becomes that string's text in one pass,
+//! instead of being written whole and then escaped a second time (kept because it was measured
+//! to matter: docs/BENCHMARKS.md).
+
+pub mod tree;
 
 use std::io::{self, Write};
 

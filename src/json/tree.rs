@@ -1,11 +1,11 @@
 //! A JSON tree that borrows its strings from the text it was parsed from: what the decision
-//! reads of a pod.
+//! reads of a pod. It is parsed by `webhook::pod_view` (which implements `Deserialize` for it).
 //!
 //! `serde_json::Value` owns every string and keeps every object in a B-tree; on the request
-//! path that meant an allocation per string and per tree node, all freed again a few
-//! microseconds later (building and dropping the pod view was a fifth of a review). Here a
-//! string without escapes is a slice of the request body, and an object is one vector of
-//! entries.
+//! path that means an allocation per string and per tree node, all freed again a few
+//! microseconds later. Here a string without escapes is a slice of the request body, and an
+//! object is one vector of entries (kept because it was measured to matter:
+//! docs/BENCHMARKS.md).
 //!
 //! It reads exactly as `Value` does, so a reader cannot tell which of the two it was given:
 //! objects are sorted by key with duplicates resolved the way `serde_json::Map` resolves them

@@ -1,5 +1,9 @@
-//! Logging set-up shared by every subcommand: tracing-subscriber's text or JSON formatter, to
-//! stderr directly (CLI commands) or through the background writer (`serve`).
+//! Logging, set up once per command: tracing-subscriber's text or JSON formatter, to stderr
+//! directly (CLI commands) or through the background [`writer`] (`serve`). [`printable`] makes
+//! text from a request, a pod or a provider safe to put in a line.
+
+pub mod printable;
+pub mod writer;
 
 use std::io::IsTerminal;
 
@@ -7,8 +11,6 @@ use clap::ValueEnum;
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Json, JsonFields};
 use tracing_subscriber::fmt::{MakeWriter, SubscriberBuilder};
 use tracing_subscriber::EnvFilter;
-
-use crate::log_writer;
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum LogFormat {
@@ -23,7 +25,7 @@ pub enum LogWriter {
     /// Written to stderr by the thread that logs: output stays in order with the command's
     /// own stderr messages (CLI commands).
     Direct,
-    /// Handed to a writer thread that writes them in batches ([`crate::log_writer`]; `serve`,
+    /// Handed to a writer thread that writes them in batches ([`writer`]; `serve`,
     /// which logs a line per admission).
     Background,
 }
@@ -32,7 +34,7 @@ pub enum LogWriter {
 /// command has finished.
 #[must_use = "dropping the guard flushes the log writer"]
 pub struct LogGuard {
-    _writer: Option<log_writer::Guard>,
+    _writer: Option<writer::Guard>,
 }
 
 /// Installs the global subscriber. `level` is an env-filter directive (`info`,
@@ -42,7 +44,7 @@ pub struct LogGuard {
 pub fn init(format: LogFormat, level: &str, writer: LogWriter) -> LogGuard {
     if writer == LogWriter::Background {
         // If the thread cannot be started, log directly rather than not at all.
-        if let Ok((sender, guard)) = log_writer::start(std::io::stderr()) {
+        if let Ok((sender, guard)) = writer::start(std::io::stderr()) {
             install(format, level, sender);
             return LogGuard { _writer: Some(guard) };
         }

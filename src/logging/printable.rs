@@ -1,5 +1,5 @@
 //! What goes into a log line from outside. Lines are written by tracing-subscriber's own text
-//! and JSON formatters (set up in [`crate::telemetry`]); both write a `%field` as its `Display`,
+//! and JSON formatters (set up in [`crate::logging`]); both write a `%field` as its `Display`,
 //! as it is. [`Printable`] is that `Display` for text that comes from a request, a pod or a
 //! provider, so that such text cannot end the line and forge the next one.
 
@@ -30,7 +30,7 @@ impl fmt::Display for Printable<'_> {
 
 /// Other modules' tests name the layout this way.
 #[cfg(test)]
-pub(crate) use crate::telemetry::LogFormat as Layout;
+pub(crate) use crate::logging::LogFormat as Layout;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -60,10 +60,10 @@ pub(crate) mod tests {
         }
     }
 
-    /// What `emit` logs through the formatters every command installs ([`crate::telemetry`]).
+    /// What `emit` logs through the formatters every command installs ([`crate::logging`]).
     pub(crate) fn logged(layout: Layout, emit: impl Fn()) -> String {
         let out = Capture::default();
-        tracing::dispatcher::with_default(&crate::telemetry::dispatch(layout, out.clone()), emit);
+        tracing::dispatcher::with_default(&crate::logging::dispatch(layout, out.clone()), emit);
         let bytes = out.0.lock().unwrap().clone();
         String::from_utf8(bytes).unwrap()
     }

@@ -1,6 +1,7 @@
-//! AWS Secrets Manager through the official SDK. Retries are switched off in the SDK: the
-//! agent's own loop owns retry timing, so a struggling provider sees one request per attempt,
-//! not an SDK retry burst multiplied by ours.
+//! AWS Secrets Manager: its section of the webhook config (and what the webhook derives from
+//! it per pod), and the agent's client, through the official SDK. Retries are switched off in
+//! the SDK: the agent's own loop owns retry timing, so a struggling provider sees one request
+//! per attempt, not an SDK retry burst multiplied by ours.
 //!
 //! The SDK's errors are classified from their parts, not their text: a service error by its
 //! code and HTTP status (an answer that carries no AWS error code is "not an AWS answer" and
@@ -24,18 +25,88 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider as TlsProvider};
 
+use serde::{Deserialize, Serialize};
+
 use super::cause::{self, Stage};
-use super::{value, Budget, ErrorKind, FetchError, Fetched, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
-use crate::agent::status::{Credentials, ItemVersion, Status};
-use crate::agent_spec::AgentItem;
-use crate::config::{AwsAuth, AwsProvider};
+use super::{
+    value, AgentItem, Budget, Credentials, ErrorKind, FetchError, Fetched, ItemVersion, Report, SecretKeyRef,
+    CONNECT_TIMEOUT, REQUEST_TIMEOUT,
+};
+
+// ---- The provider's section of the webhook config, and what the webhook needs to know ----
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsProvider {
+    pub region: String,
+    /// Endpoint override (tests, VPC endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_version_stage")]
+    pub version_stage: String,
+    pub auth: AwsAuth,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "method", rename_all = "camelCase", deny_unknown_fields)]
+pub enum AwsAuth {
+    /// IRSA-style: AssumeRoleWithWebIdentity with the projected token.
+    #[serde(rename_all = "camelCase")]
+    WebIdentity {
+        role_arn: String,
+        #[serde(default = "default_aws_audience")]
+        audience: String,
+    },
+    /// The standard credential chain (env, instance metadata, pod identity).
+    Chain,
+}
+
+fn default_version_stage() -> String {
+    "AWSCURRENT".into()
+}
+fn default_aws_audience() -> String {
+    "sts.amazonaws.com".into()
+}
+
+impl AwsProvider {
+    /// A secret may be used whole: an item needs no `#key`.
+    pub const KEY_REQUIRED: Option<&'static str> = None;
+
+    /// Audience of the projected service-account token, if the auth method uses one.
+    pub fn token_audience(&self) -> Option<&str> {
+        match &self.auth {
+            AwsAuth::WebIdentity { audience, .. } => Some(audience),
+            AwsAuth::Chain => None,
+        }
+    }
+
+    /// Fills the per-pod placeholders of the role ARN ([`super::ProviderConfig::personalise`]).
+    pub fn personalise(&mut self, fill: &dyn Fn(&mut String)) {
+        match &mut self.auth {
+            AwsAuth::WebIdentity { role_arn, .. } => fill(role_arn),
+            AwsAuth::Chain => {}
+        }
+    }
+
+    /// Env the agent container takes from a Secret: none.
+    pub fn secret_env(&self) -> Option<(&'static str, &SecretKeyRef)> {
+        None
+    }
+
+    /// Where the agent connects, for its log.
+    pub fn location(&self) -> String {
+        self.endpoint.clone().unwrap_or_else(|| format!("region {}", self.region))
+    }
+}
+
+// ---- The agent's client ----
 
 const SESSION_NAME: &str = "secretmode-agent";
 
 pub struct Aws {
     config: AwsProvider,
     client: aws_sdk_secretsmanager::Client,
-    status: Arc<Status>,
+    status: Arc<dyn Report>,
     web: Option<WebIdentity>,
 }
 
@@ -51,7 +122,7 @@ impl Aws {
     pub async fn new(
         config: &AwsProvider,
         token_file: Option<PathBuf>,
-        status: Arc<Status>,
+        status: Arc<dyn Report>,
     ) -> Result<Aws, FetchError> {
         // ring, like the rest of the binary: no second crypto library (aws-lc) to build and ship.
         let http =
@@ -165,7 +236,7 @@ impl Aws {
 
     /// The error carries whether the credentials were refused as expired.
     async fn get_once(&self, id: &str, budget: Budget) -> Result<Secret, (FetchError, bool)> {
-        self.status.metrics.requests.inc();
+        self.status.request_sent();
         let t = budget.timeout();
         let over = aws_sdk_secretsmanager::config::Builder::default().timeout_config(timeouts(t));
         let result = self
@@ -355,7 +426,7 @@ struct WebInner {
     sts: aws_sdk_sts::Client,
     role_arn: String,
     token_file: PathBuf,
-    status: Arc<Status>,
+    status: Arc<dyn Report>,
     /// (credentials, when to replace them).
     cached: Mutex<Option<(AwsCredentials, SystemTime)>>,
     /// The last STS failure, for the read that needed the credentials to report.
@@ -399,7 +470,7 @@ impl WebInner {
     async fn assume(&self) -> Result<AwsCredentials, FetchError> {
         let shown = format!("sts:AssumeRoleWithWebIdentity {}", self.role_arn);
         let token = super::read_token_file(&self.token_file)?;
-        self.status.metrics.requests.inc();
+        self.status.request_sent();
         let out = self
             .sts
             .assume_role_with_web_identity()

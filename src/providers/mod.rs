@@ -1,5 +1,13 @@
-//! Secret providers the agent fetches from. Both are defined only in the webhook config and
-//! reach the agent inside its spec; nothing here takes an address from an annotation.
+//! Secret providers: one file per provider ([`vault`], [`aws`]) holding its section of the
+//! webhook config, what the webhook derives from it for a pod, and the agent's client. This
+//! file registers them: [`ProviderConfig`] (the config's `type:`) and [`Provider`] (the
+//! running client), whose exhaustive matches are the only places that list the providers, so
+//! a new provider is one new file plus one variant in each enum, and the crate does not
+//! compile until every match handles it. Shared pieces: [`cause`] and [`value`] (reading
+//! answers), [`backoff`] (retry delays), and the error and item types below.
+//!
+//! Providers are defined only in the webhook config and reach the agent inside its spec;
+//! nothing here takes an address from an annotation.
 //!
 //! Every failure is a [`FetchError`] whose [`ErrorKind`] says what it means for the pod: an
 //! **outage** (the provider could not be reached, did not finish answering, or answered
@@ -9,6 +17,7 @@
 //! The message names the HTTP status or the I/O cause, never a value.
 
 pub mod aws;
+pub mod backoff;
 pub mod cause;
 pub mod value;
 pub mod vault;
@@ -17,14 +26,138 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::StreamExt;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::status::{ItemVersion, Status};
-use crate::agent_spec::AgentItem;
-use crate::config::ProviderConfig;
+use aws::AwsProvider;
+use vault::VaultProvider;
+
+/// A secret provider the agent can talk to. Annotations pick one by name.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderConfig {
+    Vault(VaultProvider),
+    Aws(AwsProvider),
+}
+
+impl ProviderConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Vault(_) => "vault",
+            ProviderConfig::Aws(_) => "aws",
+        }
+    }
+
+    /// Audience of the projected service-account token, if this provider's auth uses one.
+    pub fn token_audience(&self) -> Option<&str> {
+        match self {
+            ProviderConfig::Vault(v) => v.token_audience(),
+            ProviderConfig::Aws(a) => a.token_audience(),
+        }
+    }
+
+    /// Why item values must carry `#key` with this provider (Vault KV entries are maps), or
+    /// `None` when a whole value can be used (an AWS secret).
+    pub fn key_required(&self) -> Option<&'static str> {
+        match self {
+            ProviderConfig::Vault(_) => VaultProvider::KEY_REQUIRED,
+            ProviderConfig::Aws(_) => AwsProvider::KEY_REQUIRED,
+        }
+    }
+
+    /// The provider definition with per-pod placeholders (`{namespace}`, `{serviceAccount}`)
+    /// filled in. Only config-defined text is substituted, never annotation text.
+    pub fn personalise(&self, namespace: &str, service_account: &str) -> ProviderConfig {
+        let fill = |s: &mut String| {
+            if s.contains('{') {
+                *s = s.replace("{namespace}", namespace).replace("{serviceAccount}", service_account);
+            }
+        };
+        let mut p = self.clone();
+        match &mut p {
+            ProviderConfig::Vault(v) => v.personalise(&fill),
+            ProviderConfig::Aws(a) => a.personalise(&fill),
+        }
+        p
+    }
+
+    /// An env var the agent container takes from a Secret, if the provider needs one: its
+    /// name and the Secret key reference.
+    pub fn secret_env(&self) -> Option<(&'static str, &SecretKeyRef)> {
+        match self {
+            ProviderConfig::Vault(v) => v.secret_env(),
+            ProviderConfig::Aws(a) => a.secret_env(),
+        }
+    }
+
+    /// The URL the config gives the provider, if any (checked to be http(s) at load).
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            ProviderConfig::Vault(v) => Some(&v.address),
+            ProviderConfig::Aws(a) => a.endpoint.as_deref(),
+        }
+    }
+
+    /// Where the agent connects, for its log.
+    pub fn location(&self) -> String {
+        match self {
+            ProviderConfig::Vault(v) => v.location(),
+            ProviderConfig::Aws(a) => a.location(),
+        }
+    }
+}
+
+/// A key of a Kubernetes Secret, by reference (never its value).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// One item the agent fetches, as the agent spec carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentItem {
+    /// Item name: the file name under `mountPath` and the key in the fallback Secret.
+    pub name: String,
+    /// Provider path (Vault: relative to the KV mount; AWS: secret id or ARN).
+    pub path: String,
+    /// Key inside the entry; `None` (AWS only) means the whole SecretString/SecretBinary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemVersion {
+    pub name: String,
+    /// KV version (Vault) or VersionId (AWS) of the value currently on disk.
+    pub version: Option<String>,
+}
+
+/// What the agent knows about its provider credentials (never the credentials themselves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// `token`, `kubernetes`, `jwt`, `webIdentity`, `chain`.
+    pub method: &'static str,
+    /// When they expire, if they do and it is known.
+    pub expires_at: Option<SystemTime>,
+    /// The agent extends or replaces them before they expire (renewal or a new login).
+    pub renewable: bool,
+    /// They will expire and the agent can neither renew nor replace them: reads fail then.
+    pub expiring: bool,
+}
+
+/// What a client tells the agent while it works: every request it sends, and what is known
+/// about its credentials. The agent's status record implements it; it is defined here so the
+/// clients need nothing of the agent.
+pub trait Report: Send + Sync + std::fmt::Debug {
+    fn request_sent(&self);
+    fn record_credentials(&self, credentials: Credentials);
+}
 
 /// Upper bound on one HTTP request to a provider, so a hung provider cannot hold a refresh
 /// forever; during start-up it is cut further to what is left of the start deadline.
@@ -143,7 +276,7 @@ impl Provider {
     pub async fn new(
         config: &ProviderConfig,
         token_file: Option<PathBuf>,
-        status: Arc<Status>,
+        status: Arc<dyn Report>,
         refresh_interval: Duration,
     ) -> Result<Provider, FetchError> {
         Ok(match config {
@@ -183,8 +316,9 @@ impl Provider {
     /// Renews or replaces the credentials if due. Failures are logged and retried later; the
     /// next read reports them if they matter.
     pub async fn maintain(&mut self) {
-        if let Provider::Vault(v) = self {
-            v.maintain().await;
+        match self {
+            Provider::Vault(v) => v.maintain().await,
+            Provider::Aws(_) => {}
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Vault / OpenBao: KV v2 reads, Kubernetes/JWT login, token lookup and renewal, and a
-//! health probe, over a reqwest client of our own.
+//! Vault / OpenBao: its section of the webhook config (and what the webhook derives from it
+//! per pod), and the agent's client: KV v2 reads, Kubernetes/JWT login, token lookup and
+//! renewal, and a health probe, over a reqwest client of our own.
 //!
 //! A thin client rather than `vaultrs`: the agent uses six endpoints, and classifying a
 //! failure by what it means for the pod needs what vaultrs/rustify drop (the status of a
@@ -21,19 +22,121 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::{Method, Url};
 use serde_json::{json, Map, Value};
 
+use serde::{Deserialize, Serialize};
+
+use super::backoff::Backoff;
 use super::cause::{self, Stage};
-use super::{value, Budget, ErrorKind, FetchError, Fetched, CONNECT_TIMEOUT, MAX_BODY};
-use crate::agent::backoff::Backoff;
-use crate::agent::status::{Credentials, ItemVersion, Status};
-use crate::agent_spec::AgentItem;
-use crate::config::{VaultAuth, VaultProvider};
+use super::{
+    value, AgentItem, Budget, Credentials, ErrorKind, FetchError, Fetched, ItemVersion, Report, SecretKeyRef,
+    CONNECT_TIMEOUT, MAX_BODY,
+};
+use crate::vocabulary::time::rfc3339;
+
+// ---- The provider's section of the webhook config, and what the webhook needs to know ----
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VaultProvider {
+    /// `https://vault.vault.svc:8200`
+    pub address: String,
+    /// Mount of the KV v2 engine; item paths are relative to it.
+    #[serde(default = "default_kv_mount")]
+    pub kv_mount: String,
+    /// Vault Enterprise / OpenBao namespace header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// PEM bundle to verify the server with (not a secret; it is written into the agent's env).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    pub auth: VaultAuth,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum VaultAuth {
+    /// Kubernetes auth method with the projected token.
+    Kubernetes {
+        #[serde(default = "default_k8s_auth_mount")]
+        mount: String,
+        /// Vault role; `{namespace}` and `{serviceAccount}` are replaced per pod.
+        role: String,
+        #[serde(default = "default_vault_audience")]
+        audience: String,
+    },
+    /// JWT auth method with the projected token (same code path, other mount).
+    Jwt {
+        #[serde(default = "default_jwt_auth_mount")]
+        mount: String,
+        role: String,
+        #[serde(default = "default_vault_audience")]
+        audience: String,
+    },
+    /// Development only: a token read from a Kubernetes Secret by reference.
+    Token {
+        #[serde(rename = "secretRef")]
+        secret_ref: SecretKeyRef,
+    },
+}
+
+fn default_kv_mount() -> String {
+    "secret".into()
+}
+fn default_k8s_auth_mount() -> String {
+    "kubernetes".into()
+}
+fn default_jwt_auth_mount() -> String {
+    "jwt".into()
+}
+fn default_vault_audience() -> String {
+    "vault".into()
+}
+
+/// Env var the agent reads its token from with token auth (set from the config's Secret).
+pub const TOKEN_ENV: &str = "VAULT_TOKEN";
+
+impl VaultProvider {
+    /// Why an item must name a `#key`: a KV v2 entry is a map of keys.
+    pub const KEY_REQUIRED: Option<&'static str> =
+        Some("a Vault/OpenBao entry holds several keys and this reference names none");
+
+    /// Audience of the projected service-account token, if the auth method uses one.
+    pub fn token_audience(&self) -> Option<&str> {
+        match &self.auth {
+            VaultAuth::Kubernetes { audience, .. } | VaultAuth::Jwt { audience, .. } => Some(audience),
+            VaultAuth::Token { .. } => None,
+        }
+    }
+
+    /// Fills the per-pod placeholders of the role ([`super::ProviderConfig::personalise`]).
+    pub fn personalise(&mut self, fill: &dyn Fn(&mut String)) {
+        match &mut self.auth {
+            VaultAuth::Kubernetes { role, .. } | VaultAuth::Jwt { role, .. } => fill(role),
+            VaultAuth::Token { .. } => {}
+        }
+    }
+
+    /// Env the agent container takes from a Secret: the token of token auth.
+    pub fn secret_env(&self) -> Option<(&'static str, &SecretKeyRef)> {
+        match &self.auth {
+            VaultAuth::Token { secret_ref } => Some((TOKEN_ENV, secret_ref)),
+            VaultAuth::Kubernetes { .. } | VaultAuth::Jwt { .. } => None,
+        }
+    }
+
+    /// Where the agent connects, for its log.
+    pub fn location(&self) -> String {
+        self.address.clone()
+    }
+}
+
+// ---- The agent's client ----
 
 pub struct Vault {
     config: VaultProvider,
     http: reqwest::Client,
     base: Url,
     token_file: Option<PathBuf>,
-    status: Arc<Status>,
+    status: Arc<dyn Report>,
     token: Option<Token>,
     /// Spaces retries of a renewal or login that failed while the current token still works.
     retry: Backoff,
@@ -124,7 +227,7 @@ impl Vault {
     pub fn new(
         config: &VaultProvider,
         token_file: Option<PathBuf>,
-        status: Arc<Status>,
+        status: Arc<dyn Report>,
         refresh_interval: Duration,
     ) -> Result<Vault, FetchError> {
         let cfg_err = |m: String| FetchError::new(ErrorKind::Config, config.address.clone(), m);
@@ -216,7 +319,7 @@ impl Vault {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        self.status.metrics.requests.inc();
+        self.status.request_sent();
         let secs = timeout.as_secs_f64();
         let mut resp = req.send().await.map_err(|e| {
             let (kind, text) = if e.is_timeout() {
@@ -406,7 +509,7 @@ impl Vault {
             return Ok(());
         }
         if self.token.is_none() {
-            let secret = std::env::var("VAULT_TOKEN").unwrap_or_default().trim().to_string();
+            let secret = std::env::var(TOKEN_ENV).unwrap_or_default().trim().to_string();
             if secret.is_empty() {
                 return Err(FetchError::new(ErrorKind::Config, "VAULT_TOKEN", "token auth but VAULT_TOKEN is empty"));
             }
@@ -504,7 +607,7 @@ impl Vault {
                     Err(l) if l.kind == ErrorKind::Auth => {
                         let when = match self.token.as_ref().and_then(|t| t.expires) {
                             Some((at, wall)) if at <= Instant::now() => {
-                                format!(" (it expired at {})", crate::agent::status::rfc3339(wall))
+                                format!(" (it expired at {})", rfc3339(wall))
                             }
                             _ => String::new(),
                         };
@@ -580,7 +683,7 @@ impl Vault {
         url.set_query(Some("standbyok=true&perfstandbyok=true"));
         let mut req = self.http.get(url).timeout(Budget::default().timeout());
         req = req.header("X-Vault-Request", "true");
-        self.status.metrics.requests.inc();
+        self.status.request_sent();
         let resp = req.send().await.map_err(|e| {
             let (kind, text) = if e.is_timeout() {
                 (ErrorKind::Unreachable, "timed out with no answer".to_string())

@@ -1,36 +1,58 @@
 //! The four delivery modes and the failure behaviour each one buys.
+//!
+//! The modes are one list ([`modes!`]): the enum, [`Mode::ALL`], [`Mode::as_str`], the serde
+//! names and [`VALID_MODES`] are all made from it, so a mode added there is named everywhere,
+//! and every `match` over modes (there is no `_ =>` arm over them anywhere) fails to compile
+//! until it handles the new one.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Eso,
-    Csi,
-    Init,
-    Sidecar,
+/// Defines [`Mode`] from `Variant = "name"` pairs, in the order messages list them.
+macro_rules! modes {
+    ($first:ident = $first_name:literal $(, $variant:ident = $name:literal)* $(,)?) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Mode {
+            #[serde(rename = $first_name)]
+            $first,
+            $(
+                #[serde(rename = $name)]
+                $variant,
+            )*
+        }
+
+        /// The modes as messages list them: `eso, csi, init, sidecar`.
+        pub const VALID_MODES: &str = concat!($first_name $(, ", ", $name)*);
+
+        impl Mode {
+            pub const ALL: [Mode; [$first_name $(, $name)*].len()] = [Mode::$first $(, Mode::$variant)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    Mode::$first => $first_name,
+                    $(Mode::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-pub const VALID_MODES: &str = "eso, csi, init, sidecar";
+modes! {
+    Eso = "eso",
+    Csi = "csi",
+    Init = "init",
+    Sidecar = "sidecar",
+}
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Eso, Mode::Csi, Mode::Init, Mode::Sidecar];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Eso => "eso",
-            Mode::Csi => "csi",
-            Mode::Init => "init",
-            Mode::Sidecar => "sidecar",
-        }
-    }
-
     /// Modes whose files are written by the injected agent.
     pub fn uses_agent(self) -> bool {
-        matches!(self, Mode::Init | Mode::Sidecar)
+        match self {
+            Mode::Eso | Mode::Csi => false,
+            Mode::Init | Mode::Sidecar => true,
+        }
     }
 
     /// What this mode does when the provider is down, in the words of DESIGN.md's table.
@@ -125,6 +147,15 @@ mod tests {
             assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
         }
         assert!("Sidecar".parse::<Mode>().unwrap_err().contains(VALID_MODES));
+    }
+
+    #[test]
+    fn one_list_names_every_mode() {
+        assert_eq!(VALID_MODES, "eso, csi, init, sidecar");
+        assert_eq!(Mode::ALL.map(Mode::as_str).join(", "), VALID_MODES);
+        for m in Mode::ALL {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.as_str());
+        }
     }
 
     #[test]

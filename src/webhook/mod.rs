@@ -1,8 +1,15 @@
-//! `secretmode serve`: the HTTPS webhook plus a plain-HTTP admin port.
+//! `secretmode serve`, the HTTP layer: the HTTPS webhook plus a plain-HTTP admin port.
+//!
+//! [`review`] speaks the AdmissionReview wire format and hands the pod, read as a
+//! [`pod_view`], to `decide`; [`routes`] are the handlers, [`listener`] accepts connections
+//! under [`deadlines`], [`tls`] serves and reloads the certificate, [`metrics`] counts. This
+//! file wires them from the `serve` flags.
 
 pub mod deadlines;
 pub mod listener;
 pub mod metrics;
+pub mod pod_view;
+pub mod review;
 pub mod routes;
 pub mod tls;
 
@@ -18,14 +25,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::duration::{rfc3339, HumanDuration};
+use crate::vocabulary::duration::{rfc3339, HumanDuration};
 use listener::{serve_tls, ListenerLimits};
 use metrics::{Metrics, ResultLabels};
 use routes::{AdminState, WebhookState};
 use tls::{CertFiles, CertResolver, Poll, Poller};
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
-    crate::duration::parse(s)
+    crate::vocabulary::duration::parse(s)
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -1,4 +1,4 @@
-//! The pod as the webhook's decision reads it: the parts [`crate::admit::decide`] looks at,
+//! The pod as the webhook's decision reads it: the parts `decide::decide` looks at,
 //! built as a [`JsonRef`] tree that borrows its strings from the request body, and everything
 //! else only validated and skipped.
 //!
@@ -27,7 +27,8 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde::Deserialize;
 use serde_json::Number;
 
-use crate::json_ref::{JsonRef, ObjectRef};
+use crate::json::tree::{JsonRef, ObjectRef};
+use crate::vocabulary::names::is_reserved;
 
 /// The pod as the decision reads it: deserialise it where the pod is (the AdmissionReview's
 /// `request.object`), then ask [`PodView::into_json`] for the tree.
@@ -44,8 +45,19 @@ impl<'a> PodView<'a> {
     /// The pod's decision-relevant parts, or `None` when the decision needs the whole pod (a
     /// `secretmode-` entry is present): parse it whole then.
     pub fn into_json(self) -> Option<JsonRef<'a>> {
-        crate::admit::reserved_name(&self.0).is_none().then_some(self.0)
+        (!has_reserved_entry(&self.0)).then_some(self.0)
     }
+}
+
+/// Whether the pod has a volume, container or init container with a reserved `secretmode-`
+/// name (which the decision compares in full).
+fn has_reserved_entry(pod: &JsonRef<'_>) -> bool {
+    let Some(spec) = pod.get("spec") else { return false };
+    ["volumes", "containers", "initContainers"].into_iter().any(|field| {
+        JsonRef::entries(spec.get(field))
+            .iter()
+            .any(|e| e.get("name").and_then(JsonRef::as_str).is_some_and(is_reserved))
+    })
 }
 
 /// A whole JSON value, every field kept, strings borrowed where they have no escapes.
@@ -299,9 +311,9 @@ mod tests {
                                                      "secrets/eso-secret": "s"}},
                         "spec": {"securityContext": pod_sc, "containers": [{"name": "app", "securityContext": container_sc}]}
                     });
-                    let full = crate::admit::admit_pod(&pod, "ns", &config);
+                    let full = crate::decide::admit_pod(&pod, "ns", &config);
                     let text = pod.to_string();
-                    assert_eq!(crate::admit::decide(&parse(&text).unwrap(), "ns", &config), full, "{pod}");
+                    assert_eq!(crate::decide::decide(&parse(&text).unwrap(), "ns", &config), full, "{pod}");
                 }
             }
         }
@@ -328,8 +340,8 @@ mod tests {
             for (k, v) in placement.as_object().unwrap() {
                 pod["spec"][k] = v.clone();
             }
-            let full = crate::admit::admit_pod(&pod, "ns", &config);
-            assert_eq!(crate::admit::decide(&parse(&pod.to_string()).unwrap(), "ns", &config), full, "{pod}");
+            let full = crate::decide::admit_pod(&pod, "ns", &config);
+            assert_eq!(crate::decide::decide(&parse(&pod.to_string()).unwrap(), "ns", &config), full, "{pod}");
         }
     }
 

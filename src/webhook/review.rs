@@ -1,19 +1,19 @@
 //! AdmissionReview `admission.k8s.io/v1` on the wire.
 //!
 //! Only the fields the decision needs are deserialised, in one pass over the body: of the pod
-//! (`object`), the parts the decision reads ([`crate::pod_view`]); `oldObject`, `userInfo` and
+//! (`object`), the parts the decision reads ([`super::pod_view`]); `oldObject`, `userInfo` and
 //! `options` are skipped without building values. The answer echoes the request uid and
 //! carries the patch as the base64 string the API server expects.
 
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::admit::{self, Decision};
+use super::pod_view::PodView;
 use crate::config::Config;
+use crate::decide::{self, Decision};
 use crate::json::push_json;
-use crate::json_ref::JsonRef;
-use crate::modes::Mode;
-use crate::pod_view::PodView;
+use crate::json::tree::JsonRef;
+use crate::vocabulary::mode::Mode;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -76,7 +76,7 @@ pub struct Reviewed {
     /// Bytes of the JSON patch before base64 (0 when none).
     pub patch_bytes: usize,
     /// The policy rule broken, if any, and at which enforcement level.
-    pub policy: Option<admit::PolicyHit>,
+    pub policy: Option<decide::PolicyHit>,
     pub dry_run: bool,
 }
 
@@ -117,7 +117,7 @@ pub fn review(body: &[u8], config: &Config) -> Result<Reviewed, ReviewError> {
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .unwrap_or(request_namespace);
-    let decision = admit::decide(&pod, &namespace, config);
+    let decision = decide::decide(&pod, &namespace, config);
     let outcome = decision.outcome_label();
     Ok(answer(uid, namespace, decision.mode(), outcome, &decision, request.dry_run))
 }
@@ -144,7 +144,7 @@ impl Decision {
             patch: Vec::new(),
             warnings: Vec::new(),
             mode: None,
-            outcome: admit::Outcome::Skipped,
+            outcome: decide::Outcome::Skipped,
             policy: None,
         }
     }
@@ -160,7 +160,7 @@ fn answer(
 ) -> Reviewed {
     let (allowed, message, patch, warnings): (bool, Option<&str>, Option<Vec<u8>>, &[String]) = match decision {
         Decision::Allow { patch, warnings, .. } => {
-            let bytes = (!patch.is_empty()).then(|| crate::patch::to_json(patch));
+            let bytes = (!patch.is_empty()).then(|| crate::decide::patch::to_json(patch));
             (true, None, bytes, warnings)
         }
         Decision::Deny { message, .. } => (false, Some(message.as_str()), None, &[]),
@@ -345,7 +345,7 @@ mod tests {
         let out = review(&body, &cfg).unwrap();
         assert_eq!(out.outcome, "injected");
         let hit = out.policy.expect("audit-level violation reported");
-        assert_eq!((hit.rule.as_str(), hit.enforcement), ("default", crate::policy::Enforcement::Audit));
+        assert_eq!((hit.rule.as_str(), hit.enforcement), ("default", crate::config::policy::Enforcement::Audit));
         let clean = review(&body, &Config::builtin().unwrap()).unwrap();
         assert!(clean.policy.is_none());
     }
@@ -369,7 +369,7 @@ mod tests {
     fn an_injected_pod_is_read_whole_and_left_alone() {
         let config = Config::builtin().unwrap();
         let pod = pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}));
-        let Decision::Allow { patch, .. } = admit::admit_pod(&pod, "ns", &config) else { panic!("denied") };
+        let Decision::Allow { patch, .. } = decide::admit_pod(&pod, "ns", &config) else { panic!("denied") };
         let mut patched = pod.clone();
         let ops: json_patch::Patch = serde_json::from_value(serde_json::to_value(&patch).unwrap()).unwrap();
         json_patch::patch(&mut patched, &ops).unwrap();

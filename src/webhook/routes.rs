@@ -1,5 +1,5 @@
 //! HTTP routes: `POST /mutate` on the TLS port; `/healthz`, `/readyz`, `/metrics` on the admin
-//! port. The handler is thin: read the body within limits, hand it to [`admission::review`],
+//! port. The handler is thin: read the body within limits, hand it to [`review::review`],
 //! record the outcome.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +16,10 @@ use http_body_util::{BodyExt, Limited};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::metrics::{AdmissionLabels, Metrics, PolicyLabels, ReasonLabels};
+use super::review;
 use super::tls::CertResolver;
-use crate::admission;
 use crate::config::Config;
-use crate::log_format::Printable;
+use crate::logging::printable::Printable;
 
 pub struct WebhookState {
     pub config: Arc<Config>,
@@ -98,7 +98,7 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
         );
     }
     let budget = requested_timeout(parts.uri.query())
-        .and_then(|t| crate::duration::parse(t).ok())
+        .and_then(|t| crate::vocabulary::duration::parse(t).ok())
         .map_or(state.body_timeout, |t| t.min(state.body_timeout));
     // Limited stops reading as soon as the cap is passed: an oversized chunked body is never
     // buffered whole.
@@ -115,7 +115,7 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
         Ok(Ok(collected)) => collected.to_bytes(),
     };
 
-    match admission::review(&bytes, &state.config) {
+    match review::review(&bytes, &state.config) {
         Err(e) => reject("bad_review", StatusCode::BAD_REQUEST, e.to_string()),
         Ok(reviewed) => {
             let elapsed = started.elapsed();
@@ -138,7 +138,7 @@ async fn mutate(State(state): State<Arc<WebhookState>>, request: Request) -> Res
 /// One line per admission, never the pod spec, never env values; an event, not a span plus an
 /// event, because this runs on every pod creation. `duration_us` is a measurement (a number
 /// for log queries), not a setting, so it stays an integer of microseconds.
-pub fn log_admission(reviewed: &admission::Reviewed, elapsed: Duration) {
+pub fn log_admission(reviewed: &review::Reviewed, elapsed: Duration) {
     let mode = reviewed.mode.map_or("none", |m| m.as_str());
     macro_rules! admission_line {
         ($level:ident) => {

@@ -9,14 +9,15 @@ use k8s_openapi::chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::admit::{self, Decision, Outcome};
-use crate::annotations::{self, Plan};
+use crate::config::policy::Enforcement;
 use crate::config::Config;
-use crate::duration;
-use crate::inject::{self, RESERVED_PREFIX};
-use crate::json_ref::JsonRef;
-use crate::modes::{Mode, Outage};
-use crate::policy::{csi_volumes, Enforcement, Violation};
+use crate::decide::plan::Plan;
+use crate::decide::policy::{csi_volumes, CsiVolume, Violation};
+use crate::decide::{self, annotations, inject, Decision, Outcome};
+use crate::json::tree::JsonRef;
+use crate::vocabulary::duration;
+use crate::vocabulary::mode::{Mode, Outage};
+use crate::vocabulary::names::{CSI_DRIVER, RESERVED_PREFIX};
 
 use super::manifests::Object;
 
@@ -588,7 +589,7 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
     metadata.entry("name").or_insert_with(|| Value::String(w.name.clone()));
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": w.spec});
     let pod = JsonRef::from(&pod);
-    let decision = admit::decide(&pod, &w.namespace, config);
+    let decision = decide::decide(&pod, &w.namespace, config);
 
     let pod_annotations = pod.at(&["metadata", "annotations"]).and_then(JsonRef::as_object);
     let parsed = annotations::parse(pod_annotations, prefix).ok().flatten();
@@ -789,7 +790,7 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
     report.findings.extend(findings);
 }
 
-fn csi_classes(csi: &[crate::policy::CsiVolume]) -> String {
+fn csi_classes(csi: &[CsiVolume]) -> String {
     let classes: BTreeSet<String> =
         csi.iter().map(|v| format!("spc/{}", v.class.as_deref().unwrap_or("(none)"))).collect();
     classes.into_iter().collect::<Vec<_>>().join(",")
@@ -806,7 +807,7 @@ fn volume_kinds(spec: &Value) -> BTreeMap<String, &'static str> {
         }
         let kind = if v.get("secret").is_some() {
             "secret"
-        } else if v.pointer("/csi/driver").and_then(Value::as_str) == Some(crate::policy::CSI_DRIVER) {
+        } else if v.pointer("/csi/driver").and_then(Value::as_str) == Some(CSI_DRIVER) {
             "csi"
         } else if v
             .pointer("/projected/sources")

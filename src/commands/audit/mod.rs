@@ -1,7 +1,7 @@
 //! `secretmode audit`: which failure mode every workload chose, and whether policy allows it.
 //!
 //! Workloads are judged by the webhook's own code (`annotations::parse/resolve`,
-//! `PolicyConfig::evaluate_pod`, `admit::admit_pod`), so the audit and the webhook can never
+//! `PolicyConfig::evaluate_pod`, `decide::admit_pod`), so the audit and the webhook can never
 //! disagree. Exit codes: 0 clean, 1 on error-level findings (enforce-level policy violations,
 //! pods the webhook denies, broken references), 2 on unreadable input or config.
 

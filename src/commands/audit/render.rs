@@ -46,8 +46,9 @@ fn workload_row(w: &WorkloadReport, cluster: bool) -> Vec<String> {
         (None, _) => dash(),
     };
     let items = if w.items.is_empty() { dash() } else { w.items.join(",") };
-    let outage =
-        |f: fn(&crate::modes::Outage) -> &'static str| w.outage.as_ref().map_or_else(dash, |o| f(o).to_string());
+    let outage = |f: fn(&crate::vocabulary::mode::Outage) -> &'static str| {
+        w.outage.as_ref().map_or_else(dash, |o| f(o).to_string())
+    };
     let rule = w.policy.rule.as_deref().unwrap_or("-");
     let mut policy = if w.webhook == "deny" {
         format!("DENY ({rule})")

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use anyhow::Result;
 
-use crate::duration::rfc3339;
+use crate::vocabulary::duration::rfc3339;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CertsCommand {

@@ -17,10 +17,12 @@ use serde::ser::Error as _;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::agent_spec::{self, AgentSpec};
+use crate::agent::spec::AgentSpec;
 use crate::config::{AgentConfig, Resources};
+use crate::decide::patch::JsonText;
 use crate::json::InString;
-use crate::patch::JsonText;
+use crate::vocabulary::names::{INIT_CONTAINER, PORT_NAME, SIDECAR_CONTAINER};
+use crate::vocabulary::paths::{HEALTH_PATH, STARTUP_PATH};
 
 /// `readOnly` is left out when false, as the API server would.
 #[derive(Serialize)]
@@ -218,8 +220,8 @@ impl<'a> AgentContainer<'a> {
         let mut c = AgentContainer {
             head: Head {
                 name: match role {
-                    Role::Init => super::INIT_CONTAINER,
-                    Role::Sidecar { .. } => super::SIDECAR_CONTAINER,
+                    Role::Init => INIT_CONTAINER,
+                    Role::Sidecar { .. } => SIDECAR_CONTAINER,
                 },
                 image: &a.image,
                 image_pull_policy: &a.image_pull_policy,
@@ -256,12 +258,12 @@ impl<'a> AgentContainer<'a> {
         let Role::Sidecar { native } = role else { return c };
         let t = &mut c.tail;
         let port = a.health_port;
-        t.ports = Some([Port { name: super::PORT_NAME, container_port: port, protocol: "TCP" }]);
+        t.ports = Some([Port { name: PORT_NAME, container_port: port, protocol: "TCP" }]);
         // Passes after the first sync or fallback seed; generous enough to cover the start
         // deadline, after which the kubelet restarts the sidecar with back-off.
         let startup_budget = a.start_deadline.0.as_secs().saturating_add(30).min(3600);
         t.startup_probe = Some(Probe {
-            http_get: HttpGet { path: agent_spec::STARTUP_PATH, port },
+            http_get: HttpGet { path: STARTUP_PATH, port },
             period_seconds: 1,
             timeout_seconds: 1,
             failure_threshold: startup_budget,
@@ -269,7 +271,7 @@ impl<'a> AgentContainer<'a> {
         // Liveness says "the process works", never "the provider answers": restarting a
         // sidecar into an outage only loses its last good values.
         t.liveness_probe = Some(Probe {
-            http_get: HttpGet { path: agent_spec::HEALTH_PATH, port },
+            http_get: HttpGet { path: HEALTH_PATH, port },
             period_seconds: 10,
             timeout_seconds: 2,
             failure_threshold: 3,
@@ -422,9 +424,11 @@ fn more_fields<T: Serialize>(part: &T) -> Result<String, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent_spec::AgentItem;
-    use crate::config::{Config, ProviderConfig, VaultAuth};
-    use crate::duration::HumanDuration;
+    use crate::agent::spec::SPEC_VERSION;
+    use crate::config::Config;
+    use crate::providers::vault::VaultAuth;
+    use crate::providers::{AgentItem, ProviderConfig};
+    use crate::vocabulary::duration::HumanDuration;
     use std::time::Duration;
 
     /// A spec with every kind of character its strings can hold.
@@ -435,7 +439,7 @@ mod tests {
         };
         vault.auth = VaultAuth::Jwt { mount: "j\\w\"t".into(), role: "ünï\n\u{1}".into(), audience: "v".into() };
         AgentSpec {
-            version: agent_spec::SPEC_VERSION,
+            version: SPEC_VERSION,
             provider_name: "vault \"main\"".into(),
             provider: ProviderConfig::Vault(vault),
             items: vec![AgentItem { name: "a\"b".into(), path: "x/y\\z".into(), key: Some("k\t".into()) }],

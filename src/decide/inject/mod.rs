@@ -6,31 +6,23 @@
 //! counts as already injected when what secretmode owns in it matches this injection, whatever
 //! the API server and other webhooks added around it on reinvocation (`owned`); a changed
 //! owned field, or a reserved name this injection does not write, is denied.
+//!
+//! Every mode adds the read-only mount and the `<ITEM>_FILE` env vars to the target containers
+//! (here). What a mode adds besides is in its own file: [`eso`], [`csi`], [`init`],
+//! [`sidecar`]; the two agent modes share [`agent`]. The shared machinery: [`container`] and
+//! [`volumes`] write what is injected, [`owned`] compares an injection already in the pod.
 
 use serde::Serialize;
 use serde_json::json;
 use thiserror::Error;
 
-use crate::agent_spec::{self, AgentItem, AgentSpec};
-use crate::annotations::{paths_overlap, ItemSource, Plan};
-use crate::config::{AwsAuth, Config, ProviderConfig, VaultAuth};
-use crate::json_ref::{JsonRef, ObjectRef};
-use crate::modes::Mode;
-use crate::patch::{self, JsonText, PatchOp};
-
-pub const RESERVED_PREFIX: &str = "secretmode-";
-pub const SECRETS_VOLUME: &str = "secretmode-secrets";
-pub const TOKEN_VOLUME: &str = "secretmode-token";
-pub const FALLBACK_VOLUME: &str = "secretmode-fallback";
-pub const INIT_CONTAINER: &str = "secretmode-init";
-pub const SIDECAR_CONTAINER: &str = "secretmode-sidecar";
-/// Name of the sidecar's declared port (at most 15 characters).
-pub const PORT_NAME: &str = "secretmode";
-/// Kubernetes `defaultMode` 0440 for secret volumes: owner and group read.
-const MODE_0440: u32 = 0o440;
-/// The fallback Secret is read by the agent's non-root user, which owns no files in a Secret
-/// volume; it is mounted into the agent container only.
-const MODE_0444: u32 = 0o444;
+use super::patch::{self, JsonText, PatchOp};
+use super::plan::Plan;
+use crate::config::Config;
+use crate::json::tree::{JsonRef, ObjectRef};
+use crate::vocabulary::mode::Mode;
+use crate::vocabulary::names::{is_reserved, SECRETS_VOLUME};
+use crate::vocabulary::paths::paths_overlap;
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
@@ -180,92 +172,17 @@ fn named_list<'p, 'a>(spec: &'p ObjectRef<'a>, field: &str) -> Result<Vec<(&'p s
     }
 }
 
+/// What a mode adds besides the mount and `_FILE` env every mode adds: its volumes, and the
+/// agent container with whether it goes into `initContainers`.
+type ModeParts<'a> = (Vec<Volume<'a>>, Option<(AgentContainer<'a>, bool)>);
+
+/// Each mode's own checks of where the pod runs.
 fn check_platform(spec: &ObjectRef<'_>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
-    if plan.mode.uses_agent() {
-        if let Some(pin) = off_linux(spec) {
-            return deny(
-                format!(
-                    "mode {} injects a Linux agent container, and this pod is pinned to Windows (non-Linux) nodes ({pin})",
-                    plan.mode
-                ),
-                "use mode eso or csi for Windows pods",
-            );
-        }
+    match plan.mode {
+        Mode::Eso | Mode::Csi => Ok(()),
+        Mode::Init => init::check_platform(spec),
+        Mode::Sidecar => sidecar::check_platform(spec, config),
     }
-    if plan.mode == Mode::Sidecar {
-        if spec.get("hostNetwork").and_then(JsonRef::as_bool) == Some(true) {
-            return deny(
-                format!(
-                    "mode sidecar would bind the agent's port {} on the node (hostNetwork: true)",
-                    config.agent.health_port
-                ),
-                "use mode init, eso or csi for hostNetwork pods",
-            );
-        }
-        for list in ["containers", "initContainers"] {
-            // Our own sidecar is judged by check_reserved, not here.
-            for (name, c) in named_list(spec, list)?.into_iter().filter(|(n, _)| !n.starts_with(RESERVED_PREFIX)) {
-                for port in JsonRef::entries(c.get("ports")) {
-                    if port.get("containerPort").and_then(JsonRef::as_u64) == Some(u64::from(config.agent.health_port))
-                    {
-                        return deny(
-                            format!(
-                                "container {name} uses port {}, which the secretmode sidecar needs",
-                                config.agent.health_port
-                            ),
-                            "move the container to another port, or use mode init",
-                        );
-                    }
-                    if port.get("name").and_then(JsonRef::as_str) == Some(PORT_NAME)
-                        && !name.starts_with(RESERVED_PREFIX)
-                    {
-                        return deny(
-                            format!("container {name} declares a port named {PORT_NAME:?}, which is reserved"),
-                            "rename the port",
-                        );
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The node labels that say a node's operating system.
-const OS_LABELS: [&str; 2] = ["kubernetes.io/os", "beta.kubernetes.io/os"];
-
-/// How the pod is kept off Linux nodes, if it is, however it is pinned: `spec.os.name`, a
-/// nodeSelector on the OS label (or its beta name), or required node affinity every term of
-/// which excludes `linux` (the terms are alternatives, so one that admits Linux is enough).
-fn off_linux(spec: &ObjectRef<'_>) -> Option<String> {
-    if let Some(os) = spec.get("os").and_then(|o| o.get("name")).and_then(JsonRef::as_str).filter(|os| *os != "linux") {
-        return Some(format!("spec.os.name: {os}"));
-    }
-    for label in OS_LABELS {
-        let selected = spec.get("nodeSelector").and_then(|s| s.get(label)).and_then(JsonRef::as_str);
-        if let Some(os) = selected.filter(|os| *os != "linux") {
-            return Some(format!("nodeSelector {label}: {os}"));
-        }
-    }
-    let terms = JsonRef::entries(spec.get("affinity")?.at(&[
-        "nodeAffinity",
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        "nodeSelectorTerms",
-    ]));
-    let excludes_linux = |term: &JsonRef<'_>| {
-        JsonRef::entries(term.get("matchExpressions")).iter().any(|e| {
-            let values = JsonRef::entries(e.get("values"));
-            let linux = values.iter().any(|v| v.as_str() == Some("linux"));
-            OS_LABELS.contains(&e.get("key").and_then(JsonRef::as_str).unwrap_or_default())
-                && match e.get("operator").and_then(JsonRef::as_str) {
-                    Some("In") => !linux,
-                    Some("NotIn") => linux,
-                    _ => false,
-                }
-        })
-    };
-    (!terms.is_empty() && terms.iter().all(excludes_linux))
-        .then(|| "required node affinity admits no node whose kubernetes.io/os is linux".to_string())
 }
 
 fn desired<'a>(
@@ -283,180 +200,18 @@ fn desired<'a>(
             value_from: None,
         });
     }
-    if plan.env_values {
-        if let Some(secret) = &plan.eso_secret {
-            for item in &plan.items {
-                if let ItemSource::SecretKey(key) = &item.source {
-                    env.push(EnvVar {
-                        name: item.env_stem.as_str().into(),
-                        value: None,
-                        value_from: Some(EnvSource { secret_key_ref: KeyRef { name: secret, key } }),
-                    });
-                }
-            }
-        }
-    }
     // Mounted read-only and never with subPath: a subPath mount never sees rotation.
     let mount = Mount { name: SECRETS_VOLUME, mount_path, read_only: true };
-
-    let mut volumes = Vec::new();
-    let mut agent = None;
-    match plan.mode {
+    let (volumes, agent) = match plan.mode {
         Mode::Eso => {
-            let items = plan
-                .items
-                .iter()
-                .filter_map(|i| match &i.source {
-                    ItemSource::SecretKey(key) => Some(KeyToPath { key, path: &i.file }),
-                    _ => None,
-                })
-                .collect();
-            let secret_name = plan.eso_secret.as_deref().unwrap_or_default();
-            volumes.push(Volume {
-                name: SECRETS_VOLUME,
-                source: Source::Secret(SecretSource {
-                    secret_name,
-                    items: Some(items),
-                    optional: None,
-                    default_mode: MODE_0440,
-                }),
-            });
+            eso::push_value_env(plan, &mut env);
+            (eso::volumes(plan), None)
         }
-        Mode::Csi => {
-            let class = plan.csi_class.as_deref().unwrap_or_default();
-            volumes.push(Volume {
-                name: SECRETS_VOLUME,
-                source: Source::Csi(CsiSource {
-                    driver: crate::policy::CSI_DRIVER,
-                    read_only: true,
-                    volume_attributes: CsiAttributes { secret_provider_class: class },
-                }),
-            });
-        }
-        Mode::Init | Mode::Sidecar => {
-            let provider =
-                plan.provider_config(config).ok_or_else(|| InjectError::Malformed("provider not resolved".into()))?;
-            volumes.push(Volume {
-                name: SECRETS_VOLUME,
-                source: Source::EmptyDir(EmptyDirSource {
-                    medium: "Memory",
-                    size_limit: &config.agent.memory_volume_size_limit,
-                }),
-            });
-            let mut agent_mounts = vec![Mount { name: SECRETS_VOLUME, mount_path, read_only: false }];
-            if let Some(audience) = provider.token_audience() {
-                volumes.push(Volume {
-                    name: TOKEN_VOLUME,
-                    source: Source::Projected(ProjectedSource {
-                        sources: [Projection {
-                            service_account_token: TokenProjection {
-                                audience,
-                                expiration_seconds: config.agent.token_expiration_seconds,
-                                path: "token",
-                            },
-                        }],
-                    }),
-                });
-                agent_mounts.push(Mount { name: TOKEN_VOLUME, mount_path: agent_spec::TOKEN_DIR, read_only: true });
-            }
-            if let Some(secret) = &plan.fallback_secret {
-                volumes.push(Volume {
-                    name: FALLBACK_VOLUME,
-                    source: Source::Secret(SecretSource {
-                        secret_name: secret,
-                        items: None,
-                        optional: Some(true),
-                        default_mode: MODE_0444,
-                    }),
-                });
-                agent_mounts.push(Mount {
-                    name: FALLBACK_VOLUME,
-                    mount_path: agent_spec::FALLBACK_DIR,
-                    read_only: true,
-                });
-            }
-            agent = Some(agent_container(pod, plan, config, ctx, provider, agent_mounts)?);
-        }
-    }
+        Mode::Csi => (csi::volumes(plan), None),
+        Mode::Init => init::desired(pod, plan, config, ctx)?,
+        Mode::Sidecar => sidecar::desired(pod, plan, config, ctx)?,
+    };
     Ok(Desired { volumes, agent, mount, env })
-}
-
-fn agent_container<'a>(
-    pod: &JsonRef<'_>,
-    plan: &Plan,
-    config: &'a Config,
-    ctx: &Context<'_>,
-    provider: &'a ProviderConfig,
-    mounts: Vec<Mount<'a>>,
-) -> Result<(AgentContainer<'a>, bool), InjectError> {
-    let a = &config.agent;
-    let service_account = pod
-        .at(&["spec", "serviceAccountName"])
-        .and_then(JsonRef::as_str)
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default");
-    let spec = AgentSpec {
-        version: agent_spec::SPEC_VERSION,
-        provider_name: plan.provider.clone().unwrap_or_default(),
-        provider: personalise(provider, ctx.namespace, service_account),
-        items: plan
-            .items
-            .iter()
-            .filter_map(|i| match &i.source {
-                ItemSource::Provider { path, key } => {
-                    Some(AgentItem { name: i.name.clone(), path: path.clone(), key: key.clone() })
-                }
-                _ => None,
-            })
-            .collect(),
-        mount_path: plan.mount_path.clone(),
-        token_file: provider.token_audience().map(|_| agent_spec::TOKEN_FILE.to_string()),
-        fallback_dir: plan.fallback_secret.as_ref().map(|_| agent_spec::FALLBACK_DIR.to_string()),
-        refresh_interval_seconds: plan.refresh_interval.as_secs().max(1),
-        max_staleness_seconds: plan.max_staleness.as_secs().max(1),
-        start_deadline_seconds: a.start_deadline.0.as_secs().max(1),
-        health_port: a.health_port,
-    };
-    let mut env = vec![EnvVar {
-        name: agent_spec::SPEC_ENV.into(),
-        value: Some(EnvValue::Spec(Box::new(spec))),
-        value_from: None,
-    }];
-    if let ProviderConfig::Vault(v) = provider {
-        if let VaultAuth::Token { secret_ref } = &v.auth {
-            env.push(EnvVar {
-                name: "VAULT_TOKEN".into(),
-                value: None,
-                value_from: Some(EnvSource { secret_key_ref: KeyRef { name: &secret_ref.name, key: &secret_ref.key } }),
-            });
-        }
-    }
-    let (role, as_init) = match plan.mode {
-        Mode::Init => (Role::Init, true),
-        _ => (Role::Sidecar { native: a.native_sidecar }, a.native_sidecar),
-    };
-    let group = app_group(pod, plan).unwrap_or(a.run_as_group);
-    Ok((AgentContainer::new(role, a, env, mounts, group), as_init))
-}
-
-/// The group the app runs as (first target container, else the pod), if set and not root.
-/// The agent joins it so the app can read the 0440 files without an `fsGroup`; only the
-/// group follows the pod, the agent's user id always comes from the config.
-fn app_group(pod: &JsonRef<'_>, plan: &Plan) -> Option<i64> {
-    let spec = pod.get("spec")?;
-    let containers = spec.get("containers").and_then(JsonRef::as_array)?;
-    fn name<'p>(c: &'p JsonRef<'_>) -> Option<&'p str> {
-        c.get("name").and_then(JsonRef::as_str)
-    }
-    let first = match &plan.containers {
-        Some(names) => containers.iter().find(|c| names.first().is_some_and(|n| name(c) == Some(n.as_str()))),
-        None => containers.iter().find(|c| !name(c).unwrap_or_default().starts_with(RESERVED_PREFIX)),
-    };
-    first
-        .and_then(|c| c.at(&["securityContext", "runAsGroup"]))
-        .or_else(|| spec.at(&["securityContext", "runAsGroup"]))
-        .and_then(JsonRef::as_i64)
-        .filter(|g| *g > 0)
 }
 
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
@@ -476,42 +231,12 @@ pub fn readability_warning(pod: &JsonRef<'_>, plan: &Plan) -> Option<String> {
         return None;
     }
     match plan.mode {
-        Mode::Eso => Some(
-            "secretmode eso: files are mode 0440 and root-owned; set securityContext.fsGroup so the app can read them"
-                .into(),
-        ),
-        _ if app_group(pod, plan).is_none() => Some(format!(
-            "secretmode {}: files are mode 0440; set runAsGroup or fsGroup so the app can read them",
-            plan.mode
-        )),
-        _ => None,
+        Mode::Csi => None,
+        Mode::Eso => Some(eso::UNREADABLE_WARNING.into()),
+        Mode::Init | Mode::Sidecar => agent::app_group(pod, plan).is_none().then(|| {
+            format!("secretmode {}: files are mode 0440; set runAsGroup or fsGroup so the app can read them", plan.mode)
+        }),
     }
-}
-
-/// The provider definition with per-pod placeholders (`{namespace}`, `{serviceAccount}`)
-/// filled in. Only config-defined text is substituted, never annotation text.
-fn personalise(provider: &ProviderConfig, namespace: &str, service_account: &str) -> ProviderConfig {
-    let fill = |s: &str| {
-        if s.contains('{') {
-            s.replace("{namespace}", namespace).replace("{serviceAccount}", service_account)
-        } else {
-            s.to_string()
-        }
-    };
-    let mut p = provider.clone();
-    match &mut p {
-        ProviderConfig::Vault(v) => {
-            if let VaultAuth::Kubernetes { role, .. } | VaultAuth::Jwt { role, .. } = &mut v.auth {
-                *role = fill(role);
-            }
-        }
-        ProviderConfig::Aws(a) => {
-            if let AwsAuth::WebIdentity { role_arn, .. } = &mut a.auth {
-                *role_arn = fill(role_arn);
-            }
-        }
-    }
-    p
 }
 
 /// Every object under a reserved name must be one this injection would write: what
@@ -526,7 +251,7 @@ fn check_reserved(
     desired: &Desired,
 ) -> Result<(), InjectError> {
     let fix = "names starting with secretmode- are reserved: rename yours, or remove the copied injection and let the webhook add it";
-    for (name, existing) in volumes.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
+    for (name, existing) in volumes.iter().filter(|(n, _)| is_reserved(n)) {
         match desired.volumes.iter().find(|v| v.name == *name) {
             Some(wanted) => owned::volume(existing, &serde_json::to_value(wanted)?)
                 .or_else(|d| other_injection(&format!("spec.volumes entry {name}"), &d))?,
@@ -534,7 +259,7 @@ fn check_reserved(
         }
     }
     for (list, entries, as_init) in [("containers", containers, false), ("initContainers", init_containers, true)] {
-        for (name, existing) in entries.iter().filter(|(n, _)| n.starts_with(RESERVED_PREFIX)) {
+        for (name, existing) in entries.iter().filter(|(n, _)| is_reserved(n)) {
             match &desired.agent {
                 Some((wanted, init)) if *init == as_init && wanted.name() == *name => {
                     owned::agent_container(existing, &wanted.to_value())
@@ -580,12 +305,7 @@ fn other_injection(what: &str, difference: &owned::Difference) -> Result<(), Inj
 /// Indices of the regular containers that receive mount and env.
 fn target_containers(containers: &[(&str, &JsonRef<'_>)], plan: &Plan) -> Result<Vec<usize>, InjectError> {
     match &plan.containers {
-        None => Ok(containers
-            .iter()
-            .enumerate()
-            .filter(|(_, (name, _))| !name.starts_with(RESERVED_PREFIX))
-            .map(|(i, _)| i)
-            .collect()),
+        None => Ok(containers.iter().enumerate().filter(|(_, (name, _))| !is_reserved(name)).map(|(i, _)| i).collect()),
         Some(wanted) => wanted
             .iter()
             .map(|w| {
@@ -662,17 +382,19 @@ fn container_path(index: usize, field: &str) -> String {
     ["/spec/containers/", itoa::Buffer::new().format(index), "/", field].concat()
 }
 
+mod agent;
 mod container;
+mod csi;
+mod eso;
+mod init;
 mod owned;
+mod sidecar;
 #[cfg(test)]
 mod tests;
 mod volumes;
 
-use container::{AgentContainer, EnvSource, EnvValue, EnvVar, KeyRef, Mount, Role};
-use volumes::{
-    CsiAttributes, CsiSource, EmptyDirSource, KeyToPath, ProjectedSource, Projection, SecretSource, Source,
-    TokenProjection, Volume,
-};
+use container::{AgentContainer, EnvValue, EnvVar, Mount};
+use volumes::Volume;
 
 impl From<serde_json::Error> for InjectError {
     fn from(e: serde_json::Error) -> InjectError {

@@ -26,10 +26,9 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::agent_spec::SPEC_ENV;
-use crate::annotations::{clean_path, paths_overlap};
-use crate::json_ref::JsonRef;
-use crate::quantity;
+use crate::json::tree::JsonRef;
+use crate::vocabulary::paths::{clean_path, paths_overlap, SPEC_ENV};
+use crate::vocabulary::quantity;
 
 /// The first field of a reserved object that is not what this injection writes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,12 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::admit::{admit_pod, Decision, Outcome};
+use crate::agent::spec::AgentSpec;
+use crate::decide::{admit_pod, Decision, Outcome};
+use crate::providers::vault::VaultAuth;
+use crate::providers::{AgentItem, ProviderConfig};
+use crate::vocabulary::names::{FALLBACK_VOLUME, INIT_CONTAINER, SIDECAR_CONTAINER, TOKEN_VOLUME};
+use crate::vocabulary::paths::{self as agent_paths, clean_path};
 
 fn config() -> Config {
     Config::builtin().unwrap()
@@ -134,13 +139,13 @@ fn init_mode_goes_first_and_is_restricted() {
     assert!(agent.get("restartPolicy").is_none());
     assert!(agent.get("startupProbe").is_none(), "plain init containers may not have probes");
     assert_restricted(agent);
-    let spec_env = env_value(agent, agent_spec::SPEC_ENV)["value"].as_str().unwrap().to_string();
+    let spec_env = env_value(agent, agent_paths::SPEC_ENV)["value"].as_str().unwrap().to_string();
     let spec: AgentSpec = AgentSpec::from_json(&spec_env).unwrap();
     assert_eq!(
         spec.items,
         vec![AgentItem { name: "db-password".into(), path: "team-a/db".into(), key: Some("password".into()) }]
     );
-    assert_eq!(spec.token_file.as_deref(), Some(agent_spec::TOKEN_FILE));
+    assert_eq!(spec.token_file.as_deref(), Some(agent_paths::TOKEN_FILE));
     match &spec.provider {
         ProviderConfig::Vault(v) => assert!(matches!(&v.auth, VaultAuth::Kubernetes { role, .. } if role == "team-a")),
         other => panic!("{other:?}"),
@@ -167,10 +172,10 @@ fn sidecar_mode_is_native_by_default() {
     assert_eq!(agent["name"], SIDECAR_CONTAINER);
     assert_eq!(agent["restartPolicy"], "Always");
     assert_eq!(agent["args"], json!(["agent"]));
-    assert_eq!(agent["startupProbe"]["httpGet"]["path"], agent_spec::STARTUP_PATH);
-    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], agent_spec::HEALTH_PATH);
+    assert_eq!(agent["startupProbe"]["httpGet"]["path"], agent_paths::STARTUP_PATH);
+    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], agent_paths::HEALTH_PATH);
     assert_restricted(agent);
-    let spec = AgentSpec::from_json(env_value(agent, agent_spec::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+    let spec = AgentSpec::from_json(env_value(agent, agent_paths::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
     assert_eq!(spec.refresh_interval_seconds, 60);
     assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
 }
@@ -209,7 +214,7 @@ fn fallback_secret_is_mounted_into_the_agent_only() {
     assert_eq!(vol["secret"]["secretName"], "api-fallback");
     assert_eq!(vol["secret"]["optional"], true);
     let agent = &out["spec"]["initContainers"][0];
-    assert_eq!(find(&agent["volumeMounts"], FALLBACK_VOLUME)["mountPath"], agent_spec::FALLBACK_DIR);
+    assert_eq!(find(&agent["volumeMounts"], FALLBACK_VOLUME)["mountPath"], agent_paths::FALLBACK_DIR);
     let app = &out["spec"]["containers"][0];
     assert!(app["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != FALLBACK_VOLUME));
 }
@@ -339,7 +344,7 @@ fn reinvocation_wires_containers_added_later() {
     assert_eq!(again["spec"]["initContainers"].as_array().unwrap().len(), 1, "no second agent");
 }
 
-use crate::patch::PatchOp;
+use crate::decide::patch::PatchOp;
 
 #[test]
 fn hand_written_injected_annotation_changes_nothing() {
@@ -447,7 +452,7 @@ fn no_patch_produces_a_duplicate_mount_path() {
         JsonRef::entries(Some(&JsonRef::from(&c["volumeMounts"])))
             .iter()
             .filter_map(|m| m.get("mountPath").and_then(JsonRef::as_str))
-            .map(|p| crate::annotations::clean_path(p).into_owned())
+            .map(|p| clean_path(p).into_owned())
             .collect()
     };
     let mut denials = 0;
