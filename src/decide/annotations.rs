@@ -252,7 +252,7 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
     }
 
     let refresh_interval = ann.refresh_interval.unwrap_or(config.refresh.default.0);
-    if mode == Mode::Sidecar && (refresh_interval < config.refresh.min.0 || refresh_interval > config.refresh.max.0) {
+    if mode.refreshes() && (refresh_interval < config.refresh.min.0 || refresh_interval > config.refresh.max.0) {
         return fail(
             &key(keys::REFRESH_INTERVAL),
             format!("{} is outside the allowed range", duration::format(refresh_interval)),
@@ -260,7 +260,7 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         );
     }
     let max_staleness = ann.max_staleness.unwrap_or(config.refresh.default_max_staleness.0.max(refresh_interval));
-    if mode == Mode::Sidecar && max_staleness < refresh_interval {
+    if mode.refreshes() && max_staleness < refresh_interval {
         return fail(
             &key(keys::MAX_STALENESS),
             format!(

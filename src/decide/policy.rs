@@ -192,7 +192,7 @@ impl PolicyConfig {
                 }
             }
         }
-        if plan.mode == Mode::Sidecar {
+        if plan.mode.refreshes() {
             if let Some(min) = rule.min_refresh_interval {
                 if plan.refresh_interval < min.0 {
                     add(
@@ -212,7 +212,7 @@ impl PolicyConfig {
         }
         if plan.mode.uses_agent() {
             // Only a sidecar has a freshness budget (init pods cannot set one).
-            if let (Some(max), Mode::Sidecar) = (rule.max_staleness, plan.mode) {
+            if let (Some(max), true) = (rule.max_staleness, plan.mode.refreshes()) {
                 if plan.max_staleness > max.0 {
                     add("max-staleness", format!("{} is above the maximum {max}", HumanDuration(plan.max_staleness)));
                 }

@@ -1,6 +1,6 @@
 //! The four delivery modes and the failure behaviour each one buys.
 //!
-//! The modes are one list ([`modes!`]): the enum, [`Mode::ALL`], [`Mode::as_str`], the serde
+//! The modes are one list (`modes!` below): the enum, [`Mode::ALL`], [`Mode::as_str`], the serde
 //! names and [`VALID_MODES`] are all made from it, so a mode added there is named everywhere,
 //! and every `match` over modes (there is no `_ =>` arm over them anywhere) fails to compile
 //! until it handles the new one.
@@ -52,6 +52,15 @@ impl Mode {
         match self {
             Mode::Eso | Mode::Csi => false,
             Mode::Init | Mode::Sidecar => true,
+        }
+    }
+
+    /// Modes whose agent keeps the files fresh: a refresh interval and a freshness budget
+    /// (`max-staleness`) apply to them.
+    pub fn refreshes(self) -> bool {
+        match self {
+            Mode::Eso | Mode::Csi | Mode::Init => false,
+            Mode::Sidecar => true,
         }
     }
 

@@ -8,9 +8,9 @@
 //! owned field, or a reserved name this injection does not write, is denied.
 //!
 //! Every mode adds the read-only mount and the `<ITEM>_FILE` env vars to the target containers
-//! (here). What a mode adds besides is in its own file: [`eso`], [`csi`], [`init`],
-//! [`sidecar`]; the two agent modes share [`agent`]. The shared machinery: [`container`] and
-//! [`volumes`] write what is injected, [`owned`] compares an injection already in the pod.
+//! (here). What a mode adds besides is in its own file: `eso.rs`, `csi.rs`, `init.rs`,
+//! `sidecar.rs`; the two agent modes share `agent.rs`. The shared machinery: `container.rs` and
+//! `volumes.rs` write what is injected, `owned.rs` compares an injection already in the pod.
 
 use serde::Serialize;
 use serde_json::json;
@@ -217,7 +217,7 @@ fn desired<'a>(
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
 pub fn readability_warning(pod: &JsonRef<'_>, plan: &Plan) -> Option<String> {
     let spec = pod.get("spec")?;
-    if spec.at(&["securityContext", "fsGroup"]).is_some() || plan.mode == Mode::Csi {
+    if spec.at(&["securityContext", "fsGroup"]).is_some() {
         return None;
     }
     let non_root = |sc: Option<&JsonRef<'_>>| {
