@@ -3,11 +3,12 @@
 //! else only validated and skipped.
 //!
 //! Building the whole pod as a `serde_json::Value` (one allocation per string, one B-tree per
-//! object, all dropped again) was the largest single cost of a review; image, command, probes,
-//! resources, labels, owner references, tolerations and `managedFields` are never read. The
-//! kept parts are whole subtrees, so every reader sees exactly what a full parse would give
-//! it, and anything of an unexpected type is kept whole too (the readers' own errors stay the
-//! same).
+//! object, all dropped again) is a large part of a review's cost, spent on fields the decision
+//! never reads (image, command, probes, resources, labels, owner references, tolerations,
+//! `managedFields`); hand-written because that was measured to matter (docs/BENCHMARKS.md).
+//! The kept parts are whole subtrees, so every reader sees exactly what a full parse would
+//! give it, and anything of an unexpected type is kept whole too (the readers' own errors stay
+//! the same).
 //!
 //! One reader needs whole objects: a `secretmode-` container or volume already in the pod is
 //! compared in full with what the injection would write. When one is present the pod is
