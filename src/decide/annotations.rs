@@ -202,7 +202,7 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
             problem: "mode eso needs the name of the Secret the ExternalSecret targets".into(),
             fix: format!("add {p}/eso-secret: <secret name>"),
         })?),
-        _ => None,
+        Mode::Csi | Mode::Init | Mode::Sidecar => None,
     };
     let csi_class = match mode {
         Mode::Csi => Some(ann.csi_class.clone().ok_or_else(|| AnnotationError {
@@ -210,7 +210,7 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
             problem: "mode csi needs the SecretProviderClass name".into(),
             fix: format!("add {p}/csi-class: <SecretProviderClass name>"),
         })?),
-        _ => None,
+        Mode::Eso | Mode::Init | Mode::Sidecar => None,
     };
 
     let mut items = Vec::with_capacity(ann.items.len());
