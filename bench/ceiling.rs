@@ -15,7 +15,7 @@
 //! the request's thread (a stand-in for a webhook's own decision): it shows how the ratio
 //! falls with the CPU a handler adds, so what budget a review must fit for a given ratio.
 //!
-//! A fourth, `POST /review`, runs secretmode's whole review (`admission::review` with the
+//! A fourth, `POST /review`, runs secretmode's whole review (`review::review` with the
 //! built-in config) in this handler and answers with its answer: the review's own cost, apart
 //! from what `secretmode serve` wraps around it (body cap and timeout, query, metrics, log
 //! line, panic guard). It is a diagnostic; the ceiling the target is measured against is
@@ -52,9 +52,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use secretmode::config::Config;
-use secretmode::server::listener::{serve_tls, ListenerLimits};
-use secretmode::server::metrics::Metrics;
-use secretmode::server::tls::{self, CertResolver};
+use secretmode::webhook::listener::{serve_tls, ListenerLimits};
+use secretmode::webhook::metrics::Metrics;
+use secretmode::webhook::tls::{self, CertResolver};
 
 #[path = "naive.rs"]
 mod naive;
@@ -121,7 +121,7 @@ async fn value(body: Bytes) -> Response {
 /// handler, without what `serve` adds around it (body timeout and cap, query, metrics, the log
 /// line): how much of the distance to the ceiling is the review itself.
 async fn review_only(body: Bytes) -> Response {
-    match REVIEW_CONFIG.get().map(|config| secretmode::admission::review(&body, config)) {
+    match REVIEW_CONFIG.get().map(|config| secretmode::webhook::review::review(&body, config)) {
         Some(Ok(reviewed)) => json_response(reviewed.body),
         Some(Err(_)) => not_a_review(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "no config\n").into_response(),

@@ -16,9 +16,9 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::DynamicObject;
 use serde_json::{json, Value};
 
-use secretmode::admit::{self, Decision};
+use secretmode::commands::mutate;
 use secretmode::config::Config;
-use secretmode::mutate_cmd;
+use secretmode::decide::{self, Decision};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Flavour {
@@ -54,9 +54,9 @@ struct Outcome {
 }
 
 fn decide_by_diff(original: &Value, namespace: &str, config: &Config) -> Result<Outcome> {
-    Ok(match admit::admit_pod(original, namespace, config) {
+    Ok(match decide::admit_pod(original, namespace, config) {
         Decision::Allow { patch: ops, warnings, .. } => {
-            let mutated = mutate_cmd::apply(original, &ops)?;
+            let mutated = mutate::apply(original, &ops)?;
             let diff = json_patch::diff(original, &mutated);
             let patch = (!diff.0.is_empty())
                 .then(|| serde_json::to_vec(&diff).map(|p| base64::engine::general_purpose::STANDARD.encode(p)))
@@ -139,7 +139,7 @@ pub fn check(files: &[String], config: &Config) -> Result<()> {
     for file in files {
         let body = std::fs::read(file).with_context(|| format!("reading {file}"))?;
         let review: Value = serde_json::from_slice(&body).with_context(|| format!("{file} is not JSON"))?;
-        let ours: Value = serde_json::from_slice(&secretmode::admission::review(&body, config)?.body)?;
+        let ours: Value = serde_json::from_slice(&secretmode::webhook::review::review(&body, config)?.body)?;
         let ours = &ours["response"];
         let patched = |r: &Value| -> Result<Value> {
             let mut pod = review["request"]["object"].clone();

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use secretmode::admission;
-use secretmode::admit;
 use secretmode::config::Config;
-use secretmode::json_ref::JsonRef;
-use secretmode::pod_view;
-use secretmode::server::routes;
-use secretmode::telemetry::{self, LogFormat, LogWriter};
+use secretmode::decide;
+use secretmode::json::tree::JsonRef;
+use secretmode::logging::{self, LogFormat, LogWriter};
+use secretmode::webhook::pod_view;
+use secretmode::webhook::review;
+use secretmode::webhook::routes;
 
 #[path = "naive.rs"]
 mod naive;
@@ -73,7 +73,7 @@ fn main() -> Result<()> {
     let pod_text = serde_json::to_string(&pod)?;
     let config = Config::builtin()?;
     println!("{path}: review {} bytes, pod {} bytes, {n} iterations", body.len(), pod_text.len());
-    time("admission::review (whole)", n, || admission::review(&body, &config));
+    time("review::review (whole)", n, || review::review(&body, &config));
     // The handler the target is calibrated on (bench/naive.rs): what the rework saved. Checked
     // first: its answer must patch the pod as secretmode's does.
     naive::check(std::slice::from_ref(&path), &config)?;
@@ -88,7 +88,7 @@ fn main() -> Result<()> {
     });
     // The other reading of "parse it as JSON" (bench/ceiling.rs, `/value`): the review built.
     time("ceiling building a Value", n, || serde_json::from_slice::<Value>(&body).map(|v| v.is_object()));
-    cold("cold caches: the review", n, || admission::review(&body, &config));
+    cold("cold caches: the review", n, || review::review(&body, &config));
     cold("cold caches: the ceiling's validation", n, || {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body).map(|_| body.len())
     });
@@ -96,28 +96,28 @@ fn main() -> Result<()> {
     // What the review builds of the pod (strings borrowed, unread fields skipped), and drops.
     time("pod view (pod_view::parse)", n, || pod_view::parse(&pod_text));
     let view = pod_view::parse(&pod_text)?;
-    time("admit::decide", n, || admit::decide(&view, "demo", &config));
+    time("decide::decide", n, || decide::decide(&view, "demo", &config));
     let prefix = config.annotation_prefix.as_str();
     let ann = view.at(&["metadata", "annotations"]).and_then(JsonRef::as_object);
-    time("annotations::parse", n, || secretmode::annotations::parse(ann, prefix));
-    let parsed = secretmode::annotations::parse(ann, prefix).ok().flatten().context("annotations")?;
+    time("annotations::parse", n, || secretmode::decide::annotations::parse(ann, prefix));
+    let parsed = secretmode::decide::annotations::parse(ann, prefix).ok().flatten().context("annotations")?;
     let mode = parsed.mode.context("mode")?;
-    time("annotations::resolve", n, || secretmode::annotations::resolve(&parsed, mode, &config));
-    let plan = secretmode::annotations::resolve(&parsed, mode, &config)?;
+    time("annotations::resolve", n, || secretmode::decide::annotations::resolve(&parsed, mode, &config));
+    let plan = secretmode::decide::annotations::resolve(&parsed, mode, &config)?;
     let spec = view.get("spec").unwrap_or(&JsonRef::Null);
     time("policy.evaluate_pod", n, || config.policy.evaluate_pod("demo", spec, Some(&plan), &config));
-    let ctx = secretmode::inject::Context { namespace: "demo", injected_note: "mode=sidecar,items=2" };
-    time("inject::inject", n, || secretmode::inject::inject(&view, &plan, &config, &ctx));
-    let injection = secretmode::inject::inject(&view, &plan, &config, &ctx)?;
+    let ctx = secretmode::decide::inject::Context { namespace: "demo", injected_note: "mode=sidecar,items=2" };
+    time("inject::inject", n, || secretmode::decide::inject::inject(&view, &plan, &config, &ctx));
+    let injection = secretmode::decide::inject::inject(&view, &plan, &config, &ctx)?;
     time("serialise patch", n, || serde_json::to_vec(&injection.ops));
     // Last, because it installs the subscriber `serve` installs: the admission's log line,
     // written to stderr (run with 2>/dev/null). SECRETMODE_LOG_FORMAT=json for the JSON layout.
-    let reviewed = admission::review(&body, &config)?;
+    let reviewed = review::review(&body, &config)?;
     let format = match std::env::var("SECRETMODE_LOG_FORMAT").as_deref() {
         Ok("json") => LogFormat::Json,
         _ => LogFormat::Text,
     };
-    let _log = telemetry::init(format, "info", LogWriter::Background);
+    let _log = logging::init(format, "info", LogWriter::Background);
     time("admission log line", n, || routes::log_admission(&reviewed, Duration::from_micros(87)));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Criterion benches of the mutation (issue 2 item 8, issue 6): per mode, on the typical pod of
 //! `examples/admission/<mode>.json` (a ~2.5 KB pod as a ReplicaSet controller sends it) and on a
-//! huge pod (30 containers, 1,500 env vars in all); `admit::decide` alone and the whole
-//! `admission::review` on the request bytes. The `scaling` group grows the huge pod in steps so
+//! huge pod (30 containers, 1,500 env vars in all); `decide::decide` alone and the whole
+//! `review::review` on the request bytes. The `scaling` group grows the huge pod in steps so
 //! that a non-linear patch construction shows up as a bend.
 //!
 //! Run: `cargo bench --bench mutate` (results in docs/BENCHMARKS.md). The load tools are in
@@ -14,10 +14,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::{json, Value};
 
-use secretmode::admission;
-use secretmode::admit::{self, Decision};
 use secretmode::config::Config;
-use secretmode::json_ref::JsonRef;
+use secretmode::decide::{self, Decision};
+use secretmode::json::tree::JsonRef;
+use secretmode::webhook::review;
 
 const MODES: [&str; 4] = ["eso", "csi", "init", "sidecar"];
 
@@ -56,7 +56,7 @@ fn review_bytes(mode: &str, pod: &Value) -> Vec<u8> {
 }
 
 fn assert_injects(pod: &Value, config: &Config) {
-    match admit::admit_pod(pod, "demo", config) {
+    match decide::admit_pod(pod, "demo", config) {
         Decision::Allow { patch, .. } => assert!(!patch.is_empty(), "benchmark pod was not injected"),
         d => panic!("benchmark pod was denied: {d:?}"),
     }
@@ -79,7 +79,7 @@ fn per_mode(c: &mut Criterion) {
             assert_injects(&pod, &config);
             let view = JsonRef::from(&pod);
             group.bench_with_input(BenchmarkId::from_parameter(mode), &view, |b, view| {
-                b.iter(|| admit::decide(black_box(view), "demo", &config))
+                b.iter(|| decide::decide(black_box(view), "demo", &config))
             });
         }
         group.finish();
@@ -89,7 +89,7 @@ fn per_mode(c: &mut Criterion) {
             let body = review_bytes(mode, &pod_of(mode));
             group.throughput(Throughput::Bytes(body.len() as u64));
             group.bench_with_input(BenchmarkId::from_parameter(mode), &body, |b, body| {
-                b.iter(|| admission::review(black_box(body), &config).expect("review answers"))
+                b.iter(|| review::review(black_box(body), &config).expect("review answers"))
             });
         }
         group.finish();
@@ -104,7 +104,7 @@ fn scaling(c: &mut Criterion) {
         let body = review_bytes("sidecar", &huge_pod("sidecar", containers, env));
         group.throughput(Throughput::Elements(env as u64));
         group.bench_with_input(BenchmarkId::from_parameter(format!("{containers}c_{env}env")), &body, |b, body| {
-            b.iter(|| admission::review(black_box(body), &config).expect("review answers"))
+            b.iter(|| review::review(black_box(body), &config).expect("review answers"))
         });
     }
     group.finish();

@@ -2,29 +2,30 @@
 //! one annotation, how its secrets reach its pods (`eso`, `csi`, `init`, `sidecar`) and so
 //! which failure mode it lives with when the secret provider is down.
 //!
-//! Layout: [`annotations`] parses, [`policy`] judges, [`inject`] reads raw pod JSON and emits
-//! add-only [`patch`] ops, [`admit`] is the one place that decides, [`admission`] speaks the wire
-//! format, [`server`] serves it over HTTPS. The same binary is the injected [`agent`].
+//! Code map (the README's "Code map" says the same; `tests/layout.rs` keeps the arrows
+//! pointing one way, with no cycle):
+//!
+//! - [`vocabulary`]: reserved names, well-known paths, the modes, validators, durations,
+//!   quantities, times. Imports nothing else of the crate.
+//! - [`json`]: the borrowed JSON tree the decision reads a pod as, and JSON writing helpers.
+//!   Imports nothing else of the crate.
+//! - [`providers`]: one file per provider (its config section, what the webhook derives from
+//!   it, the agent's client) and their registration.
+//! - [`config`]: the webhook's configuration file and its default.
+//! - [`logging`]: log set-up, the background log writer, safe log fields.
+//! - [`agent`]: the injected agent, and [`agent::spec`], its contract with the webhook.
+//! - [`decide`]: the pure decision: annotations → plan → policy → injection (one file per
+//!   mode in [`decide::inject`]) → add-only patch ops.
+//! - [`webhook`]: the HTTP layer: the AdmissionReview wire format, the pod view, routes,
+//!   listener, TLS, metrics, `serve`.
+//! - [`commands`]: `mutate`, `audit`, `certs`.
 
-pub mod admission;
-pub mod admit;
 pub mod agent;
-pub mod agent_spec;
-pub mod annotations;
-pub mod audit;
-pub mod certs;
+pub mod commands;
 pub mod config;
-pub mod duration;
-pub mod inject;
+pub mod decide;
 pub mod json;
-pub mod json_ref;
-pub mod log_format;
-pub mod log_writer;
-pub mod modes;
-pub mod mutate_cmd;
-pub mod patch;
-pub mod pod_view;
-pub mod policy;
-pub mod quantity;
-pub mod server;
-pub mod telemetry;
+pub mod logging;
+pub mod providers;
+pub mod vocabulary;
+pub mod webhook;

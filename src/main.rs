@@ -1,11 +1,11 @@
 //! The secretmode command line: wiring only; every subcommand lives in its own module.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use secretmode::telemetry::{self, LogFormat, LogWriter};
-use secretmode::{agent, audit, certs, config::Config, mutate_cmd, server};
+use secretmode::commands::{audit, certs, mutate};
+use secretmode::logging::{self, LogFormat, LogWriter};
+use secretmode::{agent, webhook};
 
 /// mimalloc, as in `secretmode`: see docs/BENCHMARKS.md (allocation-bound request path).
 #[global_allocator]
@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the mutating admission webhook over HTTPS.
-    Serve(server::ServeArgs),
+    Serve(webhook::ServeArgs),
     /// Run the webhook's decision offline and print the result.
     ///
     /// Reads files, directories (recursively: .yaml, .yml, .json) and stdin (`-`), as `audit`
@@ -39,32 +39,7 @@ enum Command {
     /// AdmissionReview response (uid echoed, base64 patch, warnings) for any operation, kind or
     /// subresource, and the same error for a review `serve` refuses. Warnings go to stderr;
     /// unreadable input is exit code 2.
-    Mutate {
-        /// Files or directories; `-` for stdin.
-        #[arg(value_name = "PATH")]
-        paths: Vec<PathBuf>,
-        /// The same as the paths, as kubectl takes them: `-f FILE_OR_DIR`, repeatable.
-        #[arg(
-            short = 'f',
-            long = "filename",
-            visible_alias = "file",
-            value_name = "PATH",
-            env = "SECRETMODE_MUTATE_FILE"
-        )]
-        files: Vec<PathBuf>,
-        /// Namespace of manifests that have no metadata.namespace (required for them: it picks
-        /// the policy rule and goes into the agent's provider role); must match the ones that
-        /// do. Not accepted with an AdmissionReview, which carries request.namespace.
-        // No env: SECRETMODE_NAMESPACE is the namespace the webhook runs in (serve, certs).
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-        /// Print the JSON Patch instead of the patched objects (or the review's response).
-        #[arg(long, env = "SECRETMODE_MUTATE_PATCH")]
-        patch: bool,
-        /// Webhook config file (default: the built-in config).
-        #[arg(long, env = "SECRETMODE_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Mutate(mutate::MutateArgs),
     /// The injected agent: fetch secrets into files (init) or keep them fresh (sidecar).
     Agent(agent::AgentArgs),
     /// Wait until the local sidecar has synced (postStart hook of a plain sidecar).
@@ -87,13 +62,10 @@ fn main() -> ExitCode {
     };
     // Only the webhook logs on a hot path (a line per admission).
     let writer = if matches!(cli.command, Command::Serve(_)) { LogWriter::Background } else { LogWriter::Direct };
-    let log = telemetry::init(cli.log_format, &log_level, writer);
+    let log = logging::init(cli.log_format, &log_level, writer);
     let result = match cli.command {
-        Command::Serve(args) => server::run(args),
-        Command::Mutate { paths, files, namespace, patch, config } => {
-            let paths: Vec<PathBuf> = paths.into_iter().chain(files).collect();
-            run_mutate(&paths, namespace.as_deref(), patch, config.as_deref())
-        }
+        Command::Serve(args) => webhook::run(args),
+        Command::Mutate(args) => mutate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::AgentWait(args) => agent::run_wait(args),
         Command::Audit(args) => audit::run(args),
@@ -112,26 +84,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn run_mutate(
-    paths: &[PathBuf],
-    namespace: Option<&str>,
-    patch: bool,
-    config: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
-    let config = Config::load_or_builtin(config)?;
-    let out = mutate_cmd::run(&mutate_cmd::MutateArgs { paths, namespace, patch_only: patch }, &config)?;
-    for w in &out.warnings {
-        eprintln!("Warning: {w}");
-    }
-    // An AdmissionReview's response is printed whether it allows or denies.
-    print!("{}", out.stdout);
-    if !out.denied.is_empty() {
-        for denial in &out.denied {
-            eprintln!("denied: {denial}");
-        }
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
 }

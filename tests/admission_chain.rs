@@ -613,8 +613,8 @@ async fn an_init_pod_with_the_service_account_token_is_admitted_on_reinvocation(
     // The same offline, as the issue describes it: mutate, mount the token as the plugin
     // does, mutate again.
     let config = secretmode::config::Config::builtin().expect("config");
-    let decide = |p: &Value| secretmode::admit::admit_pod(p, "shop", &config);
-    let secretmode::admit::Decision::Allow { patch, .. } = decide(&pod) else { panic!("first decision denied") };
+    let decide = |p: &Value| secretmode::decide::admit_pod(p, "shop", &config);
+    let secretmode::decide::Decision::Allow { patch, .. } = decide(&pod) else { panic!("first decision denied") };
     let mut mutated = support::patch::apply_ops(&pod, &patch);
     let volume = support::apiserver::plugins::token_volume("kube-api-access-x7k2p");
     mutated["spec"]["volumes"].as_array_mut().expect("volumes").push(volume);
@@ -626,7 +626,7 @@ async fn an_init_pod_with_the_service_account_token_is_admitted_on_reinvocation(
         }
     }
     match decide(&mutated) {
-        secretmode::admit::Decision::Allow { .. } => {}
+        secretmode::decide::Decision::Allow { .. } => {}
         denied => panic!("the second decision is a denial: {denied:?}"),
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use agent_common::*;
 use aws_sdk_secretsmanager::primitives::Blob;
-use secretmode::config::{AwsAuth, ProviderConfig};
+use secretmode::providers::aws::AwsAuth;
+use secretmode::providers::ProviderConfig;
 
 const LONG: Duration = Duration::from_secs(30);
 

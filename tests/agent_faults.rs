@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use agent_common::fault_proxy::{Fault, FaultProxy};
 use agent_common::*;
-use secretmode::agent_spec::{AgentSpec, FALLBACK_DIR};
-use secretmode::config::{AwsAuth, ProviderConfig};
+use secretmode::agent::spec::AgentSpec;
+use secretmode::providers::aws::AwsAuth;
+use secretmode::providers::ProviderConfig;
+use secretmode::vocabulary::paths::FALLBACK_DIR;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(40);
@@ -128,7 +130,7 @@ fn vault_target(bao: &Bao) -> Target {
 }
 
 fn aws_provider(endpoint: &str) -> ProviderConfig {
-    ProviderConfig::Aws(secretmode::config::AwsProvider {
+    ProviderConfig::Aws(secretmode::providers::aws::AwsProvider {
         region: "us-east-1".into(),
         endpoint: Some(endpoint.to_string()),
         version_stage: "AWSCURRENT".into(),
@@ -191,7 +193,10 @@ fn durations_are_go(line: &str) {
         for (i, _) in line.match_indices(before) {
             let rest = &line[i + before.len()..];
             let d = &rest[..rest.find(after).unwrap_or(rest.len())];
-            assert!(!d.contains('.') && secretmode::duration::parse(d).is_ok(), "{d:?} is not a Go duration: {line}");
+            assert!(
+                !d.contains('.') && secretmode::vocabulary::duration::parse(d).is_ok(),
+                "{d:?} is not a Go duration: {line}"
+            );
             seen += 1;
         }
     }

@@ -35,7 +35,7 @@ fn wait_handler(pid: u32) -> Duration {
     t.elapsed()
 }
 
-fn items(n: usize) -> Vec<secretmode::agent_spec::AgentItem> {
+fn items(n: usize) -> Vec<secretmode::providers::AgentItem> {
     (0..n).map(|i| item(&format!("s{i:02}"), &format!("app/s{i:02}"), Some("v"))).collect()
 }
 

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_common::*;
-use secretmode::config::{ProviderConfig, SecretKeyRef, VaultAuth, VaultProvider};
+use secretmode::providers::vault::{VaultAuth, VaultProvider};
+use secretmode::providers::{ProviderConfig, SecretKeyRef};
 
 #[test]
 fn vault_over_tls_trusts_only_the_configured_ca_and_sends_the_namespace() {

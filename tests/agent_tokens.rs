@@ -10,12 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use agent_common::fault_proxy::{Fault, FaultProxy};
 use agent_common::*;
-use secretmode::config::{AwsAuth, ProviderConfig, VaultAuth};
+use secretmode::providers::aws::AwsAuth;
+use secretmode::providers::vault::VaultAuth;
+use secretmode::providers::ProviderConfig;
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(40);
 
-fn db_items() -> Vec<secretmode::agent_spec::AgentItem> {
+fn db_items() -> Vec<secretmode::providers::AgentItem> {
     vec![item("db-user", "app/db", Some("username")), item("db-pass", "app/db", Some("password"))]
 }
 

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use agent_common::fault_proxy::{Fault, FaultProxy};
 use agent_common::*;
-use secretmode::config::{ProviderConfig, SecretKeyRef, VaultAuth};
+use secretmode::providers::vault::VaultAuth;
+use secretmode::providers::{ProviderConfig, SecretKeyRef};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn db_items() -> Vec<secretmode::agent_spec::AgentItem> {
+fn db_items() -> Vec<secretmode::providers::AgentItem> {
     vec![item("db-user", "app/db", Some("username")), item("db-pass", "app/db", Some("password"))]
 }
 
@@ -263,7 +264,7 @@ fn a_typo_fails_init_in_seconds_and_the_fallback_does_not_hide_it() {
 
     // A missing key and a denied read fail as fast; a fallback Secret is not used for them.
     let mut with_fallback = spec.clone();
-    with_fallback.fallback_dir = Some(secretmode::agent_spec::FALLBACK_DIR.into());
+    with_fallback.fallback_dir = Some(secretmode::vocabulary::paths::FALLBACK_DIR.into());
     let no_read = bao.create_token(json!({"policies": ["default"], "ttl": "1h"}));
     for (items, token, expect) in [
         (vec![item("db-pass", "app/dbb", Some("password"))], ROOT_TOKEN.to_string(), "not found: HTTP 404"),
@@ -395,7 +396,7 @@ fn once_against_a_stopped_provider_fails_with_one_clear_line_within_the_deadline
 fn fallback_seeds_when_the_provider_is_down_and_live_values_take_over() {
     let port = free_port();
     let mut spec = spec(vault_provider(&format!("http://127.0.0.1:{port}")), db_items(), free_port());
-    spec.fallback_dir = Some(secretmode::agent_spec::FALLBACK_DIR.into());
+    spec.fallback_dir = Some(secretmode::vocabulary::paths::FALLBACK_DIR.into());
     spec.start_deadline_seconds = 2;
     let signer = Signer::new();
     let fallback = BTreeMap::from([("db-user", "fb-user"), ("db-pass", "fb-pass")]);

@@ -11,9 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_common::*;
-use secretmode::admit::{admit_pod, Decision};
-use secretmode::config::{Config, ProviderConfig, VaultAuth, VaultProvider};
-use secretmode::duration::HumanDuration;
+use secretmode::config::Config;
+use secretmode::decide::{admit_pod, Decision};
+use secretmode::providers::vault::{VaultAuth, VaultProvider};
+use secretmode::providers::ProviderConfig;
+use secretmode::vocabulary::duration::HumanDuration;
 use serde_json::{json, Value};
 
 const NS: &str = "team-a";
@@ -56,7 +58,7 @@ fn mutate(pod: &Value, config: &Config) -> Value {
     match admit_pod(pod, NS, config) {
         Decision::Allow { patch, .. } => {
             assert!(!patch.is_empty(), "expected an injection");
-            secretmode::mutate_cmd::apply(pod, &patch).expect("apply the patch")
+            secretmode::commands::mutate::apply(pod, &patch).expect("apply the patch")
         }
         Decision::Deny { message, .. } => panic!("denied: {message}"),
     }
@@ -89,7 +91,7 @@ fn place_token(c: &Value, root: &Path, token: &str) {
     let mounts = c["volumeMounts"].as_array().unwrap();
     let dir = mounts
         .iter()
-        .find_map(|m| m["mountPath"].as_str().filter(|p| *p == secretmode::agent_spec::TOKEN_DIR))
+        .find_map(|m| m["mountPath"].as_str().filter(|p| *p == secretmode::vocabulary::paths::TOKEN_DIR))
         .expect("token volume mounted into the agent");
     let dir = root.join(dir.trim_start_matches('/'));
     std::fs::create_dir_all(&dir).unwrap();

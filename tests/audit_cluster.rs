@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use hyper::{Request, Response};
 use k8s_openapi::chrono::{DateTime, Utc};
 use kube::client::Body;
-use secretmode::audit::{self, ClusterError, Format, Report};
+use secretmode::commands::audit::{self, ClusterError, Format, Report};
 use secretmode::config::Config;
 use tower_test::mock;
 

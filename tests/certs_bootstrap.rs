@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
-use secretmode::certs::bootstrap::{bootstrap, BootstrapArgs, Outcome};
-use secretmode::certs::generate;
+use secretmode::commands::certs::bootstrap::{bootstrap, BootstrapArgs, Outcome};
+use secretmode::commands::certs::generate;
 use serde_json::{json, Value};
 use tower_test::mock;
 

@@ -272,7 +272,7 @@ fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
         spec
     };
     let csi = |attributes: Value| {
-        let csi = json!({"driver": secretmode::policy::CSI_DRIVER, "readOnly": true, "volumeAttributes": attributes});
+        let csi = json!({"driver": secretmode::vocabulary::names::CSI_DRIVER, "readOnly": true, "volumeAttributes": attributes});
         with(json!({"volumes": [{"name": "secrets", "csi": csi}]}))
     };
     let plain = with(json!({}));
@@ -329,8 +329,8 @@ fn admission_pods(prefix: &str) -> Vec<(String, Value)> {
 
 /// Whether the webhook would do anything to this pod: deny it, patch it, warn, or record a
 /// policy finding. A pod it would only let through untouched need not be sent.
-fn judged(decision: &secretmode::admit::Decision) -> bool {
-    use secretmode::admit::Decision;
+fn judged(decision: &secretmode::decide::Decision) -> bool {
+    use secretmode::decide::Decision;
     match decision {
         Decision::Deny { .. } => true,
         Decision::Allow { patch, warnings, policy, .. } => {
@@ -356,7 +356,7 @@ fn sends_what_it_judges(r: &Rendered) {
     let csi_sent = r.one("MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"][0]["expression"]
         .as_str()
         .unwrap()
-        .contains(secretmode::policy::CSI_DRIVER);
+        .contains(secretmode::vocabulary::names::CSI_DRIVER);
     let expected = |name: &str| match name {
         "opted-in" | "opted-in-badly" | "opted-in-without-containers" | "injected-note-only" => "call",
         "hand-built-container" | "hand-built-init-container" | "hand-built-volume" => "call",
@@ -372,7 +372,7 @@ fn sends_what_it_judges(r: &Rendered) {
             "prefix {prefix:?}, pod {name}: {:?}",
             mwc.calls.iter().find(|c| &c.object == name)
         );
-        let decision = secretmode::admit::admit_pod(pod, "demo", &config);
+        let decision = secretmode::decide::admit_pod(pod, "demo", &config);
         if judged(&decision) && sent != "call" {
             assert!(
                 !csi_sent && name == "csi-volume-overriding-the-class",
@@ -381,8 +381,9 @@ fn sends_what_it_judges(r: &Rendered) {
         }
     }
     // The cases above are not vacuous: the webhook judges each kind of pod that is sent.
-    let judged_by_name =
-        |n: &str| judged(&secretmode::admit::admit_pod(&pods.iter().find(|(p, _)| p == n).unwrap().1, "demo", &config));
+    let judged_by_name = |n: &str| {
+        judged(&secretmode::decide::admit_pod(&pods.iter().find(|(p, _)| p == n).unwrap().1, "demo", &config))
+    };
     for name in [
         "opted-in",
         "opted-in-badly",
@@ -492,7 +493,7 @@ fn cert_manager_mode_with_its_own_issuer_and_with_a_given_issuer() {
     assert!(mwc["webhooks"][0]["clientConfig"].get("caBundle").is_none());
     let cert = r.named("Certificate", "secretmode-tls");
     assert_eq!(cert["spec"]["secretName"], tls_secret_name(&r));
-    assert_eq!(strs(&cert["spec"]["dnsNames"]), secretmode::certs::generate::dns_names("secretmode", NS));
+    assert_eq!(strs(&cert["spec"]["dnsNames"]), secretmode::commands::certs::generate::dns_names("secretmode", NS));
     assert_eq!(cert["spec"]["issuerRef"]["name"], "secretmode-ca");
     assert_eq!(r.named("Certificate", "secretmode-ca")["spec"]["isCA"], true);
     assert_eq!(r.all("Issuer").len(), 2);
@@ -512,7 +513,7 @@ fn cert_manager_mode_with_its_own_issuer_and_with_a_given_issuer() {
 #[test]
 fn provided_mode_uses_the_users_secret_and_ca() {
     let now = std::time::SystemTime::now();
-    let ca = secretmode::certs::generate::new_ca("provided CA", now, 30).unwrap();
+    let ca = secretmode::commands::certs::generate::new_ca("provided CA", now, 30).unwrap();
     let bundle = base64::engine::general_purpose::STANDARD.encode(&ca.cert_pem);
     let r = render(
         json!({"certs": {"mode": "provided", "provided": {"secretName": "my-webhook-tls", "caBundle": bundle}}}),
@@ -607,7 +608,7 @@ fn everything_on_monitoring_audit_digests_and_a_custom_prefix() {
     }
     assert_eq!(r.one("ServiceMonitor")["spec"]["endpoints"][0]["port"], "metrics");
     // The agents' port name is the one the injector gives the sidecar.
-    assert_eq!(r.one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"], secretmode::inject::PORT_NAME);
+    assert_eq!(r.one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"], secretmode::vocabulary::names::PORT_NAME);
     let service = r.one("Service");
     assert!(service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == "metrics"));
     let dash = r.named("ConfigMap", "secretmode-dashboard");
@@ -706,7 +707,10 @@ fn the_webhook_configuration_is_valid_at_the_extremes_the_schema_allows() {
     }));
     assert_eq!(r.config().annotation_prefix, prefix);
     let w = &r.one("MutatingWebhookConfiguration")["webhooks"][0];
-    assert!(!w["matchConditions"][0]["expression"].as_str().unwrap().contains(secretmode::policy::CSI_DRIVER));
+    assert!(!w["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap()
+        .contains(secretmode::vocabulary::names::CSI_DRIVER));
 
     // The shortest: a one-letter prefix (a prefix of every other key that starts with it), a
     // three-segment webhook name, an unprefixed opt-out label, the shortest timeout.

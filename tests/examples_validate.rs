@@ -183,7 +183,7 @@ fn admission_requests_are_current_api_server_shaped_and_answered() {
 #[test]
 fn policy_example_is_the_policy_in_the_config_example() {
     let config = secretmode::config::Config::load(&examples().join("config.yaml")).unwrap();
-    let policy: secretmode::policy::PolicyConfig =
+    let policy: secretmode::config::policy::PolicyConfig =
         serde_yaml::from_str(&std::fs::read_to_string(examples().join("policy.yaml")).unwrap()).unwrap();
     assert!(policy.rules.len() >= 3);
     assert_eq!(config.policy, policy);

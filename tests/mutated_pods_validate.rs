@@ -6,8 +6,8 @@ mod support;
 
 use serde_json::{json, Value};
 
-use secretmode::admit::{admit_pod, Decision};
 use secretmode::config::Config;
+use secretmode::decide::{admit_pod, Decision};
 
 fn pod(name: &str, annotations: Value, spec: Value) -> Value {
     let mut pod = support::pods::pod(name, "team-a", annotations, spec);

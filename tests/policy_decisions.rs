@@ -8,9 +8,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use secretmode::admission;
-use secretmode::admit::{admit_pod, Decision, Outcome};
 use secretmode::config::{Config, DEFAULT_CONFIG_YAML};
+use secretmode::decide::{admit_pod, Decision, Outcome};
+use secretmode::webhook::review;
 use serde_json::{json, Value};
 use support::review::Requester;
 
@@ -170,7 +170,7 @@ fn many_warn_level_violations_still_show_the_first_ones_whole() {
     let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "team-a",
         "operation": "CREATE", "object": pod("team-a", a.clone())}});
-    let out = admission::review(&serde_json::to_vec(&review).unwrap(), &config()).unwrap();
+    let out = review::review(&serde_json::to_vec(&review).unwrap(), &config()).unwrap();
     let body: Value = serde_json::from_slice(&out.body).unwrap();
     let warnings: Vec<String> = serde_json::from_value(body["response"]["warnings"].clone()).unwrap();
     assert_eq!(warnings, admitted(&pod("team-a", a), "team-a", &config()).0, "the wire carries the decision's list");
@@ -372,7 +372,7 @@ fn decided_from_pod_and_namespace_not_requester_or_status_annotation() {
     let mut answers = Vec::new();
     for user in ["system:serviceaccount:kube-system:replicaset-controller", "system:admin", "alice"] {
         let review = support::review::create(&p, "payments", &Requester::User(user.to_string()), false);
-        let out = admission::review(&serde_json::to_vec(&review).unwrap(), &config).unwrap();
+        let out = review::review(&serde_json::to_vec(&review).unwrap(), &config).unwrap();
         let body: Value = serde_json::from_slice(&out.body).unwrap();
         assert_eq!(body["response"]["allowed"], json!(false), "{body}");
         answers.push(body["response"]["status"]["message"].clone());
@@ -585,7 +585,7 @@ fn messages_name_annotations_with_the_configured_prefix() {
     };
     let csi_volume = json!({"containers": [{"name": "app", "image": "nginx", "volumeMounts": [{"name": "s", "mountPath": "/s"}]}],
         "volumes": [{"name": "s", "csi": {"driver": "secrets-store.csi.k8s.io", "volumeAttributes": {"secretProviderClass": "c"}}}]});
-    let objects: Vec<secretmode::audit::Object> = [
+    let objects: Vec<secretmode::commands::audit::Object> = [
         workload("bad-mode", "elsewhere", a(&[("mode", "vault"), item]), app()),
         workload("hand-built", "elsewhere", json!({}), csi_volume),
         workload("denied", "payments", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db")]), app()),
@@ -593,9 +593,9 @@ fn messages_name_annotations_with_the_configured_prefix() {
     ]
     .into_iter()
     .enumerate()
-    .map(|(i, value)| secretmode::audit::Object { file: "w.yaml".into(), line: i + 1, value })
+    .map(|(i, value)| secretmode::commands::audit::Object { file: "w.yaml".into(), line: i + 1, value })
     .collect();
-    let report = secretmode::audit::analyze_manifests(&objects, "default", &config).unwrap();
+    let report = secretmode::commands::audit::analyze_manifests(&objects, "default", &config).unwrap();
     let json = serde_json::to_string(&report).unwrap();
     assert!(!leaks(&json), "{json}");
     assert!(report.findings.iter().filter(|f| f.message.contains(&format!("{P}/"))).count() >= 4, "{json}");

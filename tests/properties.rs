@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use secretmode::admit::{self, Decision};
 use secretmode::config::Config;
+use secretmode::decide::{self, Decision};
 
 fn config() -> Config {
     Config::builtin().expect("built-in config")
@@ -106,7 +106,7 @@ fn fuzz_seeds_and_regressions_replay() {
         }
         let pod = checks::pod_with_annotations(checks::annotations_from_lines(&data));
         let want = ANNOTATION_SEEDS.iter().find(|(n, _)| *n == file_name(path)).map(|(_, o)| *o);
-        assert_eq!(Some(admit::admit_pod(&pod, "demo", &config).outcome_label()), want, "{}", path.display());
+        assert_eq!(Some(decide::admit_pod(&pod, "demo", &config).outcome_label()), want, "{}", path.display());
         checks::check_annotations(&data, &config);
     }
     // Crashes the fuzzer found are arbitrary bytes: they only have to keep every invariant.
@@ -293,7 +293,7 @@ proptest! {
     fn injection_is_idempotent_and_keeps_everything_else((mode, pod) in pod()) {
         let config = config();
         let patched = checks::check_pod(&pod, "demo", &config);
-        prop_assert!(patched.is_some(), "{mode}: a valid pod was not injected: {:?}", admit::admit_pod(&pod, "demo", &config));
+        prop_assert!(patched.is_some(), "{mode}: a valid pod was not injected: {:?}", decide::admit_pod(&pod, "demo", &config));
     }
 
     /// A container added by a later webhook (reinvocation) gets the mount and env, once.
@@ -304,7 +304,7 @@ proptest! {
             return Err(TestCaseError::fail(format!("{mode}: not injected")));
         };
         patched["spec"]["containers"].as_array_mut().expect("containers").push(json!({"name": "late", "image": "x"}));
-        let Decision::Allow { patch, .. } = admit::admit_pod(&patched, "demo", &config) else {
+        let Decision::Allow { patch, .. } = decide::admit_pod(&patched, "demo", &config) else {
             return Err(TestCaseError::fail("the reinvoked pod was denied"));
         };
         prop_assert!(!patch.is_empty());
@@ -313,7 +313,7 @@ proptest! {
         prop_assert!(late["volumeMounts"].as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "secretmode-secrets")));
         prop_assert!(late["env"].as_array().is_some_and(|e| e.iter().any(|e| e["name"].as_str().is_some_and(|n| n.ends_with("_FILE")))));
         // Only the new container changed.
-        let Decision::Allow { patch, .. } = admit::admit_pod(&again, "demo", &config) else {
+        let Decision::Allow { patch, .. } = decide::admit_pod(&again, "demo", &config) else {
             return Err(TestCaseError::fail("denied after wiring"));
         };
         prop_assert!(patch.is_empty());

@@ -426,7 +426,7 @@ async fn each_admission_is_one_log_line_in_either_format() {
         // that tries to end the line and forge the next one.
         let mut forged = review(annotations.clone());
         forged["request"]["uid"] =
-            json!("forged\n2026-11-23T00:00:00.000000Z  INFO secretmode::server::routes: admission");
+            json!("forged\n2026-11-23T00:00:00.000000Z  INFO secretmode::webhook::routes: admission");
         let response = http.post(server.url()).json(&forged).send().await.unwrap();
         assert_eq!(response.status(), 200);
         server.stop();
@@ -447,7 +447,7 @@ async fn each_admission_is_one_log_line_in_either_format() {
             let (time, rest) = line.split_at(27);
             assert!(time.starts_with("20") && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{line}");
             let expected = format!(
-                " INFO secretmode::server::routes: admission uid={uid} \
+                " INFO secretmode::webhook::routes: admission uid={uid} \
                  namespace=shop mode=\"eso\" outcome=\"injected\" duration_us="
             );
             assert!(rest.starts_with(&format!(" {expected}")), "{line}");
@@ -458,7 +458,7 @@ async fn each_admission_is_one_log_line_in_either_format() {
                 r#","level":"INFO","message":"admission","uid":"{uid}","namespace":"shop","mode":"eso","outcome":"injected","duration_us":"#
             );
             assert!(line.starts_with(prefix) && line[27 + 15..].starts_with(&suffix), "{line}");
-            assert!(line.ends_with(r#","dry_run":false,"target":"secretmode::server::routes"}"#), "{line}");
+            assert!(line.ends_with(r#","dry_run":false,"target":"secretmode::webhook::routes"}"#), "{line}");
             let value: Value = serde_json::from_str(line).unwrap();
             assert!(value["patch_bytes"].as_u64().unwrap() > 0, "{line}");
         }

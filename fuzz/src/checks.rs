@@ -14,12 +14,12 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use secretmode::admission;
-use secretmode::admit::{self, Decision};
-use secretmode::annotations;
 use secretmode::config::Config;
-use secretmode::json_ref::JsonRef;
-use secretmode::pod_view;
+use secretmode::decide::annotations;
+use secretmode::decide::{self, Decision};
+use secretmode::json::tree::JsonRef;
+use secretmode::webhook::pod_view;
+use secretmode::webhook::review;
 
 #[derive(serde::Deserialize)]
 struct RequestOnly<'a> {
@@ -63,12 +63,12 @@ pub enum Reviewed {
 
 /// One AdmissionReview body, as the webhook receives it.
 pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
-    let Ok(reviewed) = admission::review(data, config) else {
+    let Ok(reviewed) = review::review(data, config) else {
         return Reviewed::NotAReview;
     };
     let answer: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
-    assert_eq!(answer["apiVersion"], admission::API_VERSION);
-    assert_eq!(answer["kind"], admission::KIND);
+    assert_eq!(answer["apiVersion"], review::API_VERSION);
+    assert_eq!(answer["kind"], review::KIND);
     let response = &answer["response"];
     assert_eq!(response["uid"].as_str(), Some(reviewed.uid.as_str()));
     assert!(!reviewed.uid.is_empty());
@@ -104,13 +104,13 @@ pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
     serde_json::to_writer(secretmode::json::InString(&mut inside), &object).expect("write inside a string");
     inside.push(b'"');
     assert_eq!(inside, serde_json::to_vec(&text).expect("serialise"));
-    let decision = admit::admit_pod(&object, &reviewed.namespace, config);
+    let decision = decide::admit_pod(&object, &reviewed.namespace, config);
     assert_same_decision_on_view(&object, &reviewed.namespace, config, &decision);
     let patched = apply(&object, &ops).unwrap_or_else(|e| panic!("{e}\nops: {ops}"));
     // The same request again (as after reinvocation), with the patched pod.
     let review = json!({
-        "apiVersion": admission::API_VERSION,
-        "kind": admission::KIND,
+        "apiVersion": review::API_VERSION,
+        "kind": review::KIND,
         "request": {
             "uid": reviewed.uid,
             "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -120,7 +120,7 @@ pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
         }
     });
     let again = serde_json::to_vec(&review).expect("serialise");
-    let second = admission::review(&again, config).expect("the patched review is still a review");
+    let second = review::review(&again, config).expect("the patched review is still a review");
     let answer: Value = serde_json::from_slice(&second.body).expect("the answer is JSON");
     assert_eq!(answer["response"]["allowed"], true, "the patched pod is denied: {}", answer["response"]);
     assert!(answer["response"].get("patch").is_none(), "not idempotent: second patch {}", answer["response"]);
@@ -130,7 +130,7 @@ pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
 /// One pod decided in `namespace`: every invariant above on the decision.
 /// Returns the patched pod when the decision injected.
 pub fn check_pod(pod: &Value, namespace: &str, config: &Config) -> Option<Value> {
-    let decision = admit::admit_pod(pod, namespace, config);
+    let decision = decide::admit_pod(pod, namespace, config);
     assert_same_decision_on_view(pod, namespace, config, &decision);
     let Decision::Allow { patch, .. } = decision else {
         return None;
@@ -140,7 +140,7 @@ pub fn check_pod(pod: &Value, namespace: &str, config: &Config) -> Option<Value>
     }
     let ops = serde_json::to_value(&patch).expect("serialise ops");
     let patched = apply(pod, &ops).unwrap_or_else(|e| panic!("{e}\nops: {ops}\npod: {pod}"));
-    let again = admit::admit_pod(&patched, namespace, config);
+    let again = decide::admit_pod(&patched, namespace, config);
     assert_same_decision_on_view(&patched, namespace, config, &again);
     match again {
         Decision::Allow { patch, .. } => assert!(patch.is_empty(), "not idempotent: {patch:?}"),
@@ -157,7 +157,7 @@ pub fn check_pod(pod: &Value, namespace: &str, config: &Config) -> Option<Value>
 pub fn assert_same_decision_on_view(pod: &Value, namespace: &str, config: &Config, decision: &Decision) {
     let text = pod.to_string();
     let view = pod_view::parse(&text).expect("a serialised pod parses");
-    assert_eq!(&admit::decide(&view, namespace, config), decision, "the webhook's view decides otherwise: {view:?}");
+    assert_eq!(&decide::decide(&view, namespace, config), decision, "the webhook's view decides otherwise: {view:?}");
 }
 
 /// The security-relevant fields of every injected container are the config's.

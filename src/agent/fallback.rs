@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::agent_spec::AgentItem;
+use crate::providers::AgentItem;
 
 /// Every item's content from `dir`, or why the fallback cannot be used (never a value).
 pub fn load(dir: &Path, items: &[AgentItem]) -> Result<BTreeMap<String, Vec<u8>>, String> {

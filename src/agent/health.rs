@@ -19,7 +19,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::status::Status;
-use crate::agent_spec::{HEALTH_PATH, METRICS_PATH, READY_PATH, STARTUP_PATH};
+use crate::vocabulary::paths::{HEALTH_PATH, METRICS_PATH, READY_PATH, STARTUP_PATH};
 
 pub fn router(status: Arc<Status>) -> Router {
     Router::new()

@@ -1,18 +1,18 @@
 //! `secretmode agent`: the injected init fetcher (`--once`) and refresh sidecar.
 //!
 //! The container spec the webhook injects is the agent's only configuration: the JSON
-//! [`AgentSpec`] in `SECRETMODE_AGENT_SPEC`, plus `VAULT_TOKEN`
-//! for development token auth. See docs/AGENT.md.
+//! [`AgentSpec`] ([`spec`]) in `SECRETMODE_AGENT_SPEC`, plus `VAULT_TOKEN` for development
+//! token auth. See docs/AGENT.md.
 //!
-//! Modules: [`providers`] fetch (Vault/OpenBao KV v2, AWS Secrets Manager), [`writer`] swaps
-//! file sets atomically, [`status`] is the single record behind the status file, health
-//! endpoints and metrics, [`backoff`] spaces retries, [`mod@run`] is the loop.
+//! Modules: [`mod@run`] is the loop, [`writer`] swaps file sets atomically, [`status`] is the
+//! single record behind the status file, health endpoints and metrics, [`health`] serves
+//! them, [`fallback`] seeds from the fallback Secret, [`wait`] is the plain sidecar's
+//! postStart hook. The provider clients it drives are in `crate::providers`.
 
-pub mod backoff;
 pub mod fallback;
 pub mod health;
-pub mod providers;
 pub mod run;
+pub mod spec;
 pub mod status;
 pub mod wait;
 pub mod writer;
@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::agent_spec::AgentSpec;
+use crate::logging::printable::Printable;
+use crate::vocabulary::paths::SPEC_ENV;
+use spec::AgentSpec;
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
@@ -30,7 +32,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub once: bool,
     /// The agent spec JSON written by the webhook.
-    #[arg(long, env = crate::agent_spec::SPEC_ENV, hide_env_values = true)]
+    #[arg(long, env = SPEC_ENV, hide_env_values = true)]
     pub spec: String,
     /// Prefix for every absolute path in the spec (mount path, token file, fallback dir), for
     /// local runs and tests outside a pod.
@@ -89,11 +91,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 started = agent.start() => match started {
                     Ok(run::Started::Synced) => ExitCode::SUCCESS,
                     Ok(run::Started::Fallback(cause, _)) => {
-                        eprintln!("secretmode agent: started from the fallback Secret (status fallback): {}", crate::log_format::Printable(&cause));
+                        eprintln!("secretmode agent: started from the fallback Secret (status fallback): {}", Printable(&cause));
                         ExitCode::SUCCESS
                     }
                     Err(failed) => {
-                        eprintln!("secretmode agent: {}", crate::log_format::Printable(&failed.line));
+                        eprintln!("secretmode agent: {}", Printable(&failed.line));
                         ExitCode::from(1)
                     }
                 },

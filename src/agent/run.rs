@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::backoff::Backoff;
 use super::fallback;
-use super::providers::{Budget, ErrorKind, FetchError, Provider};
+use super::spec::AgentSpec;
 use super::status::Status;
 use super::writer::{self, WriteError};
-use crate::agent_spec::AgentSpec;
-use crate::duration;
-use crate::log_format::Printable;
+use crate::logging::printable::Printable;
+use crate::providers::backoff::Backoff;
+use crate::providers::{Budget, ErrorKind, FetchError, Provider};
+use crate::vocabulary::duration;
+use crate::vocabulary::time::rfc3339;
 
 /// Recovery backoff while the provider is down: first probe after 1 s, bound doubling to
 /// 5 s, full jitter. One agent sends at most one probe a second, about one per 3 s on
@@ -105,12 +106,7 @@ impl Agent {
 
     fn describe_provider(&self) -> String {
         let kind = self.spec.provider.kind();
-        let at = match &self.spec.provider {
-            crate::config::ProviderConfig::Vault(v) => v.address.clone(),
-            crate::config::ProviderConfig::Aws(a) => {
-                a.endpoint.clone().unwrap_or_else(|| format!("region {}", a.region))
-            }
-        };
+        let at = self.spec.provider.location();
         let mut paths: Vec<String> = self
             .spec
             .items
@@ -382,7 +378,7 @@ impl Agent {
             if let Some(c) = status.credentials().filter(|c| c.expiring) {
                 if reported_expiry != Some(c.expires_at) {
                     reported_expiry = Some(c.expires_at);
-                    let at = c.expires_at.map(super::status::rfc3339).unwrap_or_default();
+                    let at = c.expires_at.map(rfc3339).unwrap_or_default();
                     let left = c.expires_at.and_then(|t| t.duration_since(std::time::SystemTime::now()).ok());
                     tracing::warn!(
                         method = c.method,
@@ -447,9 +443,10 @@ pub async fn sidecar(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent_spec::{AgentItem, SPEC_VERSION};
-    use crate::config::{ProviderConfig, VaultAuth, VaultProvider};
-    use crate::log_format::{tests::logged, Layout};
+    use crate::agent::spec::SPEC_VERSION;
+    use crate::logging::printable::{tests::logged, Layout};
+    use crate::providers::vault::{VaultAuth, VaultProvider};
+    use crate::providers::{AgentItem, ProviderConfig};
 
     /// Errors quote what the provider answered; a newline in it stays inside the line.
     #[test]

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::agent_spec::STARTUP_PATH;
+use crate::vocabulary::paths::STARTUP_PATH;
 
 /// Polls `GET /startup` on loopback until 200 or the timeout.
 pub fn wait_for_startup(port: u16, timeout: Duration) -> Result<(), String> {
@@ -19,7 +19,10 @@ pub fn wait_for_startup(port: u16, timeout: Duration) -> Result<(), String> {
             Err(e) => format!("{STARTUP_PATH}: {e}"),
         };
         if Instant::now() >= deadline {
-            return Err(format!("sidecar not synced after {}: {last}", crate::duration::format_ms(timeout)));
+            return Err(format!(
+                "sidecar not synced after {}: {last}",
+                crate::vocabulary::duration::format_ms(timeout)
+            ));
         }
         std::thread::sleep(Duration::from_millis(250));
     }

@@ -120,7 +120,7 @@ fn remove_old_sets(mount: &Path, keep: &str) {
 /// `..YYYY_MM_DD_HH_MM_SS.nnnnnnnnn`, the kubelet's format (UTC).
 fn timestamped_dir_name(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let (date, time) = super::status::civil(d.as_secs());
+    let (date, time) = crate::vocabulary::time::civil(d.as_secs());
     format!(
         "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}",
         date.0,

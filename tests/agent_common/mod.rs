@@ -15,8 +15,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use secretmode::agent_spec::{AgentItem, AgentSpec, SPEC_VERSION};
-use secretmode::config::{ProviderConfig, SecretKeyRef, VaultAuth, VaultProvider};
+use secretmode::agent::spec::{AgentSpec, SPEC_VERSION};
+use secretmode::providers::vault::{VaultAuth, VaultProvider};
+use secretmode::providers::AgentItem;
+use secretmode::providers::{ProviderConfig, SecretKeyRef};
 use serde_json::{json, Value};
 
 pub use support::{free_port, venv_bin};
@@ -276,7 +278,7 @@ pub fn spec(provider: ProviderConfig, items: Vec<AgentItem>, health_port: u16) -
         provider,
         items,
         mount_path: "/var/run/secrets-cache".into(),
-        token_file: Some(secretmode::agent_spec::TOKEN_FILE.into()),
+        token_file: Some(secretmode::vocabulary::paths::TOKEN_FILE.into()),
         fallback_dir: None,
         refresh_interval_seconds: 2,
         max_staleness_seconds: 6,
@@ -505,8 +507,8 @@ impl Moto {
         self.endpoint.trim_start_matches("http://").to_string()
     }
 
-    pub fn aws_provider(&self, auth: secretmode::config::AwsAuth) -> ProviderConfig {
-        ProviderConfig::Aws(secretmode::config::AwsProvider {
+    pub fn aws_provider(&self, auth: secretmode::providers::aws::AwsAuth) -> ProviderConfig {
+        ProviderConfig::Aws(secretmode::providers::aws::AwsProvider {
             region: "us-east-1".into(),
             endpoint: Some(self.endpoint.clone()),
             version_stage: "AWSCURRENT".into(),

@@ -113,7 +113,7 @@ pub fn patched(review: &Value, response: &Value) -> Value {
 }
 
 /// Applies the ops of a decision (anything serialising to an RFC 6902 array, such as
-/// `secretmode::patch::PatchOp`s) to `doc`; panics with the reason if they do not apply.
+/// `secretmode::decide::patch::PatchOp`s) to `doc`; panics with the reason if they do not apply.
 pub fn apply_ops<T: serde::Serialize + ?Sized>(doc: &Value, ops: &T) -> Value {
     let ops = serde_json::to_value(ops).unwrap_or_else(|e| panic!("patch ops do not serialise: {e}"));
     apply(doc, &ops).unwrap_or_else(|e| panic!("{e}"))

@@ -1,0 +1,334 @@
+//! The webhook's configuration file (`--config`, YAML) and its built-in default.
+//!
+//! Everything that decides an address, an image, a token audience or a security setting lives
+//! here and only here: annotations can name a provider defined in this file, never define one.
+//! Unknown fields are rejected so that a typo fails start-up with the field named instead of
+//! silently falling back to a default.
+//!
+//! Each provider's section is defined by its own file in `crate::providers`; the policy rules
+//! are in [`policy`] (and judged by `decide::policy`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::providers::ProviderConfig;
+use crate::vocabulary::duration::HumanDuration;
+use crate::vocabulary::names::{is_dns_label, is_dns_subdomain};
+use crate::vocabulary::paths::validate_mount_path;
+use crate::vocabulary::quantity;
+use policy::PolicyConfig;
+
+pub mod policy;
+
+/// The built-in default, also shipped as `examples/config.yaml`'s starting point.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config {origin}: field `{field}`: {message}")]
+    Field { origin: String, field: String, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Annotation prefix without the slash: `secrets` gives `secrets/mode`.
+    pub annotation_prefix: String,
+    /// Where files land when a pod does not set `<prefix>/mount-path`.
+    pub default_mount_path: String,
+    /// Upper bound on `<prefix>/item.*` annotations per pod.
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
+    pub agent: AgentConfig,
+    pub refresh: RefreshConfig,
+    /// Provider used by `init`/`sidecar` pods that do not name one.
+    pub default_provider: String,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub warnings: WarningsConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+fn default_max_items() -> usize {
+    64
+}
+
+/// The injected agent container (`secretmode-init` / `secretmode-sidecar`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Image reference; pin by digest in production (`repo@sha256:...`).
+    pub image: String,
+    #[serde(default = "default_pull_policy")]
+    pub image_pull_policy: String,
+    /// Absolute path of the secretmode binary inside the image.
+    #[serde(default = "default_binary")]
+    pub binary: String,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default = "default_uid")]
+    pub run_as_user: i64,
+    #[serde(default = "default_uid")]
+    pub run_as_group: i64,
+    /// Port of the sidecar's health, startup and metrics endpoints.
+    #[serde(default = "default_health_port")]
+    pub health_port: u16,
+    /// `true`: an init container with `restartPolicy: Always` (Kubernetes 1.29+).
+    /// `false`: a plain container placed first, for older clusters.
+    #[serde(default = "default_true")]
+    pub native_sidecar: bool,
+    /// `sizeLimit` of the in-memory volume holding the files.
+    #[serde(default = "default_size_limit")]
+    pub memory_volume_size_limit: String,
+    /// How long `agent --once` (and a sidecar's first sync) may try before giving up or
+    /// seeding from the fallback Secret.
+    #[serde(default = "default_start_deadline")]
+    pub start_deadline: HumanDuration,
+    /// Lifetime requested for the projected service-account token.
+    #[serde(default = "default_token_expiration")]
+    pub token_expiration_seconds: i64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// Sidecar refresh interval when the pod does not set one.
+    pub default: HumanDuration,
+    pub min: HumanDuration,
+    pub max: HumanDuration,
+    /// Freshness budget when the pod does not set `<prefix>/max-staleness`.
+    pub default_max_staleness: HumanDuration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarningsConfig {
+    /// Add one warning per admitted pod stating the failure mode it chose.
+    #[serde(default = "default_true")]
+    pub failure_mode: bool,
+}
+
+impl Default for WarningsConfig {
+    fn default() -> Self {
+        WarningsConfig { failure_mode: true }
+    }
+}
+
+fn default_pull_policy() -> String {
+    "IfNotPresent".into()
+}
+fn default_binary() -> String {
+    "/secretmode".into()
+}
+fn default_uid() -> i64 {
+    65532
+}
+fn default_health_port() -> u16 {
+    8099
+}
+fn default_true() -> bool {
+    true
+}
+fn default_size_limit() -> String {
+    "1Mi".into()
+}
+fn default_start_deadline() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_token_expiration() -> i64 {
+    3600
+}
+
+impl Config {
+    /// The embedded default that `serve` and `mutate` use without `--config`.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::from_yaml(DEFAULT_CONFIG_YAML, "(built-in)")
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::from_yaml(&text, &path.display().to_string())
+    }
+
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Config::builtin(),
+        }
+    }
+
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        config.validate().map_err(|(field, message)| ConfigError::Field {
+            origin: origin.to_string(),
+            field,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Semantic checks serde cannot express. Returns the offending field path.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
+        if !is_dns_label(&self.annotation_prefix) && !is_dns_subdomain(&self.annotation_prefix) {
+            return err(
+                "annotationPrefix",
+                format!(
+                    "{:?} must be a DNS subdomain such as `secrets` or `secrets.example.com`",
+                    self.annotation_prefix
+                ),
+            );
+        }
+        if let Err(m) = validate_mount_path(&self.default_mount_path) {
+            return err("defaultMountPath", m);
+        }
+        if self.max_items == 0 || self.max_items > 1000 {
+            return err("maxItems", "must be between 1 and 1000".into());
+        }
+        let a = &self.agent;
+        if a.image.trim().is_empty() || a.image.chars().any(char::is_whitespace) {
+            return err("agent.image", "must be a non-empty image reference".into());
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&a.image_pull_policy.as_str()) {
+            return err("agent.imagePullPolicy", "must be Always, IfNotPresent or Never".into());
+        }
+        if !a.binary.starts_with('/') {
+            return err("agent.binary", "must be an absolute path".into());
+        }
+        if a.run_as_user <= 0 || a.run_as_group <= 0 {
+            return err(
+                "agent.runAsUser",
+                "runAsUser and runAsGroup must be non-zero (Pod Security restricted)".into(),
+            );
+        }
+        if a.health_port < 1024 {
+            return err("agent.healthPort", "must be 1024 or above (the agent runs without privileges)".into());
+        }
+        if quantity::parse(&a.memory_volume_size_limit).is_none() {
+            return err("agent.memoryVolumeSizeLimit", format!("{:?} is not a quantity", a.memory_volume_size_limit));
+        }
+        for (kind, map) in [("requests", &a.resources.requests), ("limits", &a.resources.limits)] {
+            for (name, value) in map {
+                if !["cpu", "memory", "ephemeral-storage"].contains(&name.as_str()) {
+                    return err(
+                        &format!("agent.resources.{kind}.{name}"),
+                        "only cpu, memory and ephemeral-storage are supported".into(),
+                    );
+                }
+                if quantity::parse(value).is_none() {
+                    return err(&format!("agent.resources.{kind}.{name}"), format!("{value:?} is not a quantity"));
+                }
+            }
+        }
+        for (name, request) in &a.resources.requests {
+            if let Some(limit) = a.resources.limits.get(name) {
+                if quantity::parse(request) > quantity::parse(limit) {
+                    return err(
+                        &format!("agent.resources.requests.{name}"),
+                        format!("request {request} exceeds limit {limit}"),
+                    );
+                }
+            }
+        }
+        if a.start_deadline.0.is_zero() {
+            return err("agent.startDeadline", "must be positive".into());
+        }
+        if !(600..=86_400).contains(&a.token_expiration_seconds) {
+            return err("agent.tokenExpirationSeconds", "must be between 600 and 86400 (the Kubernetes limits)".into());
+        }
+        let r = &self.refresh;
+        if r.min.0.is_zero() || r.min > r.max {
+            return err("refresh.min", "must be positive and at most refresh.max".into());
+        }
+        if r.default < r.min || r.default > r.max {
+            return err(
+                "refresh.default",
+                format!("must be between refresh.min ({}) and refresh.max ({})", r.min, r.max),
+            );
+        }
+        if r.default_max_staleness < r.default {
+            return err("refresh.defaultMaxStaleness", "must be at least refresh.default".into());
+        }
+        if self.providers.is_empty() {
+            return err("providers", "define at least one provider".into());
+        }
+        if !self.providers.contains_key(&self.default_provider) {
+            return err(
+                "defaultProvider",
+                format!("{:?} is not defined under providers ({})", self.default_provider, self.provider_names()),
+            );
+        }
+        for (name, provider) in &self.providers {
+            if !is_dns_label(name) {
+                return err(
+                    &format!("providers.{name}"),
+                    "provider names must be DNS labels (lower case, digits, -)".into(),
+                );
+            }
+            if let Some(address) = provider.address() {
+                if !(address.starts_with("https://") || address.starts_with("http://")) {
+                    return err(&format!("providers.{name}.address"), format!("{address:?} must be an http(s) URL"));
+                }
+            }
+            if let Some(aud) = provider.token_audience() {
+                if aud.is_empty() {
+                    return err(&format!("providers.{name}.auth.audience"), "must not be empty".into());
+                }
+            }
+        }
+        self.policy.validate(self).map_err(|(f, m)| (format!("policy.{f}"), m))
+    }
+
+    pub fn provider_names(&self) -> String {
+        self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_config_is_valid() {
+        let c = Config::builtin().unwrap();
+        assert_eq!(c.annotation_prefix, "secrets");
+        assert!(c.providers.contains_key("vault"));
+        assert!(c.providers.contains_key("aws"));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = DEFAULT_CONFIG_YAML.replace("annotationPrefix:", "annotationPrefx:");
+        let e = Config::from_yaml(&text, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("annotationPrefx"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let text = DEFAULT_CONFIG_YAML.replace("runAsUser: 65532", "runAsUser: 0");
+        let e = Config::from_yaml(&text, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("agent.runAsUser"), "{e}");
+        let text = DEFAULT_CONFIG_YAML.replace("defaultProvider: vault", "defaultProvider: nope");
+        let e = Config::from_yaml(&text, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("defaultProvider"), "{e}");
+    }
+}

@@ -1,0 +1,634 @@
+//! Strict parsing of a pod's `<prefix>/*` annotations into typed settings.
+//!
+//! Two steps, both pure: [`parse`] checks every annotation on its own (syntax, known keys) and
+//! [`resolve`] checks them together against the chosen mode and the config, producing the
+//! [`Plan`] the injector executes. Every error names the annotation and says how to fix it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use super::plan::{ItemSource, Plan, PlannedItem};
+use crate::config::Config;
+use crate::json::tree::ObjectRef;
+use crate::providers::ProviderConfig;
+use crate::vocabulary::duration;
+use crate::vocabulary::mode::{Mode, VALID_MODES};
+use crate::vocabulary::names::{is_dns_label, is_dns_subdomain, keys};
+use crate::vocabulary::paths::validate_mount_path;
+
+/// Longest accepted annotation value. Real values are short references; anything longer is a
+/// paste accident or an attack on the patch size.
+const MAX_VALUE_LEN: usize = 1024;
+/// Item names become file names and env var names (Kubernetes: at most 63 for a label-ish name).
+const MAX_ITEM_NAME_LEN: usize = 63;
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("annotation {key}: {problem}; fix: {fix}")]
+pub struct AnnotationError {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+fn fail<T>(key: &str, problem: impl Into<String>, fix: impl Into<String>) -> Result<T, AnnotationError> {
+    Err(AnnotationError { key: key.to_string(), problem: problem.into(), fix: fix.into() })
+}
+
+/// Each annotation checked on its own; `None` fields were not set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodAnnotations {
+    pub mode: Option<Mode>,
+    /// Item name to raw reference, sorted by name.
+    pub items: BTreeMap<String, String>,
+    pub provider: Option<String>,
+    pub eso_secret: Option<String>,
+    pub csi_class: Option<String>,
+    pub containers: Option<Vec<String>>,
+    pub mount_path: Option<String>,
+    pub refresh_interval: Option<Duration>,
+    pub max_staleness: Option<Duration>,
+    pub env_values: Option<bool>,
+    pub fallback_secret: Option<String>,
+}
+
+/// Checks every `<prefix>/` annotation on its own. `Ok(None)`: the pod has none (apart from a
+/// hand-written `<prefix>/injected`, which changes nothing) and is not ours.
+pub fn parse(annotations: Option<&ObjectRef<'_>>, prefix: &str) -> Result<Option<PodAnnotations>, AnnotationError> {
+    let Some(annotations) = annotations else {
+        return Ok(None);
+    };
+    let mut out = PodAnnotations::default();
+    let mut seen = false;
+    for (full_key, value) in annotations.iter() {
+        let Some(key) = full_key.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('/')) else {
+            continue;
+        };
+        if key == keys::INJECTED {
+            continue;
+        }
+        seen = true;
+        let Some(value) = value.as_str() else {
+            return fail(full_key, "value is not a string", "quote the value in YAML");
+        };
+        check_value_shape(full_key, value)?;
+        match key {
+            keys::MODE => {
+                out.mode = Some(
+                    value.parse().or_else(|p: String| fail(full_key, p, format!("set it to one of {VALID_MODES}")))?,
+                )
+            }
+            keys::PROVIDER => {
+                if !is_dns_label(value) {
+                    return fail(
+                        full_key,
+                        format!("{value:?} is not a provider name"),
+                        "name a provider defined in the webhook config (addresses are never taken from annotations)",
+                    );
+                }
+                out.provider = Some(value.to_string());
+            }
+            keys::ESO_SECRET => out.eso_secret = Some(secret_name(full_key, value)?),
+            keys::FALLBACK_SECRET => out.fallback_secret = Some(secret_name(full_key, value)?),
+            keys::CSI_CLASS => {
+                if !is_dns_subdomain(value) {
+                    return fail(
+                        full_key,
+                        format!("{value:?} is not a valid SecretProviderClass name"),
+                        "use the metadata.name of a SecretProviderClass in this namespace",
+                    );
+                }
+                out.csi_class = Some(value.to_string());
+            }
+            keys::CONTAINERS => out.containers = Some(container_list(full_key, value)?),
+            keys::MOUNT_PATH => {
+                validate_mount_path(value).or_else(|p| {
+                    fail(full_key, p, "use an absolute path of its own, such as /var/run/secrets-cache")
+                })?;
+                out.mount_path = Some(value.to_string());
+            }
+            keys::REFRESH_INTERVAL => out.refresh_interval = Some(duration_value(full_key, value)?),
+            keys::MAX_STALENESS => out.max_staleness = Some(duration_value(full_key, value)?),
+            keys::ENV_VALUES => {
+                out.env_values = Some(match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return fail(full_key, format!("{value:?} is not a boolean"), "set it to \"true\" or \"false\"")
+                    }
+                })
+            }
+            other => {
+                let Some(name) = other.strip_prefix(keys::ITEM) else {
+                    return fail(
+                        full_key,
+                        "unknown annotation",
+                        format!(
+                            "remove it; known annotations are {}",
+                            keys::ALL.map(|k| format!("{prefix}/{k}")).join(", ")
+                        ),
+                    );
+                };
+                validate_item_name(full_key, name)?;
+                out.items.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    Ok(seen.then_some(out))
+}
+
+/// Resolves parsed annotations for `mode` (already defaulted by policy) against the config.
+pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan, AnnotationError> {
+    let p = &config.annotation_prefix;
+    let key = |k: &str| format!("{p}/{k}");
+
+    // Annotations that do not apply to the chosen mode are mistakes, not no-ops: a workload
+    // that sets `fallback-secret` on a csi pod believes it has a fallback.
+    let set: [(&str, bool); 7] = [
+        (keys::PROVIDER, ann.provider.is_some()),
+        (keys::ESO_SECRET, ann.eso_secret.is_some()),
+        (keys::CSI_CLASS, ann.csi_class.is_some()),
+        (keys::REFRESH_INTERVAL, ann.refresh_interval.is_some()),
+        (keys::MAX_STALENESS, ann.max_staleness.is_some()),
+        (keys::ENV_VALUES, ann.env_values.is_some()),
+        (keys::FALLBACK_SECRET, ann.fallback_secret.is_some()),
+    ];
+    for (k, set) in set {
+        if set && !mode_reads(mode).contains(&k) {
+            let names: Vec<_> =
+                Mode::ALL.into_iter().filter(|m| mode_reads(*m).contains(&k)).map(Mode::as_str).collect();
+            return fail(
+                &key(k),
+                format!("does not apply to mode {mode}"),
+                format!("remove it, or use mode {}", names.join(" or ")),
+            );
+        }
+    }
+
+    if ann.items.is_empty() {
+        return fail(
+            &key("item.<name>"),
+            format!("mode {mode} is set but no items are declared"),
+            format!("add at least one {p}/item.<name> annotation"),
+        );
+    }
+    if ann.items.len() > config.max_items {
+        return fail(
+            &key("item.<name>"),
+            format!("{} items declared, the limit is {}", ann.items.len(), config.max_items),
+            "split the secrets across fewer, larger items or ask the platform team to raise maxItems",
+        );
+    }
+
+    let provider = if mode.uses_agent() {
+        let name = ann.provider.clone().unwrap_or_else(|| config.default_provider.clone());
+        if !config.providers.contains_key(&name) {
+            return fail(
+                &key(keys::PROVIDER),
+                format!("provider {name:?} is not defined in the webhook config"),
+                format!("use one of {}", config.provider_names()),
+            );
+        }
+        Some(name)
+    } else {
+        None
+    };
+    let provider_config = provider.as_ref().and_then(|n| config.providers.get(n));
+
+    let eso_secret = match mode {
+        Mode::Eso => Some(ann.eso_secret.clone().ok_or_else(|| AnnotationError {
+            key: key(keys::ESO_SECRET),
+            problem: "mode eso needs the name of the Secret the ExternalSecret targets".into(),
+            fix: format!("add {p}/eso-secret: <secret name>"),
+        })?),
+        Mode::Csi | Mode::Init | Mode::Sidecar => None,
+    };
+    let csi_class = match mode {
+        Mode::Csi => Some(ann.csi_class.clone().ok_or_else(|| AnnotationError {
+            key: key(keys::CSI_CLASS),
+            problem: "mode csi needs the SecretProviderClass name".into(),
+            fix: format!("add {p}/csi-class: <SecretProviderClass name>"),
+        })?),
+        Mode::Eso | Mode::Init | Mode::Sidecar => None,
+    };
+
+    let mut items = Vec::with_capacity(ann.items.len());
+    let mut env_owner: BTreeMap<String, &str> = BTreeMap::new();
+    for (name, value) in &ann.items {
+        // Only for error messages, but built for every item: no formatting machinery.
+        let item_key = [p, "/item.", name.as_str()].concat();
+        let (source, file) = match mode {
+            Mode::Eso => (
+                ItemSource::SecretKey(secret_key(&item_key, value, "a key of the Secret named by eso-secret")?),
+                name.clone(),
+            ),
+            Mode::Csi => {
+                let object = secret_key(&item_key, value, "the objectName or objectAlias in the SecretProviderClass")?;
+                (ItemSource::CsiObject(object.clone()), object)
+            }
+            Mode::Init | Mode::Sidecar => (provider_ref(&item_key, value, provider_config)?, name.clone()),
+        };
+        let env_stem = env_stem(name);
+        // Every name injected into the app: <ITEM>_FILE, and <ITEM> with env-values (items
+        // `a` and `a-file` would both write A_FILE).
+        let file_var = [env_stem.as_str(), "_FILE"].concat();
+        let value_var = (ann.env_values == Some(true)).then(|| env_stem.clone());
+        for var in std::iter::once(file_var).chain(value_var) {
+            if let Some(other) = env_owner.get(&var) {
+                return fail(
+                    &item_key,
+                    format!("its variable {var} collides with the variable {var} of item {other:?}"),
+                    "rename one of the two items",
+                );
+            }
+            env_owner.insert(var, name);
+        }
+        items.push(PlannedItem { name: name.clone(), file, env_stem, source });
+    }
+    if mode == Mode::Csi {
+        // Two items naming the same CSI object would point at one file under two names; fine.
+        // Two different objects cannot produce the same file, so nothing else to check.
+    }
+
+    let refresh_interval = ann.refresh_interval.unwrap_or(config.refresh.default.0);
+    if mode.refreshes() && (refresh_interval < config.refresh.min.0 || refresh_interval > config.refresh.max.0) {
+        return fail(
+            &key(keys::REFRESH_INTERVAL),
+            format!("{} is outside the allowed range", duration::format(refresh_interval)),
+            format!("use a value between {} and {}", config.refresh.min, config.refresh.max),
+        );
+    }
+    let max_staleness = ann.max_staleness.unwrap_or(config.refresh.default_max_staleness.0.max(refresh_interval));
+    if mode.refreshes() && max_staleness < refresh_interval {
+        return fail(
+            &key(keys::MAX_STALENESS),
+            format!(
+                "{} is shorter than the refresh interval {}",
+                duration::format(max_staleness),
+                duration::format(refresh_interval)
+            ),
+            "make max-staleness at least the refresh interval",
+        );
+    }
+
+    Ok(Plan {
+        mode,
+        items,
+        provider,
+        eso_secret,
+        csi_class,
+        containers: ann.containers.clone(),
+        mount_path: ann.mount_path.clone().unwrap_or_else(|| config.default_mount_path.clone()),
+        refresh_interval,
+        max_staleness,
+        env_values: ann.env_values.unwrap_or(false),
+        fallback_secret: ann.fallback_secret.clone(),
+    })
+}
+
+/// The mode-specific annotations a mode reads; every mode reads `mode`, the items,
+/// `containers` and `mount-path`. Any other annotation on a pod of that mode is denied.
+fn mode_reads(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Eso => &[keys::ESO_SECRET, keys::ENV_VALUES],
+        Mode::Csi => &[keys::CSI_CLASS],
+        // init fetches once and exits: nothing is left to watch a freshness budget.
+        Mode::Init => &[keys::PROVIDER, keys::FALLBACK_SECRET],
+        Mode::Sidecar => &[keys::PROVIDER, keys::REFRESH_INTERVAL, keys::MAX_STALENESS, keys::FALLBACK_SECRET],
+    }
+}
+
+/// `db-password` and `db.password` both become `DB_PASSWORD`.
+pub fn env_stem(item: &str) -> String {
+    item.chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+fn check_value_shape(key: &str, value: &str) -> Result<(), AnnotationError> {
+    if value.is_empty() {
+        return fail(key, "value is empty", "set a value or remove the annotation");
+    }
+    if value.len() > MAX_VALUE_LEN {
+        return fail(
+            key,
+            format!("value is {} bytes long, the limit is {MAX_VALUE_LEN}", value.len()),
+            "use a shorter reference",
+        );
+    }
+    if value.trim() != value {
+        return fail(key, "value has leading or trailing whitespace", "remove the whitespace");
+    }
+    if let Some(c) = value.chars().find(|c| !(' '..='~').contains(c)) {
+        return fail(key, format!("value contains the character {c:?}; only printable ASCII is accepted"), "remove it");
+    }
+    Ok(())
+}
+
+fn validate_item_name(key: &str, name: &str) -> Result<(), AnnotationError> {
+    let fix = "use lower-case letters, digits, '-', '.' and '_'-free names like db-password (at most 63 characters, starting with a letter)";
+    if name.is_empty() || name.len() > MAX_ITEM_NAME_LEN {
+        return fail(key, format!("item name must be 1 to {MAX_ITEM_NAME_LEN} characters"), fix);
+    }
+    let bytes = name.as_bytes();
+    let ok_char = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'.' || *b == b'-';
+    if !bytes.iter().all(ok_char)
+        || !bytes[0].is_ascii_alphanumeric()
+        || !bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    {
+        return fail(key, format!("item name {name:?} is not of the form [a-z0-9]([a-z0-9.-]*[a-z0-9])?"), fix);
+    }
+    if name.contains("..") {
+        return fail(key, format!("item name {name:?} contains '..'"), fix);
+    }
+    if !bytes[0].is_ascii_lowercase() {
+        // The name becomes the env var <ITEM>_FILE, which must not start with a digit on
+        // clusters before the relaxed env-name validation.
+        return fail(
+            key,
+            format!(
+                "item name {name:?} starts with a digit, so {}_FILE would not be a valid variable name",
+                env_stem(name)
+            ),
+            fix,
+        );
+    }
+    Ok(())
+}
+
+fn secret_name(key: &str, value: &str) -> Result<String, AnnotationError> {
+    if !is_dns_subdomain(value) {
+        return fail(
+            key,
+            format!("{value:?} is not a valid Secret name"),
+            "use the metadata.name of a Secret in the pod's namespace (lower case, digits, '-' and '.')",
+        );
+    }
+    Ok(value.to_string())
+}
+
+/// Secret data keys and CSI object names: `[-._a-zA-Z0-9]+`, not `.` or `..`.
+fn secret_key(key: &str, value: &str, what: &str) -> Result<String, AnnotationError> {
+    let valid = value.len() <= 253
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && value != "."
+        && !value.contains("..");
+    if !valid {
+        return fail(
+            key,
+            format!("{value:?} is not a valid key (letters, digits, '-', '_', '.'; no '..')"),
+            format!("set the value to {what}"),
+        );
+    }
+    Ok(value.to_string())
+}
+
+/// `init`/`sidecar` item references: `<path>#<key>`, or `<path>` alone where the provider can
+/// return one whole value. Paths are normalised-only: no `..`, `.`, empty segments, leading or
+/// trailing `/`, or percent signs, so that a policy prefix check on the text is a check on
+/// what the provider will read.
+fn provider_ref(key: &str, value: &str, provider: Option<&ProviderConfig>) -> Result<ItemSource, AnnotationError> {
+    let fix = "write <path>#<key>, e.g. payments/db#password";
+    let (path, item_key) = match value.split_once('#') {
+        Some((path, k)) => (path, Some(k)),
+        None => (value, None),
+    };
+    if path.is_empty() || path.len() > 512 {
+        return fail(key, "provider path is empty or too long", fix);
+    }
+    if let Some(c) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || "/_.+=@:-".contains(*c))) {
+        return fail(
+            key,
+            format!("provider path contains {c:?}"),
+            format!("{fix}; paths use letters, digits and / _ . + = @ : -"),
+        );
+    }
+    if path.starts_with('/')
+        || path.ends_with('/')
+        || path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return fail(
+            key,
+            format!("provider path {path:?} is not normalised (leading/trailing '/', '//', '.' or '..')"),
+            fix,
+        );
+    }
+    let item_key = match item_key {
+        Some(k) => {
+            if k.is_empty()
+                || k.len() > 253
+                || k.contains('#')
+                || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || k == "."
+                || k == ".."
+            {
+                return fail(key, format!("key {k:?} after '#' is not valid (letters, digits, '-', '_', '.')"), fix);
+            }
+            Some(k.to_string())
+        }
+        None => None,
+    };
+    if let (None, Some(problem)) = (&item_key, provider.and_then(ProviderConfig::key_required)) {
+        return fail(key, problem, fix);
+    }
+    Ok(ItemSource::Provider { path: path.to_string(), key: item_key })
+}
+
+fn container_list(key: &str, value: &str) -> Result<Vec<String>, AnnotationError> {
+    let mut names: Vec<String> = Vec::new();
+    for raw in value.split(',') {
+        let name = raw.trim();
+        if !is_dns_label(name) {
+            return fail(
+                key,
+                format!("{name:?} is not a container name"),
+                "write a comma-separated list of container names, e.g. app,worker",
+            );
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+fn duration_value(key: &str, value: &str) -> Result<Duration, AnnotationError> {
+    let d = duration::parse(value).or_else(|p| fail(key, p, "write a duration such as 30s, 5m or 1h"))?;
+    if d.is_zero() {
+        return fail(key, "duration is zero", "write a positive duration such as 30s, 5m or 1h");
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::tree::JsonRef;
+    use serde_json::{json, Value};
+
+    fn cfg() -> Config {
+        Config::builtin().unwrap()
+    }
+
+    fn ann(v: Value) -> Result<Option<PodAnnotations>, AnnotationError> {
+        parse(JsonRef::from(&v).as_object(), "secrets")
+    }
+
+    fn plan(v: Value) -> Result<Plan, AnnotationError> {
+        let a = ann(v)?.expect("annotations present");
+        let mode = a.mode.expect("mode");
+        resolve(&a, mode, &cfg())
+    }
+
+    #[test]
+    fn no_annotations_is_not_ours() {
+        assert_eq!(parse(None, "secrets"), Ok(None));
+        assert_eq!(ann(json!({"app": "x"})), Ok(None));
+        assert_eq!(ann(json!({"secrets/injected": "mode=init"})), Ok(None));
+        assert_eq!(ann(json!({"othersecrets/mode": "init"})), Ok(None));
+    }
+
+    #[test]
+    fn parses_a_sidecar_pod() {
+        let p = plan(json!({
+            "secrets/mode": "sidecar",
+            "secrets/item.db-password": "payments/db#password",
+            "secrets/item.api.key": "payments/api#key",
+            "secrets/refresh-interval": "1m",
+            "secrets/max-staleness": "10m",
+            "secrets/containers": "app, worker,app",
+            "secrets/fallback-secret": "payments-fallback",
+        }))
+        .unwrap();
+        assert_eq!(p.mode, Mode::Sidecar);
+        assert_eq!(p.provider.as_deref(), Some("vault"));
+        assert_eq!(p.items.len(), 2);
+        assert_eq!(p.items[0].name, "api.key");
+        assert_eq!(p.items[0].env_stem, "API_KEY");
+        assert_eq!(
+            p.items[1].source,
+            ItemSource::Provider { path: "payments/db".into(), key: Some("password".into()) }
+        );
+        assert_eq!(p.containers, Some(vec!["app".into(), "worker".into()]));
+        assert_eq!(p.refresh_interval, Duration::from_secs(60));
+        assert_eq!(p.mount_path, "/var/run/secrets-cache");
+    }
+
+    #[test]
+    fn bad_mode_names_valid_values() {
+        let e = ann(json!({"secrets/mode": "vault"})).unwrap_err();
+        assert_eq!(e.key, "secrets/mode");
+        assert!(e.to_string().contains("eso, csi, init, sidecar"), "{e}");
+    }
+
+    #[test]
+    fn unknown_annotation_is_denied() {
+        for key in ["secrets/image", "secrets/address", "secrets/run-as-user", "secrets/audience"] {
+            let e = ann(json!({ key: "x" })).unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.problem.contains("unknown"));
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_denied() {
+        let long = "a".repeat(5000);
+        for v in ["", " ", " a", "a\n", "ünïcode", "${HOME}", "{{ .Values }}", "a\"b", "$(rm -rf /)", long.as_str()] {
+            let r = plan(json!({"secrets/mode": "init", "secrets/item.x": v}));
+            assert_eq!(r.unwrap_err().key, "secrets/item.x", "{v:?}");
+        }
+    }
+
+    #[test]
+    fn item_names_are_strict() {
+        for name in ["..", "a..b", "a/b", "a~b", "Upper", "-a", "a-", &"a".repeat(64), "1password", "a_b"] {
+            let key = format!("secrets/item.{name}");
+            let r = ann(json!({ key.clone(): "p#k" }));
+            let e = r.unwrap_err();
+            assert_eq!(e.key, key);
+        }
+        assert!(ann(json!({"secrets/item.tls.crt": "p#k"})).is_ok());
+    }
+
+    #[test]
+    fn provider_paths_are_normalised() {
+        for v in ["/abs#k", "a/#k", "a//b#k", "a/../b#k", "./a#k", "a%2e%2e#k", "a#", "a#b#c", "a b#k", "a\\b#k"] {
+            let e = plan(json!({"secrets/mode": "init", "secrets/item.x": v})).unwrap_err();
+            assert_eq!(e.key, "secrets/item.x", "{v}");
+        }
+        // Vault entries need a key; AWS secrets may be used whole.
+        assert!(plan(json!({"secrets/mode": "init", "secrets/item.x": "app/db"})).is_err());
+        let p = plan(json!({"secrets/mode": "init", "secrets/provider": "aws", "secrets/item.x": "arn:aws:secretsmanager:us-east-1:1:secret:db-AbC"})).unwrap();
+        assert_eq!(
+            p.items[0].source,
+            ItemSource::Provider { path: "arn:aws:secretsmanager:us-east-1:1:secret:db-AbC".into(), key: None }
+        );
+    }
+
+    #[test]
+    fn env_collisions_are_denied() {
+        let e =
+            plan(json!({"secrets/mode": "init", "secrets/item.db-password": "a#b", "secrets/item.db.password": "a#c"}))
+                .unwrap_err();
+        assert!(e.problem.contains("DB_PASSWORD_FILE"), "{e}");
+    }
+
+    #[test]
+    fn an_items_value_variable_may_not_be_another_items_file_variable() {
+        let eso = |items: &[(&str, &str)], env_values: bool| {
+            let mut a = json!({"secrets/mode": "eso", "secrets/eso-secret": "s"});
+            if env_values {
+                a["secrets/env-values"] = json!("true");
+            }
+            for (name, key) in items {
+                a[format!("secrets/item.{name}")] = json!(key);
+            }
+            plan(a)
+        };
+        let e = eso(&[("a", "k1"), ("a-file", "k2")], true).unwrap_err();
+        assert_eq!(e.key, "secrets/item.a-file");
+        assert!(e.problem.contains("A_FILE") && e.problem.contains("\"a\""), "{e}");
+        // Without env-values only the _FILE names are injected: A_FILE and A_FILE_FILE.
+        assert!(eso(&[("a", "k1"), ("a-file", "k2")], false).is_ok());
+        let e = eso(&[("db.password", "k1"), ("db-password", "k2")], false).unwrap_err();
+        assert!(e.problem.contains("DB_PASSWORD_FILE"), "{e}");
+    }
+
+    #[test]
+    fn annotations_for_other_modes_are_denied() {
+        let e = plan(json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a", "secrets/fallback-secret": "f"})).unwrap_err();
+        assert_eq!(e.key, "secrets/fallback-secret");
+        assert!(e.fix.contains("init or sidecar"));
+        let e = plan(json!({"secrets/mode": "init", "secrets/item.a": "a#b", "secrets/refresh-interval": "1m"}))
+            .unwrap_err();
+        assert_eq!(e.key, "secrets/refresh-interval");
+    }
+
+    #[test]
+    fn mode_requirements() {
+        assert_eq!(plan(json!({"secrets/mode": "eso", "secrets/item.a": "a"})).unwrap_err().key, "secrets/eso-secret");
+        assert_eq!(plan(json!({"secrets/mode": "csi", "secrets/item.a": "a"})).unwrap_err().key, "secrets/csi-class");
+        assert_eq!(plan(json!({"secrets/mode": "init"})).unwrap_err().key, "secrets/item.<name>");
+        assert_eq!(
+            plan(json!({"secrets/mode": "init", "secrets/provider": "nope", "secrets/item.a": "a#b"})).unwrap_err().key,
+            "secrets/provider"
+        );
+        let e = plan(json!({"secrets/mode": "sidecar", "secrets/item.a": "a#b", "secrets/refresh-interval": "1s"}))
+            .unwrap_err();
+        assert!(e.fix.contains("30s"), "{e}");
+    }
+
+    #[test]
+    fn csi_items_name_their_files() {
+        let p = plan(
+            json!({"secrets/mode": "csi", "secrets/csi-class": "app-spc", "secrets/item.db-password": "dbPassword"}),
+        )
+        .unwrap();
+        assert_eq!(p.items[0].file, "dbPassword");
+        assert_eq!(p.items[0].env_stem, "DB_PASSWORD");
+    }
+}

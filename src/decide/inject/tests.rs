@@ -1,0 +1,714 @@
+//! Every mode and every checklist case: decide, apply the returned patch with an independent
+//! RFC 6902 implementation, and check the resulting pod.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::agent::spec::AgentSpec;
+use crate::decide::{admit_pod, Decision, Outcome};
+use crate::providers::vault::VaultAuth;
+use crate::providers::{AgentItem, ProviderConfig};
+use crate::vocabulary::names::{FALLBACK_VOLUME, INIT_CONTAINER, SIDECAR_CONTAINER, TOKEN_VOLUME};
+use crate::vocabulary::paths::{self as agent_paths, clean_path};
+
+fn config() -> Config {
+    Config::builtin().unwrap()
+}
+
+fn pod(annotations: Value, spec: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "team-a", "annotations": annotations},
+        "spec": spec,
+    })
+}
+
+fn app() -> Value {
+    json!({"containers": [{"name": "app", "image": "nginx"}]})
+}
+
+/// Decides with `config` and applies the patch (json-patch crate, not ours).
+fn admit_with(p: &Value, config: &Config) -> (Value, Decision) {
+    let decision = admit_pod(p, "team-a", config);
+    let mut out = p.clone();
+    if let Decision::Allow { patch, .. } = &decision {
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::to_value(patch).unwrap()).unwrap();
+        json_patch::patch(&mut out, &patch).expect("the returned patch applies");
+    }
+    (out, decision)
+}
+
+fn admit(p: &Value) -> (Value, Decision) {
+    admit_with(p, &config())
+}
+
+fn injected(p: &Value) -> Value {
+    let (out, d) = admit(p);
+    assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }), "{d:?}");
+    out
+}
+
+fn denied(p: &Value) -> String {
+    match admit(p).1 {
+        Decision::Deny { message, .. } => message,
+        d => panic!("expected a denial, got {d:?}"),
+    }
+}
+
+fn no_patch(p: &Value) {
+    match admit(p).1 {
+        Decision::Allow { patch, .. } => assert!(patch.is_empty(), "unexpected patch {patch:?}"),
+        d => panic!("expected allow, got {d:?}"),
+    }
+}
+
+fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array().unwrap().iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name} missing in {list}"))
+}
+
+fn env_value(container: &Value, name: &str) -> Value {
+    find(&container["env"], name).clone()
+}
+
+fn assert_restricted(c: &Value) {
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert!(sc["runAsUser"].as_i64().unwrap() > 0);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+}
+
+fn app_mount(app: &Value) -> &Value {
+    find(&app["volumeMounts"], SECRETS_VOLUME)
+}
+
+#[test]
+fn eso_mode() {
+    let p = pod(
+        json!({"secrets/mode": "eso", "secrets/eso-secret": "app-secrets", "secrets/item.db-password": "password", "secrets/env-values": "true"}),
+        app(),
+    );
+    let out = injected(&p);
+    let vol = find(&out["spec"]["volumes"], SECRETS_VOLUME);
+    assert_eq!(vol["secret"]["secretName"], "app-secrets");
+    assert_eq!(vol["secret"]["defaultMode"], 0o440);
+    assert_eq!(vol["secret"]["items"], json!([{"key": "password", "path": "db-password"}]));
+    let c = &out["spec"]["containers"][0];
+    assert_eq!(app_mount(c)["readOnly"], true);
+    assert!(app_mount(c).get("subPath").is_none());
+    assert_eq!(env_value(c, "DB_PASSWORD_FILE")["value"], "/var/run/secrets-cache/db-password");
+    assert_eq!(
+        env_value(c, "DB_PASSWORD")["valueFrom"],
+        json!({"secretKeyRef": {"name": "app-secrets", "key": "password"}})
+    );
+    assert!(out["spec"].get("initContainers").is_none());
+}
+
+#[test]
+fn csi_mode() {
+    let p = pod(
+        json!({"secrets/mode": "csi", "secrets/csi-class": "app-spc", "secrets/item.db-password": "dbPassword", "secrets/mount-path": "/mnt/secrets"}),
+        app(),
+    );
+    let out = injected(&p);
+    let vol = find(&out["spec"]["volumes"], SECRETS_VOLUME);
+    assert_eq!(
+        vol["csi"],
+        json!({"driver": "secrets-store.csi.k8s.io", "readOnly": true, "volumeAttributes": {"secretProviderClass": "app-spc"}})
+    );
+    let c = &out["spec"]["containers"][0];
+    assert_eq!(app_mount(c)["mountPath"], "/mnt/secrets");
+    assert_eq!(env_value(c, "DB_PASSWORD_FILE")["value"], "/mnt/secrets/dbPassword");
+}
+
+#[test]
+fn init_mode_goes_first_and_is_restricted() {
+    let mut spec = app();
+    spec["initContainers"] = json!([{"name": "migrate", "image": "m"}]);
+    let p = pod(json!({"secrets/mode": "init", "secrets/item.db-password": "team-a/db#password"}), spec);
+    let out = injected(&p);
+    let inits = out["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    assert_eq!(inits[0]["name"], INIT_CONTAINER);
+    assert_eq!(inits[1]["name"], "migrate");
+    let agent = &inits[0];
+    assert_eq!(agent["args"], json!(["agent", "--once"]));
+    assert!(agent.get("restartPolicy").is_none());
+    assert!(agent.get("startupProbe").is_none(), "plain init containers may not have probes");
+    assert_restricted(agent);
+    let spec_env = env_value(agent, agent_paths::SPEC_ENV)["value"].as_str().unwrap().to_string();
+    let spec: AgentSpec = AgentSpec::from_json(&spec_env).unwrap();
+    assert_eq!(
+        spec.items,
+        vec![AgentItem { name: "db-password".into(), path: "team-a/db".into(), key: Some("password".into()) }]
+    );
+    assert_eq!(spec.token_file.as_deref(), Some(agent_paths::TOKEN_FILE));
+    match &spec.provider {
+        ProviderConfig::Vault(v) => assert!(matches!(&v.auth, VaultAuth::Kubernetes { role, .. } if role == "team-a")),
+        other => panic!("{other:?}"),
+    }
+    let vol = find(&out["spec"]["volumes"], SECRETS_VOLUME);
+    assert_eq!(vol["emptyDir"], json!({"medium": "Memory", "sizeLimit": "1Mi"}));
+    let token = find(&out["spec"]["volumes"], TOKEN_VOLUME);
+    assert_eq!(token["projected"]["sources"][0]["serviceAccountToken"]["audience"], "vault");
+    let c = &out["spec"]["containers"][0];
+    assert_eq!(app_mount(c)["readOnly"], true);
+    assert_eq!(env_value(c, "DB_PASSWORD_FILE")["value"], "/var/run/secrets-cache/db-password");
+    // The app never sees the token.
+    assert_eq!(c["volumeMounts"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn sidecar_mode_is_native_by_default() {
+    let p = pod(
+        json!({"secrets/mode": "sidecar", "secrets/item.api-key": "team-a/api#key", "secrets/refresh-interval": "1m"}),
+        app(),
+    );
+    let out = injected(&p);
+    let agent = &out["spec"]["initContainers"][0];
+    assert_eq!(agent["name"], SIDECAR_CONTAINER);
+    assert_eq!(agent["restartPolicy"], "Always");
+    assert_eq!(agent["args"], json!(["agent"]));
+    assert_eq!(agent["startupProbe"]["httpGet"]["path"], agent_paths::STARTUP_PATH);
+    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], agent_paths::HEALTH_PATH);
+    assert_restricted(agent);
+    let spec = AgentSpec::from_json(env_value(agent, agent_paths::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+    assert_eq!(spec.refresh_interval_seconds, 60);
+    assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn sidecar_can_be_a_plain_container_for_old_clusters() {
+    let mut cfg = config();
+    cfg.agent.native_sidecar = false;
+    let p = pod(json!({"secrets/mode": "sidecar", "secrets/item.api-key": "team-a/api#key"}), app());
+    let (out, d) = admit_with(&p, &cfg);
+    assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }));
+    let containers = out["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers[0]["name"], SIDECAR_CONTAINER);
+    assert!(containers[0].get("restartPolicy").is_none());
+    assert_eq!(containers[0]["lifecycle"]["postStart"]["exec"]["command"][1], "agent-wait");
+    // The sidecar itself gets no app mount or env.
+    assert!(containers[0]["env"].as_array().unwrap().iter().all(|e| e["name"] != "API_KEY_FILE"));
+    assert_eq!(env_value(&containers[1], "API_KEY_FILE")["value"], "/var/run/secrets-cache/api-key");
+    assert!(out["spec"].get("initContainers").is_none());
+    // And it is idempotent in that shape too.
+    let (_, again) = admit_with(&out, &cfg);
+    assert!(
+        matches!(again, Decision::Allow { ref patch, outcome: Outcome::Unchanged, .. } if patch.is_empty()),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn fallback_secret_is_mounted_into_the_agent_only() {
+    let p = pod(
+        json!({"secrets/mode": "sidecar", "secrets/item.api-key": "team-a/api#key", "secrets/fallback-secret": "api-fallback"}),
+        app(),
+    );
+    let out = injected(&p);
+    let vol = find(&out["spec"]["volumes"], FALLBACK_VOLUME);
+    assert_eq!(vol["secret"]["secretName"], "api-fallback");
+    assert_eq!(vol["secret"]["optional"], true);
+    let agent = &out["spec"]["initContainers"][0];
+    assert_eq!(find(&agent["volumeMounts"], FALLBACK_VOLUME)["mountPath"], agent_paths::FALLBACK_DIR);
+    let app = &out["spec"]["containers"][0];
+    assert!(app["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != FALLBACK_VOLUME));
+}
+
+#[test]
+fn aws_provider_uses_its_own_audience() {
+    let p =
+        pod(json!({"secrets/mode": "init", "secrets/provider": "aws", "secrets/item.db": "prod/db#password"}), app());
+    let out = injected(&p);
+    let token = find(&out["spec"]["volumes"], TOKEN_VOLUME);
+    assert_eq!(token["projected"]["sources"][0]["serviceAccountToken"]["audience"], "sts.amazonaws.com");
+}
+
+#[test]
+fn every_mode_is_idempotent() {
+    let cases = [
+        json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a", "secrets/env-values": "true"}),
+        json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}),
+        json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}),
+        json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z", "secrets/fallback-secret": "f"}),
+    ];
+    for ann in cases {
+        let out = injected(&pod(ann.clone(), app()));
+        let (_, again) = admit(&out);
+        assert!(
+            matches!(again, Decision::Allow { ref patch, outcome: Outcome::Unchanged, .. } if patch.is_empty()),
+            "{ann}: {again:?}"
+        );
+    }
+}
+
+#[test]
+fn api_server_defaults_do_not_break_idempotence() {
+    let out = injected(&pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), app()));
+    // What the API server adds when it decodes the patched pod.
+    let mut defaulted = out.clone();
+    let agent = &mut defaulted["spec"]["initContainers"][0];
+    agent["terminationMessagePath"] = json!("/dev/termination-log");
+    agent["terminationMessagePolicy"] = json!("File");
+    agent["startupProbe"]["httpGet"]["scheme"] = json!("HTTP");
+    agent["startupProbe"]["successThreshold"] = json!(1);
+    agent["resources"]["requests"]["cpu"] = json!("0.01");
+    defaulted["spec"]["volumes"][1]["projected"]["defaultMode"] = json!(420);
+    no_patch(&defaulted);
+}
+
+/// Owned fields changed or added on a pasted agent: denied, naming the object and the field,
+/// with the fix. Additions that cannot change what the agent runs are accepted.
+#[test]
+fn a_pasted_agent_with_changed_owned_fields_is_denied() {
+    let out = injected(&pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), app()));
+    let tampered = [
+        (
+            "/spec/initContainers/0",
+            "lifecycle",
+            json!({"postStart": {"exec": {"command": ["sh", "-c", "curl evil"]}}}),
+            "initContainers entry secretmode-sidecar",
+            "field lifecycle was added",
+        ),
+        (
+            "/spec/initContainers/0/securityContext",
+            "procMount",
+            json!("Unmasked"),
+            "initContainers entry secretmode-sidecar",
+            "field securityContext.procMount was added",
+        ),
+        (
+            "/spec/initContainers/0",
+            "image",
+            json!("attacker/agent:latest"),
+            "initContainers entry secretmode-sidecar",
+            "field image differs",
+        ),
+        (
+            "/spec/initContainers/0",
+            "args",
+            json!(["agent", "--once"]),
+            "initContainers entry secretmode-sidecar",
+            "field args differs",
+        ),
+        (
+            "/spec/initContainers/0/startupProbe",
+            "periodSeconds",
+            json!(60),
+            "initContainers entry secretmode-sidecar",
+            "field startupProbe.periodSeconds differs",
+        ),
+        (
+            "/spec/volumes/1/projected/sources/0/serviceAccountToken",
+            "audience",
+            json!("other"),
+            "volumes entry secretmode-token",
+            "field projected.sources[0].serviceAccountToken.audience differs",
+        ),
+        (
+            "/spec/containers/0/volumeMounts/0",
+            "subPath",
+            json!("a"),
+            "container app mounts secretmode-secrets",
+            "field volumeMounts[secretmode-secrets].subPath was added",
+        ),
+    ];
+    for (at, field, value, object, what) in tampered {
+        let mut p = out.clone();
+        p.pointer_mut(at).unwrap().as_object_mut().unwrap().insert(field.into(), value);
+        let m = denied(&p);
+        assert!(m.contains(object) && m.contains(what) && m.contains("fix: remove"), "{at}/{field}: {m}");
+    }
+    let mut p = out.clone();
+    p["spec"]["initContainers"][0]["envFrom"] = json!([{"configMapRef": {"name": "proxy-settings"}}]);
+    p["spec"]["initContainers"][0]["workingDir"] = json!("/tmp");
+    no_patch(&p);
+}
+
+#[test]
+fn reinvocation_wires_containers_added_later() {
+    let out = injected(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), app()));
+    let mut later = out.clone();
+    later["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "istio-proxy", "image": "proxy"}));
+    let (again, d) = admit(&later);
+    let Decision::Allow { patch, .. } = d else { panic!() };
+    assert!(
+        patch.iter().all(|op| matches!(op, PatchOp::Add { path, .. } if path.starts_with("/spec/containers/1/"))),
+        "{patch:?}"
+    );
+    assert_eq!(env_value(&again["spec"]["containers"][1], "A_FILE")["value"], "/var/run/secrets-cache/a");
+    assert_eq!(again["spec"]["initContainers"].as_array().unwrap().len(), 1, "no second agent");
+}
+
+use crate::decide::patch::PatchOp;
+
+#[test]
+fn hand_written_injected_annotation_changes_nothing() {
+    // Alone, it does not opt the pod in (and is not trusted to mean "done").
+    no_patch(&pod(json!({"secrets/injected": "mode=init,items=1"}), app()));
+    // With real annotations the pod is still injected.
+    let out = injected(&pod(
+        json!({"secrets/injected": "mode=eso,items=9", "secrets/mode": "init", "secrets/item.a": "x/y#z"}),
+        app(),
+    ));
+    assert_eq!(out["metadata"]["annotations"]["secrets/injected"], "mode=init,items=1,provider=vault");
+}
+
+#[test]
+fn missing_parents_are_created() {
+    let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "x-", "annotations": {"secrets/mode": "init", "secrets/item.a": "x/y#z"}}, "spec": {"containers": [{"name": "app", "image": "i"}]}});
+    let out = injected(&p);
+    assert!(out["spec"]["volumes"].is_array());
+    assert!(out["spec"]["initContainers"].is_array());
+    assert!(out["spec"]["containers"][0]["env"].is_array());
+    assert!(out["spec"]["containers"][0]["volumeMounts"].is_array());
+}
+
+#[test]
+fn unknown_and_newer_fields_survive() {
+    let spec = json!({
+        "containers": [{"name": "app", "image": "i", "resizePolicy": [{"resourceName": "cpu", "restartPolicy": "NotRequired"}], "futureField": {"x": 1}}],
+        "initContainers": [{"name": "log-shipper", "image": "l", "restartPolicy": "Always"}],
+        "someFutureSpecField": [1, 2, 3],
+        "automountServiceAccountToken": false,
+        "securityContext": {"runAsUser": 1000, "fsGroup": 2000},
+        "volumes": [{"name": "kube-api-access-x", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}],
+    });
+    let p = pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), spec.clone());
+    let out = injected(&p);
+    assert_eq!(out["spec"]["someFutureSpecField"], json!([1, 2, 3]));
+    assert_eq!(out["spec"]["containers"][0]["resizePolicy"], spec["containers"][0]["resizePolicy"]);
+    assert_eq!(out["spec"]["containers"][0]["futureField"], json!({"x": 1}));
+    assert_eq!(out["spec"]["initContainers"][1], spec["initContainers"][0]);
+    assert_eq!(out["spec"]["securityContext"], spec["securityContext"]);
+    assert_eq!(out["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(out["spec"]["volumes"][0], spec["volumes"][0]);
+}
+
+#[test]
+fn collisions_with_reserved_names_are_denied() {
+    let mut spec = app();
+    spec["volumes"] = json!([{"name": "secretmode-secrets", "emptyDir": {}}]);
+    let m = denied(&pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}), spec));
+    assert!(m.contains("secretmode-secrets") && m.contains("reserved"), "{m}");
+
+    let mut spec = app();
+    spec["initContainers"] = json!([{"name": "secretmode-init", "image": "evil"}]);
+    let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec.clone()));
+    assert!(m.contains("secretmode-init"), "{m}");
+    // Without annotations a reserved name is still judged, never waved through.
+    let m = denied(&pod(json!({}), spec));
+    assert!(m.contains("reserved"), "{m}");
+}
+
+#[test]
+fn existing_env_and_mounts_are_respected() {
+    let spec =
+        json!({"containers": [{"name": "app", "image": "i", "env": [{"name": "A_FILE", "value": "/elsewhere"}]}]});
+    let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec));
+    assert!(m.contains("A_FILE"), "{m}");
+
+    for path in ["/var/run/secrets-cache", "/var/run/secrets-cache/sub", "/var/run"] {
+        let spec = json!({"containers": [{"name": "app", "image": "i", "volumeMounts": [{"name": "data", "mountPath": path}]}], "volumes": [{"name": "data", "emptyDir": {}}]});
+        let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec));
+        assert!(m.contains("overlaps") && m.contains("secrets/mount-path"), "{m}");
+    }
+    // A sibling directory is fine.
+    let spec = json!({"containers": [{"name": "app", "image": "i", "volumeMounts": [{"name": "data", "mountPath": "/var/run/secrets-cache-old"}]}], "volumes": [{"name": "data", "emptyDir": {}}]});
+    injected(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec));
+}
+
+/// Whatever mounts the user wrote, no container of the patched pod mounts two volumes at the
+/// same path (cleaned, as the kubelet reads it): the pod is denied first, naming the user's
+/// container, rather than rejected by the API server blaming the agent.
+#[test]
+fn no_patch_produces_a_duplicate_mount_path() {
+    let mut plain = config();
+    plain.agent.native_sidecar = false;
+    let modes = [
+        json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}),
+        json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}),
+        json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}),
+        json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z", "secrets/fallback-secret": "f"}),
+    ];
+    let paths = [
+        "/var/run/secrets-cache",
+        "/var/run/secrets-cache/",
+        "/var/run//secrets-cache",
+        "/var/run/./secrets-cache",
+        "/var/run/x/../secrets-cache",
+        "/var/run/secrets-cache/sub",
+        "/var/run",
+        "/var/run/secrets/secretmode/token",
+        "/var/run/secrets/secretmode/fallback",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "/var/run/secrets-cache-2",
+    ];
+    let cleaned = |c: &Value| -> Vec<String> {
+        JsonRef::entries(Some(&JsonRef::from(&c["volumeMounts"])))
+            .iter()
+            .filter_map(|m| m.get("mountPath").and_then(JsonRef::as_str))
+            .map(|p| clean_path(p).into_owned())
+            .collect()
+    };
+    let mut denials = 0;
+    for ann in &modes {
+        for cfg in [config(), plain.clone()] {
+            for path in paths {
+                for volume in ["data", "secretmode-token"] {
+                    let spec = json!({
+                        "containers": [{"name": "app", "image": "i", "volumeMounts": [{"name": volume, "mountPath": path}]},
+                                       {"name": "other", "image": "i"}],
+                        "volumes": [{"name": "data", "emptyDir": {}}]});
+                    let (out, d) = admit_with(&pod(ann.clone(), spec), &cfg);
+                    match d {
+                        Decision::Allow { .. } => {
+                            for list in ["containers", "initContainers"] {
+                                for c in out["spec"][list].as_array().map(Vec::as_slice).unwrap_or_default() {
+                                    let mut seen = cleaned(c);
+                                    let n = seen.len();
+                                    seen.sort();
+                                    seen.dedup();
+                                    assert_eq!(seen.len(), n, "{ann} {path} {volume}: {}", c["name"]);
+                                }
+                            }
+                        }
+                        Decision::Deny { message, .. } => {
+                            denials += 1;
+                            assert!(
+                                message.contains("container app ") && message.contains("secrets/mount-path"),
+                                "{message}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(denials > 0);
+    // Through the annotation: the agent's own directories are refused at parse time.
+    let m = denied(&pod(
+        json!({"secrets/mode": "init", "secrets/item.a": "x/y#z", "secrets/mount-path": "/var/run/secrets/secretmode/token"}),
+        app(),
+    ));
+    assert!(m.contains("secrets/mount-path") && m.contains("token directory"), "{m}");
+}
+
+#[test]
+fn container_selection() {
+    let spec = json!({"containers": [{"name": "app", "image": "i"}, {"name": "metrics", "image": "m"}]});
+    let out = injected(&pod(
+        json!({"secrets/mode": "init", "secrets/item.a": "x/y#z", "secrets/containers": "app"}),
+        spec.clone(),
+    ));
+    assert!(out["spec"]["containers"][1].get("env").is_none());
+    assert!(out["spec"]["containers"][0].get("env").is_some());
+    let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z", "secrets/containers": "web"}), spec));
+    assert!(m.contains("\"web\"") && m.contains("not a container of this pod") && m.contains("app, metrics"), "{m}");
+}
+
+/// An init container named in `secrets/containers` is called what it is, in every mode (none
+/// mounts into init containers), with the regular containers to name instead.
+#[test]
+fn an_init_container_in_the_container_list_is_named_as_such() {
+    let spec = json!({
+        "initContainers": [{"name": "migrate", "image": "m"}, {"name": "proxy", "image": "p", "restartPolicy": "Always"}],
+        "containers": [{"name": "app", "image": "i"}, {"name": "metrics", "image": "m"}],
+    });
+    for mode in ["eso", "csi", "init", "sidecar"] {
+        for name in ["migrate", "proxy"] {
+            let mut annotations = json!({"secrets/mode": mode, "secrets/containers": format!("app,{name}")});
+            match mode {
+                "eso" => annotations
+                    .as_object_mut()
+                    .unwrap()
+                    .extend([("secrets/eso-secret".into(), json!("s")), ("secrets/item.a".into(), json!("a"))]),
+                "csi" => annotations
+                    .as_object_mut()
+                    .unwrap()
+                    .extend([("secrets/csi-class".into(), json!("c")), ("secrets/item.a".into(), json!("a"))]),
+                _ => annotations["secrets/item.a"] = json!("x/y#z"),
+            }
+            let m = denied(&pod(annotations, spec.clone()));
+            assert!(!m.contains("not a container of this pod"), "{mode}: {m}");
+            assert!(
+                m.contains(&format!("secrets/containers names \"{name}\", which is an init container")),
+                "{mode}: {m}"
+            );
+            assert!(m.contains("regular containers (spec.containers) only"), "{mode}: {m}");
+            assert!(m.contains("fix: name regular containers only, from: app, metrics"), "{mode}: {m}");
+        }
+    }
+}
+
+#[test]
+fn platform_specific_denials() {
+    let mut windows = app();
+    windows["os"] = json!({"name": "windows"});
+    let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), windows.clone()));
+    assert!(m.contains("Windows") && m.contains("eso or csi"), "{m}");
+    injected(&pod(json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.a": "a"}), windows));
+
+    // However a pod is pinned to Windows nodes, the Linux agent is refused, saying how.
+    let term = |key: &str, op: &str, values: Value| json!({"matchExpressions": [{"key": key, "operator": op, "values": values}]});
+    let required = |terms: Value| json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}});
+    let pinned = [
+        ("nodeSelector", json!({"kubernetes.io/os": "windows"}), "nodeSelector kubernetes.io/os: windows"),
+        ("nodeSelector", json!({"beta.kubernetes.io/os": "windows"}), "nodeSelector beta.kubernetes.io/os: windows"),
+        ("affinity", required(json!([term("kubernetes.io/os", "In", json!(["windows"]))])), "required node affinity"),
+        (
+            "affinity",
+            required(json!([term("beta.kubernetes.io/os", "NotIn", json!(["linux", "darwin"]))])),
+            "required node affinity",
+        ),
+        (
+            "affinity",
+            required(json!([term("kubernetes.io/os", "In", json!(["windows"])), {"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]},
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}]}])),
+            "required node affinity",
+        ),
+    ];
+    for (field, value, how) in pinned {
+        for mode in ["init", "sidecar"] {
+            let mut spec = app();
+            spec[field] = value.clone();
+            let m = denied(&pod(json!({"secrets/mode": mode, "secrets/item.a": "x/y#z"}), spec));
+            assert!(
+                m.contains("pinned to Windows") && m.contains(how) && m.contains("eso or csi"),
+                "{field} {value}: {m}"
+            );
+        }
+    }
+    // Not pinned: Linux selected, one term that admits Linux, preferred affinity only.
+    let free = [
+        ("nodeSelector", json!({"kubernetes.io/os": "linux"})),
+        (
+            "affinity",
+            required(json!([term("kubernetes.io/os", "In", json!(["windows"])), term("zone", "In", json!(["a"]))])),
+        ),
+        ("affinity", required(json!([term("kubernetes.io/os", "In", json!(["linux", "windows"]))]))),
+        ("affinity", required(json!([]))),
+        (
+            "affinity",
+            json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": term("kubernetes.io/os", "In", json!(["windows"]))}]}}),
+        ),
+    ];
+    for (field, value) in free {
+        let mut spec = app();
+        spec[field] = value.clone();
+        injected(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec));
+    }
+
+    let mut host = app();
+    host["hostNetwork"] = json!(true);
+    let m = denied(&pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), host.clone()));
+    assert!(m.contains("hostNetwork"), "{m}");
+    injected(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), host));
+
+    let port = json!({"containers": [{"name": "app", "image": "i", "ports": [{"containerPort": 8099}]}]});
+    let m = denied(&pod(json!({"secrets/mode": "sidecar", "secrets/item.a": "x/y#z"}), port));
+    assert!(m.contains("8099"), "{m}");
+}
+
+#[test]
+fn mirror_pods_are_left_alone() {
+    let p =
+        pod(json!({"kubernetes.io/config.mirror": "abc", "secrets/mode": "init", "secrets/item.a": "x/y#z"}), app());
+    let (_, d) = admit(&p);
+    match d {
+        Decision::Allow { patch, warnings, outcome, .. } => {
+            assert!(patch.is_empty());
+            assert_eq!(outcome, Outcome::Mirror);
+            assert!(warnings[0].contains("mirror"));
+        }
+        d => panic!("{d:?}"),
+    }
+}
+
+#[test]
+fn annotation_errors_name_the_annotation_and_fix() {
+    let m = denied(&pod(json!({"secrets/mode": "vault", "secrets/item.a": "x#y"}), app()));
+    assert!(m.contains("secrets/mode") && m.contains("eso, csi, init, sidecar"), "{m}");
+    let m = denied(&pod(json!({"secrets/item.a": "x/y#z"}), app()));
+    assert!(m.contains("secrets/mode") && m.contains("fix"), "{m}");
+    let m =
+        denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z", "secrets/image": "evil:latest"}), app()));
+    assert!(m.contains("secrets/image") && m.contains("unknown"), "{m}");
+}
+
+#[test]
+fn malformed_pods_are_denied_not_panicked() {
+    for spec in [
+        json!(null),
+        json!({}),
+        json!({"containers": []}),
+        json!({"containers": [{"image": "x"}]}),
+        json!({"containers": "x"}),
+        json!({"containers": [{"name": "a"}], "volumes": 3}),
+    ] {
+        let m = denied(&pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec.clone()));
+        assert!(m.contains("malformed"), "{spec}: {m}");
+    }
+}
+
+#[test]
+fn huge_pod_stays_small_and_correct() {
+    let env: Vec<Value> = (0..1500).map(|i| json!({"name": format!("VAR_{i}"), "value": "v"})).collect();
+    let containers: Vec<Value> = (0..30).map(|i| json!({"name": format!("c{i}"), "image": "i", "env": env})).collect();
+    let p = pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), json!({"containers": containers}));
+    let (out, d) = admit(&p);
+    let Decision::Allow { patch, .. } = d else { panic!() };
+    // One annotation, 30 × (mount + env var), volumes (2), init container.
+    assert_eq!(patch.len(), 1 + 30 * 2 + 1 + 1, "{}", patch.len());
+    assert_eq!(out["spec"]["containers"][29]["env"].as_array().unwrap().len(), 1501);
+}
+
+#[test]
+fn patch_paths_escape_pointer_specials() {
+    let mut cfg = config();
+    cfg.annotation_prefix = "secrets.example.com".into();
+    let p =
+        pod(json!({"secrets.example.com/mode": "init", "secrets.example.com/item.a": "x/y#z", "a~b/c": "keep"}), app());
+    let (out, d) = admit_with(&p, &cfg);
+    let Decision::Allow { patch, .. } = d else { panic!("{d:?}") };
+    assert!(patch.iter().any(
+        |op| matches!(op, PatchOp::Add { path, .. } if path == "/metadata/annotations/secrets.example.com~1injected")
+    ));
+    assert_eq!(out["metadata"]["annotations"]["a~b/c"], "keep");
+}
+
+#[test]
+fn agent_joins_the_app_group_so_0440_files_are_readable() {
+    let mut spec = app();
+    spec["securityContext"] = json!({"runAsUser": 10001, "runAsGroup": 10001});
+    let p = pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec.clone());
+    let (out, d) = admit(&p);
+    let Decision::Allow { warnings, .. } = d else { panic!() };
+    let agent = &out["spec"]["initContainers"][0];
+    assert_eq!(agent["securityContext"]["runAsGroup"], 10001);
+    assert_eq!(agent["securityContext"]["runAsUser"], 65532, "the uid never follows the pod");
+    assert!(warnings.iter().all(|w| !w.contains("0440")), "{warnings:?}");
+
+    // Root group is never adopted; a non-root app without group or fsGroup gets a warning.
+    spec["securityContext"] = json!({"runAsUser": 10001, "runAsGroup": 0});
+    let p = pod(json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), spec);
+    let (out, d) = admit(&p);
+    let Decision::Allow { warnings, .. } = d else { panic!() };
+    assert_eq!(out["spec"]["initContainers"][0]["securityContext"]["runAsGroup"], 65532);
+    assert!(warnings.iter().any(|w| w.contains("runAsGroup or fsGroup") && w.len() < 120), "{warnings:?}");
+
+    let mut spec = app();
+    spec["securityContext"] = json!({"runAsNonRoot": true});
+    let p = pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}), spec.clone());
+    let Decision::Allow { warnings, .. } = admit(&p).1 else { panic!() };
+    assert!(warnings.iter().any(|w| w.contains("fsGroup") && w.len() < 120), "{warnings:?}");
+    spec["securityContext"]["fsGroup"] = json!(2000);
+    let p = pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}), spec);
+    let Decision::Allow { warnings, .. } = admit(&p).1 else { panic!() };
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+}

@@ -1,0 +1,68 @@
+//! The [`Plan`]: a pod's annotations resolved against its mode and the config, validated;
+//! what policy judges and the injector executes.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::providers::ProviderConfig;
+use crate::vocabulary::mode::Mode;
+
+/// Where an item's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemSource {
+    /// `eso`: a key of the ESO target Secret.
+    SecretKey(String),
+    /// `csi`: an object name/alias of the SecretProviderClass; also the file it produces.
+    CsiObject(String),
+    /// `init`/`sidecar`: a provider path and, optionally, a key inside it.
+    Provider { path: String, key: Option<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedItem {
+    /// The item name from `<prefix>/item.<name>`.
+    pub name: String,
+    /// File name under the mount path.
+    pub file: String,
+    /// `<ITEM>` (upper case, `-` and `.` as `_`); `<ITEM>_FILE` is the path variable.
+    pub env_stem: String,
+    pub source: ItemSource,
+}
+
+/// Everything the injector needs, resolved and validated against mode and config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub mode: Mode,
+    pub items: Vec<PlannedItem>,
+    /// Provider name (init/sidecar only).
+    pub provider: Option<String>,
+    pub eso_secret: Option<String>,
+    pub csi_class: Option<String>,
+    /// Explicit target containers; `None` means every regular container.
+    pub containers: Option<Vec<String>>,
+    pub mount_path: String,
+    pub refresh_interval: Duration,
+    pub max_staleness: Duration,
+    pub env_values: bool,
+    pub fallback_secret: Option<String>,
+}
+
+impl Plan {
+    pub fn provider_config<'c>(&self, config: &'c Config) -> Option<&'c ProviderConfig> {
+        self.provider.as_ref().and_then(|p| config.providers.get(p))
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mode={} items={}", self.mode, self.items.len())?;
+        if let Some(p) = &self.provider {
+            write!(f, " provider={p}")?;
+        }
+        if self.fallback_secret.is_some() {
+            write!(f, " fallback=yes")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The warnings of an answer, fitted to what the API server passes on to kubectl.
+
+use crate::logging::printable::Printable;
+
+/// Runes of one warning the API server passes on whole (`APISERVER.md`, fact 8).
+pub const WARNING_MAX_CHARS: usize = 256;
+/// Runes of all warnings together past which the API server starts cutting and dropping.
+pub const WARNINGS_MAX_TOTAL_CHARS: usize = 4096;
+/// Room kept for the note that says how many warnings were left out.
+const OMITTED_NOTE_RESERVE: usize = 128;
+
+/// The warnings of an answer, as the API server will pass them on: it silently drops a
+/// warning holding a control character (or invalid UTF-8, which a `String` cannot hold),
+/// drops empty ones and duplicates, and past 4,096 runes in total cuts each to 256 and drops
+/// the rest. So control characters are replaced by visible escapes (`\n`, `\u{1b}`), each
+/// warning is cut to [`WARNING_MAX_CHARS`] (marked `...`), duplicates and empties go, and
+/// warnings are kept whole in priority order (the order given: policy violations first)
+/// while all of them fit in [`WARNINGS_MAX_TOTAL_CHARS`]; if some do not, the last one says
+/// how many were left out. The one place an answer's warnings are finished.
+pub fn api_server_warnings(warnings: Vec<String>) -> Vec<String> {
+    let mut fitted: Vec<(String, usize)> = Vec::with_capacity(warnings.len());
+    for w in warnings {
+        let w = fit_warning(w);
+        let len = w.chars().count();
+        if len > 0 && !fitted.iter().any(|(f, _)| *f == w) {
+            fitted.push((w, len));
+        }
+    }
+    if fitted.iter().map(|(_, len)| len).sum::<usize>() <= WARNINGS_MAX_TOTAL_CHARS {
+        return fitted.into_iter().map(|(w, _)| w).collect();
+    }
+    let mut total = 0;
+    let mut out = Vec::new();
+    for (w, len) in &fitted {
+        if total + len > WARNINGS_MAX_TOTAL_CHARS - OMITTED_NOTE_RESERVE {
+            break;
+        }
+        total += len;
+        out.push(w.clone());
+    }
+    let omitted = fitted.len() - out.len();
+    out.push(format!(
+        "secretmode: {omitted} more warning{} not shown (the API server keeps 4096 characters); the webhook's log lists every policy violation",
+        if omitted == 1 { "" } else { "s" }
+    ));
+    out
+}
+
+/// One warning with its control characters escaped, cut to [`WARNING_MAX_CHARS`].
+fn fit_warning(w: String) -> String {
+    let w = if w.bytes().all(|b| (b' '..=b'~').contains(&b)) { w } else { Printable(&w).to_string() };
+    if w.len() <= WARNING_MAX_CHARS || w.chars().count() <= WARNING_MAX_CHARS {
+        return w;
+    }
+    let mut cut: String = w.chars().take(WARNING_MAX_CHARS - 3).collect();
+    cut.push_str("...");
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn total(ws: &[String]) -> usize {
+        ws.iter().map(|w| w.chars().count()).sum()
+    }
+
+    #[test]
+    fn warnings_the_api_server_would_drop_are_made_visible() {
+        let out = api_server_warnings(vec![
+            "line one\nforged line".into(),
+            "bell \u{7} and escape \u{1b}[31m and next-line \u{85}".into(),
+            "tab\there".into(),
+            String::new(),
+            "tab\there".into(),
+        ]);
+        assert_eq!(
+            out,
+            vec![r"line one\nforged line", r"bell \u{7} and escape \u{1b}[31m and next-line \u{85}", r"tab\there",]
+        );
+        assert!(out.iter().all(|w| !w.chars().any(char::is_control)));
+    }
+
+    #[test]
+    fn a_long_warning_is_cut_at_256_runes_not_bytes() {
+        let out = api_server_warnings(vec!["é".repeat(300), "x".repeat(256)]);
+        assert_eq!(out[0].chars().count(), WARNING_MAX_CHARS);
+        assert!(out[0].ends_with("...") && out[0].starts_with("éé"));
+        assert_eq!(out[1], "x".repeat(256), "exactly 256 is kept whole");
+        // An escape that makes a warning longer counts after escaping.
+        let out = api_server_warnings(vec!["\n".repeat(200)]);
+        assert_eq!(out[0].chars().count(), WARNING_MAX_CHARS);
+    }
+
+    #[test]
+    fn many_warnings_keep_the_first_ones_whole_and_say_how_many_were_left_out() {
+        let ws: Vec<String> = (0..40).map(|i| format!("warning {i:02} {}", "w".repeat(190))).collect();
+        let out = api_server_warnings(ws.clone());
+        assert!(total(&out) <= WARNINGS_MAX_TOTAL_CHARS, "{}", total(&out));
+        let kept = out.len() - 1;
+        assert!(kept >= 15, "{kept}");
+        assert_eq!(&out[..kept], &ws[..kept]);
+        assert_eq!(out[kept], format!("secretmode: {} more warnings not shown (the API server keeps 4096 characters); the webhook's log lists every policy violation", 40 - kept));
+        // Exactly at the limit nothing is left out.
+        let ws: Vec<String> = (0..16).map(|i| format!("{i:02}{}", "w".repeat(254))).collect();
+        assert_eq!(api_server_warnings(ws.clone()), ws);
+    }
+
+    proptest! {
+        #[test]
+        fn warnings_always_fit_what_the_api_server_keeps(ws in prop::collection::vec(any::<String>(), 0..60),
+                                                        long in prop::collection::vec("[a-z \\n\\t\\x1b]{0,400}", 0..30)) {
+            let input: Vec<String> = ws.into_iter().chain(long).collect();
+            let out = api_server_warnings(input.clone());
+            prop_assert!(total(&out) <= WARNINGS_MAX_TOTAL_CHARS);
+            for (i, w) in out.iter().enumerate() {
+                prop_assert!(!w.is_empty() && w.chars().count() <= WARNING_MAX_CHARS, "{w:?}");
+                prop_assert!(!w.chars().any(char::is_control), "{w:?}");
+                prop_assert!(!out[..i].contains(w), "duplicate {w:?}");
+            }
+            // Clean input that fits comes through unchanged, in order.
+            let mut distinct: Vec<String> = Vec::new();
+            for w in &input {
+                if !w.is_empty() && !distinct.contains(w) {
+                    distinct.push(w.clone());
+                }
+            }
+            let clean = distinct.iter().all(|w| w.chars().count() <= WARNING_MAX_CHARS && !w.chars().any(char::is_control));
+            if clean && total(&distinct) <= WARNINGS_MAX_TOTAL_CHARS {
+                prop_assert_eq!(&out, &distinct);
+            }
+            // The first warning, when clean and short, is always first and whole.
+            if let Some(first) = distinct.first().filter(|w| w.chars().count() <= WARNING_MAX_CHARS && !w.chars().any(char::is_control)) {
+                prop_assert_eq!(&out[0], first);
+            }
+        }
+    }
+}
