@@ -97,11 +97,11 @@ pub fn check_review(data: &[u8], config: &Config) -> Reviewed {
     let Ok(object) = serde_json::from_str::<Value>(request.request.object.get()) else {
         return Reviewed::PatchedUnread;
     };
-    // JSON written inside a string (secretmode::json::InString, how the agent spec reaches its
+    // JSON written inside a string (secretmode::json::push_in_string, how the agent spec reaches its
     // env value) is that document's text, escaped as serde_json escapes a string.
     let text = serde_json::to_string(&object).expect("serialise");
     let mut inside = b"\"".to_vec();
-    serde_json::to_writer(secretmode::json::InString(&mut inside), &object).expect("write inside a string");
+    secretmode::json::push_in_string(&mut inside, &object).expect("write inside a string");
     inside.push(b'"');
     assert_eq!(inside, serde_json::to_vec(&text).expect("serialise"));
     let decision = decide::admit_pod(&object, &reviewed.namespace, config);

@@ -1,17 +1,18 @@
 //! JSON on the request path, both ways; imports nothing else of the crate.
 //!
 //! Reading: [`tree::JsonRef`], the borrowed tree the decision reads a pod as (parsed by
-//! `webhook::pod_view`). Writing: serde_json, plus [`InString`], a writer that escapes what
-//! serde_json writes into it as it arrives. The agent spec travels as JSON inside an env value
-//! (a JSON string); written through [`InString`] it becomes that string's text in one pass,
-//! instead of being written whole and then escaped a second time (kept because it was measured
-//! to matter: docs/BENCHMARKS.md).
+//! `webhook::pod_view`). Writing: serde_json, plus [`InString`], a serde_json formatter whose
+//! output is the text of a JSON string holding that JSON. The agent spec travels as JSON inside
+//! an env value (a JSON string); written through [`InString`] it becomes that string's text in
+//! serde_json's one pass, instead of being written whole and then escaped a second time (kept
+//! because it was measured to matter: docs/BENCHMARKS.md).
 
 pub mod tree;
 
 use std::io::{self, Write};
 
 use serde::Serialize;
+use serde_json::ser::{CharEscape, Formatter};
 
 /// Appends `value` as JSON. What the webhook writes this way (strings, lists of strings)
 /// cannot fail to serialise; if a value ever did, `null` is appended and nothing half-written
@@ -24,79 +25,53 @@ pub fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     }
 }
 
-/// A writer inside a JSON string: every byte written to it arrives escaped exactly as
-/// serde_json escapes a string's contents (`"` and `\`, the short forms `\b \t \n \f \r`,
-/// `\u00XX` for the other control characters, nothing else). `serde_json::to_writer(InString(out),
-/// value)` therefore appends the text of the JSON string holding `value`'s JSON.
-///
-/// Escaping works on bytes: only ASCII is escaped and UTF-8 passes through as it is, so it
-/// does not matter where serde_json splits its writes.
-pub struct InString<'a>(pub &'a mut Vec<u8>);
-
-/// For each byte, what follows the backslash of its escape inside a JSON string: `0` for none,
-/// `u` for `\u00XX`, else the short form.
-static ESCAPE: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut byte = 0;
-    while byte < 0x20 {
-        table[byte] = b'u';
-        byte += 1;
-    }
-    table[0x08] = b'b';
-    table[b'\t' as usize] = b't';
-    table[b'\n' as usize] = b'n';
-    table[0x0c] = b'f';
-    table[b'\r' as usize] = b'r';
-    table[b'"' as usize] = b'"';
-    table[b'\\' as usize] = b'\\';
-    table
-};
-
-impl InString<'_> {
-    /// serde_json writes in small pieces (a quote, a key, a colon), so a piece needing no
-    /// escape is appended in one copy.
-    #[inline]
-    fn push(&mut self, buf: &[u8]) {
-        let out = &mut *self.0;
-        let mut start = 0;
-        for (i, &byte) in buf.iter().enumerate() {
-            let escape = ESCAPE[usize::from(byte)];
-            if escape == 0 {
-                continue;
-            }
-            out.extend_from_slice(&buf[start..i]);
-            if escape == b'u' {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(byte >> 4)],
-                    HEX[usize::from(byte & 0xf)],
-                ]);
-            } else {
-                out.extend_from_slice(&[b'\\', escape]);
-            }
-            start = i + 1;
-        }
-        out.extend_from_slice(&buf[start..]);
-    }
+/// Appends the text of the JSON string holding `value`'s compact JSON (without the quotes):
+/// what escaping `serde_json::to_string(value)` as a string's contents gives, in one pass.
+pub fn push_in_string<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {
+    value.serialize(&mut serde_json::Serializer::with_formatter(out, InString))
 }
 
-impl Write for InString<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.push(buf);
-        Ok(buf.len())
+/// serde_json's compact output, escaped for the inside of a JSON string as it is written.
+/// serde_json hands string contents over in fragments that need no escape and one escape at a
+/// time, so only its quotes and its escapes change: `"` is written `\"`, and an escape gets a
+/// second backslash (`\n` is written `\\n`). Brackets, colons, commas, numbers and literals
+/// need no escape inside a string, and UTF-8 passes through as it is.
+pub struct InString;
+
+impl Formatter for InString {
+    #[inline]
+    fn begin_string<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(br#"\""#)
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.push(buf);
-        Ok(())
+    #[inline]
+    fn end_string<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(br#"\""#)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    fn write_char_escape<W: ?Sized + Write>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()> {
+        let escaped: &[u8] = match escape {
+            CharEscape::Quote => br#"\\\""#,
+            CharEscape::ReverseSolidus => br"\\\\",
+            CharEscape::Solidus => br"\\/",
+            CharEscape::Backspace => br"\\b",
+            CharEscape::FormFeed => br"\\f",
+            CharEscape::LineFeed => br"\\n",
+            CharEscape::CarriageReturn => br"\\r",
+            CharEscape::Tab => br"\\t",
+            CharEscape::AsciiControl(byte) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let (high, low) = (HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]);
+                return writer.write_all(&[b'\\', b'\\', b'u', b'0', b'0', high, low]);
+            }
+        };
+        writer.write_all(escaped)
+    }
+
+    /// A `RawValue`'s JSON text, which may hold quotes and backslashes: escaped whole.
+    fn write_raw_fragment<W: ?Sized + Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+        let quoted = serde_json::to_string(fragment).map_err(io::Error::other)?;
+        writer.write_all(quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or_default().as_bytes())
     }
 }
 
@@ -109,7 +84,7 @@ mod tests {
     /// `value` written inside a JSON string, with the quotes.
     fn inside<T: Serialize + ?Sized>(value: &T) -> String {
         let mut out = b"\"".to_vec();
-        serde_json::to_writer(InString(&mut out), value).unwrap();
+        push_in_string(&mut out, value).unwrap();
         out.push(b'"');
         String::from_utf8(out).unwrap()
     }
@@ -123,6 +98,15 @@ mod tests {
             assert_eq!(inside(&s), serde_json::to_string(&text).unwrap(), "{c:?}");
         }
         assert_eq!(inside("\u{1}\u{1f}"), r#""\"\\u0001\\u001f\"""#);
+    }
+
+    #[test]
+    fn raw_values_number_keys_and_non_finite_floats_are_escaped_as_serde_json_escapes_them() {
+        let raw = serde_json::value::RawValue::from_string(r#"{"a\"b": [1, "\\u0001"]}"#.into()).unwrap();
+        let keys: std::collections::BTreeMap<i32, f64> = [(-1, 0.5), (2, f64::NAN)].into();
+        let all = (raw, keys, 'q', "\u{1f}\u{7f}/");
+        let text = serde_json::to_string(&all).unwrap();
+        assert_eq!(inside(&all), serde_json::to_string(&text).unwrap());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::agent::spec::AgentSpec;
 use crate::config::{AgentConfig, Resources};
 use crate::decide::patch::JsonText;
-use crate::json::InString;
+use crate::json;
 use crate::vocabulary::names::{INIT_CONTAINER, PORT_NAME, SIDECAR_CONTAINER};
 use crate::vocabulary::paths::{HEALTH_PATH, STARTUP_PATH};
 
@@ -326,7 +326,7 @@ impl<'a> AgentContainer<'a> {
     }
 
     /// The env list as serialising it writes it, with the agent spec's JSON escaped into its
-    /// string as it is written ([`EnvValue`], [`InString`]).
+    /// string as it is written ([`EnvValue`], [`json::InString`]).
     fn write_env(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.push(b'[');
         for (i, var) in self.env.iter().enumerate() {
@@ -338,7 +338,7 @@ impl<'a> AgentContainer<'a> {
                     out.extend_from_slice(br#"{"name":"#);
                     serde_json::to_writer(&mut *out, name)?;
                     out.extend_from_slice(br#","value":""#);
-                    serde_json::to_writer(InString(&mut *out), spec)?;
+                    json::push_in_string(out, spec)?;
                     out.extend_from_slice(br#""}"#);
                 }
                 _ => serde_json::to_writer(&mut *out, var)?,

@@ -352,7 +352,9 @@ fn wire_container(
         if m_name == SECRETS_VOLUME {
             // Built only here: a first injection, the common case, never needs it.
             let wanted = serde_json::to_value(&desired.mount)?;
-            if let Err(d) = owned::mount(m, &wanted, &["volumeMounts[", SECRETS_VOLUME, "]"].concat()) {
+            if let Err(d) =
+                owned::mount(m, &wanted).map_err(|d| d.under(&["volumeMounts[", SECRETS_VOLUME, "]"].concat()))
+            {
                 return deny(
                     format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects: {d}"),
                     "remove that volumeMount and let the webhook add it",
@@ -381,7 +383,7 @@ fn wire_container(
             continue;
         }
         let wanted = serde_json::to_value(var)?;
-        if !same_name.all(|e| owned::env_var(e, &wanted, var_name).is_ok()) {
+        if !same_name.all(|e| owned::env_var(e, &wanted).is_ok()) {
             return deny(
                 format!("container {name} already sets {var_name} to something else"),
                 "remove that variable (secretmode sets it), or rename the item",

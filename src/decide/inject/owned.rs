@@ -65,6 +65,20 @@ impl fmt::Display for Difference {
     }
 }
 
+impl Difference {
+    /// This difference, found inside `parent`: `parent.field`, `parent[0].field`, or `parent`
+    /// itself for a difference in the whole value. Paths are built only for a difference,
+    /// from the inside out, so a match (every admission after the first round) builds none.
+    pub fn under(mut self, parent: &str) -> Difference {
+        self.field = match self.field.as_str() {
+            "" => parent.to_string(),
+            field if parent.is_empty() || field.starts_with('[') => [parent, field].concat(),
+            field => [parent, ".", field].concat(),
+        };
+        self
+    }
+}
+
 fn diff(kind: DiffKind, field: impl Into<String>) -> Difference {
     Difference { field: field.into(), kind, detail: None }
 }
@@ -106,7 +120,7 @@ pub fn agent_container(existing: &JsonRef<'_>, wanted: &Value) -> Judged {
             "securityContext" => security_context(ev, wv)?,
             _ => match ev {
                 None => return Err(diff(DiffKind::Missing, key)),
-                Some(ev) => exact(ev, wv, key, key).map_err(|d| with_values(d, key, ev, wv))?,
+                Some(ev) => exact(ev, wv, key).map_err(|d| with_values(d.under(key), key, ev, wv))?,
             },
         }
     }
@@ -120,12 +134,16 @@ pub fn agent_container(existing: &JsonRef<'_>, wanted: &Value) -> Judged {
 
 /// An injected volume: name and source, exactly (modulo defaults).
 pub fn volume(existing: &JsonRef<'_>, wanted: &Value) -> Judged {
-    exact(existing, wanted, "", "")
+    exact(existing, wanted, "").map_err(|d| match d.field.as_str() {
+        "" => Difference { field: "(the whole entry)".into(), ..d },
+        _ => d,
+    })
 }
 
-/// One of our env vars, already found by name.
-pub fn env_var(existing: &JsonRef<'_>, wanted: &Value, at: &str) -> Judged {
-    exact(existing, wanted, "", at).map_err(|mut d| {
+/// One of our env vars, already found by name. The field is named inside the entry (`value`);
+/// [`Difference::under`] places it.
+pub fn env_var(existing: &JsonRef<'_>, wanted: &Value) -> Judged {
+    exact(existing, wanted, "").map_err(|mut d| {
         if wanted.get("name").and_then(Value::as_str) == Some(SPEC_ENV) {
             d.detail = spec_field(existing, wanted).map(|f| format!("agent spec field {f}"));
         }
@@ -134,25 +152,25 @@ pub fn env_var(existing: &JsonRef<'_>, wanted: &Value, at: &str) -> Judged {
 }
 
 /// One of our mounts, already found by name: path (cleaned) and readOnly must match; no
-/// `subPath` (a subPath mount never sees rotation).
-pub fn mount(existing: &JsonRef<'_>, wanted: &Value, at: &str) -> Judged {
+/// `subPath` (a subPath mount never sees rotation). The field is named inside the entry.
+pub fn mount(existing: &JsonRef<'_>, wanted: &Value) -> Judged {
     let (Some(e), Value::Object(w)) = (existing.as_object(), wanted) else {
-        return Err(diff(DiffKind::Differs, at));
+        return Err(diff(DiffKind::Differs, ""));
     };
     let existing_path = e.get("mountPath").and_then(JsonRef::as_str).map(clean_path);
     if existing_path != w.get("mountPath").and_then(Value::as_str).map(clean_path) {
-        return Err(diff(DiffKind::Differs, format!("{at}.mountPath")));
+        return Err(diff(DiffKind::Differs, "mountPath"));
     }
     let read_only = w.get("readOnly").and_then(Value::as_bool).unwrap_or(false);
     if e.get("readOnly").and_then(JsonRef::as_bool).unwrap_or(false) != read_only {
-        return Err(diff(DiffKind::Differs, format!("{at}.readOnly")));
+        return Err(diff(DiffKind::Differs, "readOnly"));
     }
     for (key, ev) in e.iter() {
         if matches!(key, "name" | "mountPath" | "readOnly") || absent(ev) || ev.as_str() == Some("") {
             continue;
         }
         if !is_default(key, ev) {
-            return Err(diff(DiffKind::Added, format!("{at}.{key}")));
+            return Err(diff(DiffKind::Added, key));
         }
     }
     Ok(())
@@ -164,18 +182,18 @@ fn by_name(
     existing: Option<&JsonRef<'_>>,
     wanted: &Value,
     field: &str,
-    judge: fn(&JsonRef<'_>, &Value, &str) -> Judged,
+    judge: fn(&JsonRef<'_>, &Value) -> Judged,
 ) -> Judged {
     for w in wanted.as_array().map(Vec::as_slice).unwrap_or_default() {
         let name = w.get("name").and_then(Value::as_str).unwrap_or_default();
-        let at = format!("{field}[{name}]");
+        let at = || format!("{field}[{name}]");
         let mut found = false;
         for e in JsonRef::entries(existing).iter().filter(|e| e.get("name").and_then(JsonRef::as_str) == Some(name)) {
-            judge(e, w, &at)?;
+            judge(e, w).map_err(|d| d.under(&at()))?;
             found = true;
         }
         if !found {
-            return Err(diff(DiffKind::Missing, at));
+            return Err(diff(DiffKind::Missing, at()));
         }
     }
     Ok(())
@@ -186,7 +204,6 @@ fn by_name(
 fn agent_mounts(existing: Option<&JsonRef<'_>>, wanted: &Value) -> Judged {
     by_name(existing, wanted, "volumeMounts", mount)?;
     let ours = wanted.as_array().map(Vec::as_slice).unwrap_or_default();
-    let name_of = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
     for e in JsonRef::entries(existing) {
         let name = e.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         if ours.iter().any(|w| name_of(w) == name) {
@@ -208,6 +225,10 @@ fn agent_mounts(existing: Option<&JsonRef<'_>>, wanted: &Value) -> Judged {
         }
     }
     Ok(())
+}
+
+fn name_of(entry: &Value) -> &str {
+    entry.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// The quantities we set must be there with the same value; requests and limits we do not
@@ -240,10 +261,9 @@ fn security_context(existing: Option<&JsonRef<'_>>, wanted: &Value) -> Judged {
         return Err(diff(DiffKind::Missing, "securityContext"));
     };
     for (key, wv) in w {
-        let at = format!("securityContext.{key}");
         match e.get(key).filter(|v| !absent(v)) {
-            None => return Err(diff(DiffKind::Missing, at)),
-            Some(ev) => exact(ev, wv, key, &at)?,
+            None => return Err(diff(DiffKind::Missing, ["securityContext.", key].concat())),
+            Some(ev) => exact(ev, wv, key).map_err(|d| d.under(&["securityContext.", key].concat()))?,
         }
     }
     for (key, ev) in e.iter() {
@@ -308,23 +328,24 @@ fn absent(value: &JsonRef<'_>) -> bool {
 }
 
 /// Whether `existing` is `wanted` plus only API-server defaults; quantities compare by value.
-fn exact(existing: &JsonRef<'_>, wanted: &Value, key: &str, at: &str) -> Judged {
-    let join = |k: &str| if at.is_empty() { k.to_string() } else { format!("{at}.{k}") };
+/// `key` is the field holding the two (quantities are read by it). A difference is named
+/// relative to them, `""` for the whole value ([`Difference::under`]).
+fn exact(existing: &JsonRef<'_>, wanted: &Value, key: &str) -> Judged {
     match (existing, wanted) {
         (JsonRef::Object(e), Value::Object(w)) => {
             for (k, wv) in w {
                 match e.get(k).filter(|v| !absent(v)) {
-                    None => return Err(diff(DiffKind::Missing, join(k))),
+                    None => return Err(diff(DiffKind::Missing, k.as_str())),
                     Some(ev) if matches!(key, "requests" | "limits") || k == "sizeLimit" => {
                         if !matches!((ev.as_str(), wv.as_str()), (Some(a), Some(b)) if quantity::same(a, b)) {
-                            return Err(diff(DiffKind::Differs, join(k)));
+                            return Err(diff(DiffKind::Differs, k.as_str()));
                         }
                     }
-                    Some(ev) => exact(ev, wv, k, &join(k))?,
+                    Some(ev) => exact(ev, wv, k).map_err(|d| d.under(k))?,
                 }
             }
             match e.iter().find(|(k, v)| !w.contains_key(*k) && !absent(v) && !is_default(k, v)) {
-                Some((k, _)) => Err(diff(DiffKind::Added, join(k))),
+                Some((k, _)) => Err(diff(DiffKind::Added, k)),
                 None => Ok(()),
             }
         }
@@ -332,13 +353,12 @@ fn exact(existing: &JsonRef<'_>, wanted: &Value, key: &str, at: &str) -> Judged 
             for (i, (ev, wv)) in e.iter().zip(w).enumerate() {
                 // A list of objects names the entry that differs; a list of strings (command,
                 // args, capabilities) is one field.
-                let entry = if wv.is_object() { format!("{at}[{i}]") } else { at.to_string() };
-                exact(ev, wv, key, &entry)?;
+                exact(ev, wv, key).map_err(|d| if wv.is_object() { d.under(&format!("[{i}]")) } else { d })?;
             }
             Ok(())
         }
         _ if existing == wanted => Ok(()),
-        _ => Err(diff(DiffKind::Differs, if at.is_empty() { "(the whole entry)".to_string() } else { at.to_string() })),
+        _ => Err(diff(DiffKind::Differs, "")),
     }
 }
 
@@ -503,6 +523,34 @@ mod tests {
         assert_eq!(volume(&JsonRef::from(&e), &dir).unwrap_err().field, "hostPath");
         let e = json!({"name": "secretmode-secrets", "emptyDir": {"sizeLimit": "1Mi"}});
         assert_eq!(volume(&JsonRef::from(&e), &dir).unwrap_err().field, "emptyDir.medium");
+        assert_eq!(volume(&JsonRef::from(&json!("x")), &dir).unwrap_err().field, "(the whole entry)");
+        let e = json!({"name": "secretmode-secrets", "emptyDir": []});
+        assert_eq!(volume(&JsonRef::from(&e), &dir).unwrap_err().field, "emptyDir");
+    }
+
+    #[test]
+    fn a_difference_is_named_from_the_outside_in() {
+        let mut wanted = agent();
+        wanted["ports"] = json!([{"name": "secretmode", "containerPort": 8099}]);
+        let cases = [
+            (json!([{"name": "secretmode", "containerPort": 1}]), "ports[0].containerPort", DiffKind::Differs),
+            (
+                json!([{"name": "secretmode", "containerPort": 8099, "hostPort": 1}]),
+                "ports[0].hostPort",
+                DiffKind::Added,
+            ),
+            (json!([{"containerPort": 8099}]), "ports[0].name", DiffKind::Missing),
+            (json!(["x"]), "ports[0]", DiffKind::Differs),
+            (json!([]), "ports", DiffKind::Missing),
+        ];
+        for (ports, field, kind) in cases {
+            let mut e = wanted.clone();
+            e["ports"] = ports;
+            let d = judge(e, wanted.clone()).unwrap_err();
+            assert_eq!((d.field.as_str(), d.kind), (field, kind), "{d}");
+        }
+        let d = diff(DiffKind::Differs, "").under("a").under("[1]").under("b");
+        assert_eq!(d.field, "b[1].a");
     }
 
     #[test]
