@@ -1,11 +1,11 @@
-//! Logging, set up once per command: tracing-subscriber's text or JSON formatter, to stderr
+//! Logging, set up once per command: a text layout of our own ([`fields`], the line
+//! tracing-subscriber's default format writes) or tracing-subscriber's JSON formatter, to stderr
 //! directly (CLI commands) or through the background [`writer`] (`serve`). [`printable`] makes
 //! text from a request, a pod or a provider safe to put in a line.
 
+pub mod fields;
 pub mod printable;
 pub mod writer;
-
-use std::io::IsTerminal;
 
 use clap::ValueEnum;
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full, Json, JsonFields};
@@ -39,8 +39,7 @@ pub struct LogGuard {
 
 /// Installs the global subscriber. `level` is an env-filter directive (`info`,
 /// `secretmode=debug`); `RUST_LOG` wins when set. Logs go to stderr so that `mutate` and
-/// `audit` output on stdout stays clean; colours only when stderr is a terminal, so container
-/// logs carry no escape codes.
+/// `audit` output on stdout stays clean; no colours, so container logs carry no escape codes.
 pub fn init(format: LogFormat, level: &str, writer: LogWriter) -> LogGuard {
     if writer == LogWriter::Background {
         // If the thread cannot be started, log directly rather than not at all.
@@ -58,13 +57,10 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(writer);
     // try_init: tests may install a subscriber more than once.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(fields::TextFields).event_format(fields::TextLine).try_init(),
         LogFormat::Json => json_layout(builder).try_init(),
     };
 }
@@ -86,7 +82,9 @@ where
 {
     let builder = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_ansi(false).with_writer(writer);
     match format {
-        LogFormat::Text => tracing::Dispatch::new(builder.finish()),
+        LogFormat::Text => {
+            tracing::Dispatch::new(builder.fmt_fields(fields::TextFields).event_format(fields::TextLine).finish())
+        }
         LogFormat::Json => tracing::Dispatch::new(json_layout(builder).finish()),
     }
 }

@@ -1,6 +1,5 @@
-//! What goes into a log line from outside. Lines are written by tracing-subscriber's own text
-//! and JSON formatters (set up in [`crate::logging`]); both write a `%field` as its `Display`,
-//! as it is. [`Printable`] is that `Display` for text that comes from a request, a pod or a
+//! What goes into a log line from outside. Lines are written by tracing-subscriber's formatters
+//! (set up in [`crate::logging`]); they write a `%field` as its `Display`, as it is. [`Printable`] is that `Display` for text that comes from a request, a pod or a
 //! provider, so that such text cannot end the line and forge the next one.
 
 use std::fmt;
@@ -13,19 +12,24 @@ pub struct Printable<'a>(pub &'a str);
 
 impl fmt::Display for Printable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Printable ASCII (a uid, a namespace) needs no look at each char.
-        if self.0.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            return f.write_str(self.0);
-        }
-        let mut rest = self.0;
-        while let Some(at) = rest.find(char::is_control) {
-            f.write_str(&rest[..at])?;
-            let ch = rest[at..].chars().next().unwrap_or_default();
-            write!(f, "{}", ch.escape_debug())?;
-            rest = &rest[at + ch.len_utf8()..];
-        }
-        f.write_str(rest)
+        write_escaped(f, self.0)
     }
+}
+
+/// Writes `text` with its control characters escaped, as [`Printable`] displays it.
+pub(crate) fn write_escaped(out: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    // Printable ASCII (a uid, a namespace) needs no look at each char.
+    if text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return out.write_str(text);
+    }
+    let mut rest = text;
+    while let Some(at) = rest.find(char::is_control) {
+        out.write_str(&rest[..at])?;
+        let ch = rest[at..].chars().next().unwrap_or_default();
+        write!(out, "{}", ch.escape_debug())?;
+        rest = &rest[at + ch.len_utf8()..];
+    }
+    out.write_str(rest)
 }
 
 /// Other modules' tests name the layout this way.
@@ -79,13 +83,14 @@ pub(crate) mod tests {
         assert_eq!(shown(""), "");
     }
 
-    /// Without `Printable` a `%` field is written as it is and a newline in it starts a line
-    /// that looks like the webhook's own; with it, the event stays one line in either layout.
+    /// A newline in a `%` field would start a line that looks like the webhook's own: the text
+    /// layout's fields escape it even without `Printable`, and with it the event stays one line
+    /// in either layout.
     #[test]
     fn a_printable_field_cannot_forge_a_line() {
         let forged = "u\n2026-11-23T00:00:00.000000Z  INFO forged";
         let raw = logged(Layout::Text, || tracing::info!(target: "secretmode::test", uid = %forged, "m"));
-        assert_eq!(raw.lines().count(), 2, "{raw}");
+        assert_eq!(raw.lines().count(), 1, "{raw}");
         for layout in [Layout::Text, Layout::Json] {
             let out = logged(layout, || tracing::info!(target: "secretmode::test", uid = %Printable(forged), "m"));
             assert_eq!(out.lines().count(), 1, "{layout:?}: {out}");
