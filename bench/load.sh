@@ -137,7 +137,7 @@ run() {
     # the ceiling's work with secretmode's answer for this mode (bench/ceiling.rs)
     ceiling-sized) port=$ceil_port pid=$ceil_pid path=/answer/$mode ;;
     ceiling-busy*) port=$ceil_port pid=$ceil_pid path=/busy/${server#ceiling-busy} ;;
-    # secretmode's review (admission::review) in the ceiling's handler, without serve's wrapper
+    # secretmode's review (review::review) in the ceiling's handler, without serve's wrapper
     ceiling-review) port=$ceil_port pid=$ceil_pid path=/review ;;
     # the ceiling with the review built as a serde_json::Value
     ceiling-value) port=$ceil_port pid=$ceil_pid path=/value ;;

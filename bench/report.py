@@ -6,7 +6,7 @@ on each target, and writes the same text to <dir>/summary.txt.
 Server `ceiling-sized` is the ceiling answering with secretmode's own answer for the mode: the
 ratio ceiling-sized/ceiling is what the size of the answer alone costs; `ceiling-busyN` is the
 ceiling plus N microseconds of busy work per request; `ceiling-review` is the ceiling's handler
-running secretmode's whole review (admission::review) and answering with its answer: the ratio
+running secretmode's whole review (review::review) and answering with its answer: the ratio
 ceiling-review/ceiling is what the review costs, and secretmode/ceiling-review what `serve` adds
 around it (body cap and timeout, query, metrics, log line, panic guard); `ceiling-naive-kube`
 and `ceiling-naive-value` are the ceiling's handler running the naive parse-clone-diff handler
@@ -146,7 +146,7 @@ if ratios:
         per_mode("secretmode / ceiling with secretmode's answer", sized, 1)
     review = against("ceiling-review")
     if review:
-        per_mode("the review alone (ceiling's handler running admission::review / ceiling)", review, 0)
+        per_mode("the review alone (ceiling's handler running review::review / ceiling)", review, 0)
         per_mode("what serve adds around the review (secretmode / ceiling running the review)", review, 1)
     value = against("ceiling-value")
     if value:
