@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::json::tree::JsonRef;
 use crate::logging::printable::Printable;
 use crate::vocabulary::mode::{Mode, VALID_MODES};
-use crate::vocabulary::names::is_reserved;
+use crate::vocabulary::names::{is_reserved, NAMED_SPEC_LISTS};
 use inject::InjectError;
 use patch::PatchOp;
 use plan::Plan;
@@ -244,7 +244,7 @@ fn injected_note(plan: &Plan, defaulted: bool) -> String {
 /// The first volume or container with a reserved `secretmode-` name, described for a denial.
 fn reserved_name(pod: &JsonRef<'_>) -> Option<String> {
     let spec = pod.get("spec")?;
-    for field in ["volumes", "containers", "initContainers"] {
+    for field in NAMED_SPEC_LISTS {
         for entry in JsonRef::entries(spec.get(field)) {
             if let Some(name) = entry.get("name").and_then(JsonRef::as_str) {
                 if is_reserved(name) {

@@ -17,6 +17,9 @@ pub fn is_reserved(name: &str) -> bool {
     name.starts_with(RESERVED_PREFIX)
 }
 
+/// The pod spec lists whose entries secretmode names, and so checks for a reserved name.
+pub const NAMED_SPEC_LISTS: [&str; 3] = ["volumes", "containers", "initContainers"];
+
 /// The Secrets Store CSI driver; a volume of this driver fetches from the provider at mount
 /// time, which is mode `csi` whether or not the webhook wrote it.
 pub const CSI_DRIVER: &str = "secrets-store.csi.k8s.io";

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::Number;
 
 use crate::json::tree::{JsonRef, ObjectRef};
-use crate::vocabulary::names::is_reserved;
+use crate::vocabulary::names::{is_reserved, NAMED_SPEC_LISTS};
 
 /// The pod as the decision reads it: deserialise it where the pod is (the AdmissionReview's
 /// `request.object`), then ask [`PodView::into_json`] for the tree.
@@ -54,7 +54,7 @@ impl<'a> PodView<'a> {
 /// name (which the decision compares in full).
 fn has_reserved_entry(pod: &JsonRef<'_>) -> bool {
     let Some(spec) = pod.get("spec") else { return false };
-    ["volumes", "containers", "initContainers"].into_iter().any(|field| {
+    NAMED_SPEC_LISTS.into_iter().any(|field| {
         JsonRef::entries(spec.get(field))
             .iter()
             .any(|e| e.get("name").and_then(JsonRef::as_str).is_some_and(is_reserved))
