@@ -471,6 +471,7 @@ mod tests {
             max_staleness_seconds: 300,
             start_deadline_seconds: 5,
             health_port: 8099,
+            on_change: None,
         };
         let agent = Agent::new(spec, dir.path().to_path_buf(), None, None, false);
         let answer = "permission denied\n2026-11-23T00:00:00.000000Z  INFO secretmode::agent: forged";

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::providers::{AgentItem, ProviderConfig};
-use crate::vocabulary::paths::SPEC_ENV;
+use crate::vocabulary::on_change::OnChange;
+use crate::vocabulary::paths::{SPEC_ENV, WATCH_SPEC_ENV};
 
 /// Version of the spec format; the agent refuses specs it does not understand.
 pub const SPEC_VERSION: u32 = 1;
@@ -40,6 +41,23 @@ pub struct AgentSpec {
     pub start_deadline_seconds: u64,
     /// Port for /startup, /healthz, /readyz and /metrics (sidecar only).
     pub health_port: u16,
+    /// What to do after each new generation is in place (sidecar only; `init` denies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_change: Option<OnChange>,
+}
+
+/// The contract between the webhook and `secretmode watch`, the watcher it injects in `eso` and
+/// `csi` pods that declare `on-change`: carried in [`WATCH_SPEC_ENV`]. References only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WatchSpec {
+    pub version: u32,
+    /// The directory the kubelet (Secret volume) or the CSI driver rewrites, by swapping its
+    /// `..data` symlink; mounted read-only in the watcher.
+    pub dir: String,
+    pub on_change: OnChange,
+    /// Port for /healthz and /metrics.
+    pub health_port: u16,
 }
 
 impl AgentSpec {
@@ -48,6 +66,19 @@ impl AgentSpec {
         if spec.version != SPEC_VERSION {
             return Err(format!(
                 "{SPEC_ENV} has version {}, this agent understands {SPEC_VERSION}: run the same secretmode version as the webhook",
+                spec.version
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+impl WatchSpec {
+    pub fn from_json(text: &str) -> Result<WatchSpec, String> {
+        let spec: WatchSpec = serde_json::from_str(text).map_err(|e| format!("invalid {WATCH_SPEC_ENV}: {e}"))?;
+        if spec.version != SPEC_VERSION {
+            return Err(format!(
+                "{WATCH_SPEC_ENV} has version {}, this watcher understands {SPEC_VERSION}: run the same secretmode version as the webhook",
                 spec.version
             ));
         }

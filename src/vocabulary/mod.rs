@@ -8,6 +8,7 @@
 pub mod duration;
 pub mod mode;
 pub mod names;
+pub mod on_change;
 pub mod paths;
 pub mod quantity;
 pub mod time;

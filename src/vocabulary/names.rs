@@ -9,6 +9,14 @@ pub const TOKEN_VOLUME: &str = "secretmode-token";
 pub const FALLBACK_VOLUME: &str = "secretmode-fallback";
 pub const INIT_CONTAINER: &str = "secretmode-init";
 pub const SIDECAR_CONTAINER: &str = "secretmode-sidecar";
+/// The init container that copies the exec wrapper (`env-values` outside `eso`) into
+/// [`EXEC_VOLUME`], a small disk-backed emptyDir the app containers mount read-only.
+pub const EXEC_CONTAINER: &str = "secretmode-exec";
+pub const EXEC_VOLUME: &str = "secretmode-bin";
+/// The watcher that fires `on-change` in `eso` and `csi` (`secretmode watch`).
+pub const WATCHER_CONTAINER: &str = "secretmode-watcher";
+/// The watcher's own status directory (an in-memory emptyDir, mounted in the watcher only).
+pub const WATCH_STATUS_VOLUME: &str = "secretmode-watch-status";
 /// Name of the sidecar's declared port (at most 15 characters).
 pub const PORT_NAME: &str = "secretmode";
 
@@ -40,10 +48,11 @@ pub mod keys {
     pub const MAX_STALENESS: &str = "max-staleness";
     pub const ENV_VALUES: &str = "env-values";
     pub const FALLBACK_SECRET: &str = "fallback-secret";
+    pub const ON_CHANGE: &str = "on-change";
     /// Written by the webhook, never read to decide anything.
     pub const INJECTED: &str = "injected";
 
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         MODE,
         "item.<name>",
         PROVIDER,
@@ -55,6 +64,7 @@ pub mod keys {
         MAX_STALENESS,
         ENV_VALUES,
         FALLBACK_SECRET,
+        ON_CHANGE,
     ];
 }
 

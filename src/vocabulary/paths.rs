@@ -7,6 +7,8 @@ use std::borrow::Cow;
 
 /// Environment variable carrying the JSON agent spec (`agent::spec`).
 pub const SPEC_ENV: &str = "SECRETMODE_AGENT_SPEC";
+/// Environment variable carrying the JSON watch spec (`agent::spec::WatchSpec`).
+pub const WATCH_SPEC_ENV: &str = "SECRETMODE_WATCH_SPEC";
 
 /// Where things are mounted inside the agent container, all under [`AGENT_DIR`], which no
 /// `secrets/mount-path` may overlap (the agent container mounts the files directory too).
@@ -14,6 +16,16 @@ pub const AGENT_DIR: &str = "/var/run/secrets/secretmode";
 pub const TOKEN_DIR: &str = "/var/run/secrets/secretmode/token";
 pub const TOKEN_FILE: &str = "/var/run/secrets/secretmode/token/token";
 pub const FALLBACK_DIR: &str = "/var/run/secrets/secretmode/fallback";
+/// The exec wrapper's directory in every container it wraps, and the wrapper in it.
+///
+/// A wrapped container's command becomes
+/// `[EXEC_PATH, "--env", "<STEM>,<STEM>,...", "--", <the container's own command>...]`; the
+/// wrapper reads each `<STEM>_FILE` variable's file into `<STEM>` and `exec`s the rest. The
+/// `secretmode-exec` init container runs `<agent.execBinary> --install EXEC_DIR`.
+pub const EXEC_DIR: &str = "/var/run/secrets/secretmode/bin";
+pub const EXEC_PATH: &str = "/var/run/secrets/secretmode/bin/secretmode-exec";
+/// Where the watcher writes its status file (`status.json`), in its own container only.
+pub const WATCH_STATUS_DIR: &str = "/var/run/secrets/secretmode/watch";
 
 /// Probe and metrics paths the sidecar serves on its health port.
 pub const STARTUP_PATH: &str = "/startup";

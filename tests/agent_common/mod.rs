@@ -284,6 +284,7 @@ pub fn spec(provider: ProviderConfig, items: Vec<AgentItem>, health_port: u16) -
         max_staleness_seconds: 6,
         start_deadline_seconds: 5,
         health_port,
+        on_change: None,
     }
 }
 

@@ -107,6 +107,7 @@ fn agent_container<'a>(
         max_staleness_seconds: plan.max_staleness.as_secs().max(1),
         start_deadline_seconds: a.start_deadline.0.as_secs().max(1),
         health_port: a.health_port,
+        on_change: None,
     };
     let mut env = vec![EnvVar { name: SPEC_ENV.into(), value: Some(EnvValue::Spec(Box::new(spec))), value_from: None }];
     if let Some((name, secret_ref)) = provider.secret_env() {

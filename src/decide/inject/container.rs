@@ -450,6 +450,7 @@ mod tests {
             max_staleness_seconds: 300,
             start_deadline_seconds: 5,
             health_port: 8099,
+            on_change: None,
         }
     }
 
