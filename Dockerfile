@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 #
 # secretmode: one static binary that is both the webhook (`secretmode serve`) and the injected
-# agent (`secretmode agent`, run by the agent containers as /secretmode).
+# agent (`secretmode agent`, run by the agent containers as /secretmode), and the small static
+# exec wrapper /secretmode-exec (std only, `secrets/env-values` in csi, init and sidecar: the
+# `secretmode-exec` init container copies it into each pod; docs/AGENT.md, "Exec wrapper").
 #
 #   docker build -t ghcr.io/secretmode/secretmode:0.1.0 .
 #
@@ -24,9 +26,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     set -eux; \
     target="$(uname -m)-unknown-linux-musl"; \
     rustup target add "$target"; \
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bin secretmode; \
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bin secretmode --bin secretmode-exec; \
     install -D -m 0755 "target/$target/release/secretmode" /out/secretmode; \
-    /out/secretmode version
+    install -D -m 0755 "target/$target/release/secretmode-exec" /out/secretmode-exec; \
+    /out/secretmode version; \
+    printf ok > /tmp/check; \
+    CHECK_FILE=/tmp/check /out/secretmode-exec --env CHECK -- sh -c 'test "$CHECK" = ok'; \
+    /out/secretmode-exec --help >/dev/null
 
 FROM gcr.io/distroless/static-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.title="secretmode" \
@@ -34,6 +40,7 @@ LABEL org.opencontainers.image.title="secretmode" \
       org.opencontainers.image.source="https://github.com/secretmode/secretmode" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build --chown=0:0 --chmod=0555 /out/secretmode /secretmode
+COPY --from=build --chown=0:0 --chmod=0555 /out/secretmode-exec /secretmode-exec
 # distroless's `nonroot` user, by number so runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
 EXPOSE 8443 8080

@@ -1,7 +1,8 @@
 //! The Dockerfile, read as text (no Docker engine runs on these machines): a multi-stage build
-//! of a static musl release binary, copied to `/secretmode` (where the injected agent runs it)
-//! on a scratch or distroless static base, running as a numeric non-root user with nothing that
-//! needs a shell at run time.
+//! of static musl release binaries, `secretmode` copied to `/secretmode` (where the injected
+//! agent runs it) and the exec wrapper `secretmode-exec` to `agent.execBinary`
+//! (`/secretmode-exec`, 0555), on a scratch or distroless static base, running as a numeric
+//! non-root user with nothing that needs a shell at run time.
 
 use std::path::Path;
 
@@ -61,7 +62,16 @@ fn multi_stage_static_musl_binary_on_a_minimal_nonroot_base() {
     let build_name = build.name.clone().expect("the build stage is named");
     let run: String =
         build.instructions.iter().filter(|(op, _)| op == "RUN").map(|(_, r)| r.as_str()).collect::<Vec<_>>().join(" ");
-    for needle in ["cargo build", "--release", "--locked", "unknown-linux-musl", "+crt-static", "musl-tools"] {
+    for needle in [
+        "cargo build",
+        "--release",
+        "--locked",
+        "unknown-linux-musl",
+        "+crt-static",
+        "musl-tools",
+        "--bin secretmode ",
+        "--bin secretmode-exec",
+    ] {
         assert!(run.contains(needle), "build stage lacks {needle:?}");
     }
 
@@ -79,6 +89,19 @@ fn multi_stage_static_musl_binary_on_a_minimal_nonroot_base() {
         .expect("COPY --from the build stage");
     let binary = secretmode::config::Config::builtin().unwrap().agent.binary;
     assert!(copy.1.ends_with(&format!(" {binary}")), "the binary lands at the agent's path {binary}: {}", copy.1);
+
+    // The exec wrapper, where the `secretmode-exec` init container runs it, read-only for all.
+    let exec_binary = exec_binary();
+    let exec_copy = last
+        .instructions
+        .iter()
+        .find(|(op, rest)| op == "COPY" && rest.ends_with(&format!(" {exec_binary}")))
+        .unwrap_or_else(|| panic!("no COPY of the exec wrapper to {exec_binary}"));
+    assert!(exec_copy.1.contains(&format!("--from={build_name}")), "{}", exec_copy.1);
+    assert!(exec_copy.1.contains("--chmod=0555"), "the wrapper is 0555: {}", exec_copy.1);
+    assert!(exec_copy.1.contains("/secretmode-exec "), "it is the secretmode-exec binary: {}", exec_copy.1);
+    // The build stage runs the static wrapper once, on a real file, before it is shipped.
+    assert!(run.contains("secretmode-exec --env"), "the build stage tries the wrapper");
 
     let user = last.instructions.iter().rev().find(|(op, _)| op == "USER").expect("USER").1.clone();
     let ids: Vec<u32> = user.split(':').map(|p| p.parse().expect("numeric uid[:gid]")).collect();
@@ -99,6 +122,17 @@ fn multi_stage_static_musl_binary_on_a_minimal_nonroot_base() {
         .expect("rust-version");
     let version = |s: &str| s.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
     assert!(version(arg) >= version(&declared), "RUST_VERSION {arg} < rust-version {declared}");
+}
+
+/// `agent.execBinary` in the built-in config; the I24 default `/secretmode-exec` when the key is
+/// left out (the config's serde default).
+fn exec_binary() -> String {
+    let text = std::fs::read_to_string(root().join("src/config/default-config.yaml")).unwrap();
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    match &config["agent"]["execBinary"] {
+        serde_yaml::Value::Null => "/secretmode-exec".to_string(),
+        v => v.as_str().expect("agent.execBinary is a string").to_string(),
+    }
 }
 
 #[test]
