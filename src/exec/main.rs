@@ -253,6 +253,9 @@ fn exec(items: Vec<(String, OsString)>, command: &[OsString]) -> (u8, String) {
 fn install(dir: &Path) -> Result<PathBuf, String> {
     let target = dir.join(INSTALLED_NAME);
     let temp = dir.join(format!(".{INSTALLED_NAME}.{}.tmp", std::process::id()));
+    // A restarted init container is PID 1 again: a temporary file its crashed predecessor left
+    // under the same name (perhaps already 0555) goes first.
+    let _ = std::fs::remove_file(&temp);
     let copy = || -> Result<(), String> {
         let mut source =
             File::open("/proc/self/exe").map_err(|e| format!("cannot open /proc/self/exe (this executable): {e}"))?;
@@ -455,6 +458,13 @@ mod tests {
         assert_eq!(meta.len(), std::fs::metadata("/proc/self/exe").unwrap().len());
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [OsString::from(INSTALLED_NAME)]);
+
+        // A predecessor with the same pid (PID 1 in a container) left its temporary file.
+        let stale = dir.path().join(format!(".{INSTALLED_NAME}.{}.tmp", std::process::id()));
+        std::fs::write(&stale, b"partial").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o555)).unwrap();
+        install(dir.path()).unwrap();
+        assert!(!stale.exists());
 
         let message = install(&dir.path().join("no-such-dir")).unwrap_err();
         assert!(message.contains("no-such-dir") && message.contains("no such file"), "{message}");
