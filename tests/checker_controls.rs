@@ -14,7 +14,9 @@
 //! - the custom-resource check (`checkers::crd_check`): an ExternalSecret and a
 //!   SecretProviderClass each with a wrong field, a wrong type, a missing required field, a
 //!   kind it has no schema for;
-//! - `scripts/build-static --check`: a dynamically linked binary.
+//! - `scripts/build-static --check`: a dynamically linked binary; `--check-exec` (the exec
+//!   wrapper's checks): a wrapper too large, one that does not set the value, one that does
+//!   not install itself, beside a minimal working one.
 
 mod checkers;
 mod support;
@@ -327,4 +329,90 @@ fn the_static_link_check_refuses_a_dynamic_binary() {
     }
     let out = check(&root().join("README.md"));
     assert!(!out.status.success(), "a file that is no ELF binary is not static");
+}
+
+/// A minimal exec wrapper in C (`--install DIR`, `--env STEM -- CMD...`), for the controls of
+/// `scripts/build-static --check-exec`: `-DPAD` makes it too large, `-DNO_VALUE` skips setting
+/// the value, `-DNO_INSTALL` succeeds without installing anything.
+const C_WRAPPER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#ifdef PAD
+static const char pad[2 << 20] = {1};
+#endif
+int main(int argc, char **argv) {
+#ifdef PAD
+    if (argc > 99) return pad[argc];
+#endif
+    if (argc == 3 && !strcmp(argv[1], "--install")) {
+#ifdef NO_INSTALL
+        return 0;
+#endif
+        char to[4096]; snprintf(to, sizeof to, "%s/secretmode-exec", argv[2]);
+        FILE *in = fopen("/proc/self/exe", "rb"), *out = fopen(to, "wb");
+        if (!in || !out) return 125;
+        char buf[65536]; size_t n;
+        while ((n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+        fclose(out); chmod(to, 0555); return 0;
+    }
+    if (argc >= 5 && !strcmp(argv[1], "--env") && !strcmp(argv[3], "--")) {
+        char var[256]; snprintf(var, sizeof var, "%s_FILE", argv[2]);
+        FILE *f = fopen(getenv(var), "rb");
+        if (!f) return 125;
+        static char value[131072]; size_t n = fread(value, 1, sizeof value - 1, f);
+        value[n] = 0;
+#ifndef NO_VALUE
+        setenv(argv[2], value, 1);
+#endif
+        execvp(argv[4], argv + 4); return 127;
+    }
+    return 125;
+}
+"#;
+
+/// `scripts/build-static --check-exec` accepts a static binary that installs itself and sets a
+/// value from a file, and refuses the same binary too large, not setting the value, or not
+/// installing itself (besides a dynamic one, refused by the check above).
+#[test]
+fn the_exec_wrapper_check_refuses_a_large_or_broken_wrapper() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("wrapper.c");
+    std::fs::write(&source, C_WRAPPER).unwrap();
+    let cases = [
+        ("working", None, None),
+        ("padded", Some("-DPAD"), Some("bytes, over 1048576")),
+        ("no-value", Some("-DNO_VALUE"), Some("did not set CHECK from its file")),
+        ("no-install", Some("-DNO_INSTALL"), Some("into a missing directory succeeded")),
+    ];
+    for (name, define, refusal) in cases {
+        let bin = dir.path().join(name);
+        let cc = Command::new("gcc")
+            .args(["-static", "-O1"])
+            .args(define)
+            .arg("-o")
+            .arg(&bin)
+            .arg(&source)
+            .output()
+            .expect("gcc");
+        assert!(cc.status.success(), "gcc {name}: {}", String::from_utf8_lossy(&cc.stderr));
+        let out = Command::new(root().join("scripts/build-static"))
+            .arg("--check-exec")
+            .arg(&bin)
+            .output()
+            .expect("run scripts/build-static");
+        let text = String::from_utf8_lossy(&out.stdout);
+        match refusal {
+            None => {
+                assert!(out.status.success(), "{name}: {text}");
+                assert!(text.contains("static binary OK"), "{name}: {text}");
+            }
+            Some(why) => {
+                assert!(!out.status.success(), "{name} passed: {text}");
+                assert!(text.contains(why), "{name}: {text}");
+            }
+        }
+    }
 }
