@@ -287,6 +287,13 @@ fn the_command_is_found_in_path_and_its_failures_are_126_and_127() {
     let out = pod.run(&["DB_PASSWORD"], &[script.to_str().unwrap()], &[], &env);
     assert_fails(&out, 126, &["permission denied"]);
 
+    // A script whose interpreter is missing (execve says ENOENT for the script itself).
+    let orphan = pod.path("/orphan.sh");
+    std::fs::write(&orphan, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&orphan, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = pod.run(&["DB_PASSWORD"], &[orphan.to_str().unwrap()], &[], &env);
+    assert_fails(&out, 127, &["interpreter (#! line) or dynamic loader was not found"]);
+
     // Made executable, it runs, with its args, and sees the value.
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(&script, format!("#!/bin/sh\n{REPORT}\n")).unwrap();

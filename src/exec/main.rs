@@ -208,6 +208,12 @@ fn exec_failure(program: &OsStr, error: &io::Error) -> (u8, String) {
     let name = Path::new(program).display();
     let searched = if program.as_bytes().contains(&b'/') { "" } else { " in PATH" };
     match error.raw_os_error() {
+        // execve says ENOENT too when the file is there but its #! interpreter or its dynamic
+        // loader is not.
+        Some(ENOENT) if Path::new(program).is_file() => (
+            EXIT_NOT_FOUND,
+            format!("command {name}: its interpreter (#! line) or dynamic loader was not found"),
+        ),
         Some(ENOENT) => (EXIT_NOT_FOUND, format!("command {name}: not found{searched}")),
         Some(EACCES) => (
             EXIT_CANNOT_RUN,
@@ -441,6 +447,11 @@ mod tests {
         assert_eq!((c, m.as_str()), (127, "command app: not found in PATH"));
         let (c, m) = code(ENOENT, "/bin/app");
         assert_eq!((c, m.as_str()), (127, "command /bin/app: not found"));
+        let (c, m) = code(ENOENT, "/proc/self/exe");
+        assert_eq!(
+            (c, m.as_str()),
+            (127, "command /proc/self/exe: its interpreter (#! line) or dynamic loader was not found")
+        );
         assert_eq!(code(EACCES, "/app").0, 126);
         assert_eq!(code(ENOEXEC, "/app").0, 126);
         assert!(code(E2BIG, "/app").1.contains("too large"));
