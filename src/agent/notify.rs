@@ -211,7 +211,7 @@ async fn run(record: Arc<Record>, mut rx: watch::Receiver<u64>, recorded: impl F
                     Err(e) => {
                         // Logged at the first failure and then every tenth: an app that takes
                         // a minute to come up must not flood the log.
-                        if attempts == 1 || attempts % 10 == 0 {
+                        if attempts == 1 || attempts.is_multiple_of(10) {
                             tracing::warn!(action = %record.action(), attempts, error = %e, "on-change notification failed; retrying");
                         }
                         record.set(Last { at, result: Outcome::Retrying, attempts, error: Some(e) });
