@@ -42,6 +42,8 @@ enum Command {
     Mutate(mutate::MutateArgs),
     /// The injected agent: fetch secrets into files (init) or keep them fresh (sidecar).
     Agent(agent::AgentArgs),
+    /// The eso/csi watcher: fire the on-change action when the kubelet or CSI driver swaps `..data`.
+    Watch(agent::watch::WatchArgs),
     /// Wait until the local sidecar has synced (postStart hook of a plain sidecar).
     #[command(hide = true)]
     AgentWait(agent::WaitArgs),
@@ -57,7 +59,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_level = match &cli.command {
-        Command::Agent(_) => agent::log_directives(&cli.log_level),
+        Command::Agent(_) | Command::Watch(_) => agent::log_directives(&cli.log_level),
         _ => cli.log_level.clone(),
     };
     // Only the webhook logs on a hot path (a line per admission).
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => webhook::run(args),
         Command::Mutate(args) => mutate::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Watch(args) => agent::watch::run(args),
         Command::AgentWait(args) => agent::run_wait(args),
         Command::Audit(args) => audit::run(args),
         Command::Certs(cmd) => certs::run(cmd),

@@ -7,14 +7,17 @@
 //! Modules: [`mod@run`] is the loop, [`writer`] swaps file sets atomically, [`status`] is the
 //! single record behind the status file, health endpoints and metrics, [`health`] serves
 //! them, [`fallback`] seeds from the fallback Secret, [`wait`] is the plain sidecar's
-//! postStart hook. The provider clients it drives are in `crate::providers`.
+//! postStart hook, [`notify`] fires the `on-change` action, [`watch`] is `secretmode watch`
+//! (the eso/csi watcher). The provider clients it drives are in `crate::providers`.
 
 pub mod fallback;
 pub mod health;
+pub mod notify;
 pub mod run;
 pub mod spec;
 pub mod status;
 pub mod wait;
+pub mod watch;
 pub mod writer;
 
 use std::net::{IpAddr, SocketAddr};
@@ -114,7 +117,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 
 /// Resolves on the first SIGTERM or SIGINT. The handlers are installed when this is called
 /// (inside a runtime), not when it is first awaited.
-fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::fallback;
+use super::notify::Notifier;
 use super::spec::AgentSpec;
 use super::status::Status;
 use super::writer::{self, WriteError};
@@ -71,6 +72,8 @@ pub struct Agent {
     provider: Option<Provider>,
     last_files: Option<BTreeMap<String, Vec<u8>>>,
     once: bool,
+    /// Fires `on_change` after each new generation that replaces one (sidecar only).
+    notifier: Option<Notifier>,
 }
 
 /// How the start-up phase ended.
@@ -97,7 +100,7 @@ impl Agent {
         once: bool,
     ) -> Agent {
         let status = Arc::new(Status::new(&spec));
-        Agent { spec, mount, token_file, fallback_dir, status, provider: None, last_files: None, once }
+        Agent { spec, mount, token_file, fallback_dir, status, provider: None, last_files: None, once, notifier: None }
     }
 
     fn interval(&self) -> Duration {
@@ -136,14 +139,19 @@ impl Agent {
     }
 
     /// One refresh: fetch every item, write the set if it changed. Nothing on disk changes
-    /// unless every item was fetched and valid.
+    /// unless every item was fetched and valid. A new set that replaces one the app may have
+    /// read fires `on_change`; the first set never does (the app reads it at start).
     async fn refresh(&mut self, budget: Budget) -> Result<bool, RefreshError> {
         let items = self.spec.items.clone();
         let fetched = self.provider().await?.fetch(&items, budget).await?;
-        let changed = self.last_files.as_ref() != Some(&fetched.files) || !writer::has_data(&self.mount);
+        let replaces = writer::has_data(&self.mount);
+        let changed = self.last_files.as_ref() != Some(&fetched.files) || !replaces;
         if changed {
             writer::write_set(&self.mount, &fetched.files)?;
             self.last_files = Some(fetched.files);
+            if let (true, Some(n)) = (replaces, &self.notifier) {
+                n.changed();
+            }
         }
         self.status.record_success(fetched.versions);
         Ok(changed)
@@ -218,6 +226,8 @@ impl Agent {
             Some(dir) if last.is_outage() => match fallback::load(dir, &self.spec.items) {
                 Ok(files) => match writer::write_set(&self.mount, &files) {
                     Ok(()) => {
+                        // Live values equal to the fallback's are no change for the app.
+                        self.last_files = Some(files);
                         self.status.record_fallback();
                         self.write_status();
                         return Ok(Started::Fallback(line, last.kind()));
@@ -346,6 +356,15 @@ impl Agent {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .unwrap_or_default();
         self.status.record_adopted(&previous);
+        // What the app may have read: a refresh that finds the same values changes nothing
+        // (no new generation, no on-change notification).
+        let on_disk: Option<BTreeMap<String, Vec<u8>>> = self
+            .spec
+            .items
+            .iter()
+            .map(|i| Some((i.name.clone(), std::fs::read(self.mount.join(&i.name)).ok()?)))
+            .collect();
+        self.last_files = on_disk;
         self.write_status();
         tracing::info!(state = self.status.state().as_str(), "restarted: serving the files from the previous run");
         true
@@ -403,6 +422,14 @@ pub async fn sidecar(
         .map_err(|e| anyhow::anyhow!("cannot listen on {health} for health and metrics: {e}"))?;
     tracing::info!(%addr, provider = %agent.spec.provider_name, items = agent.spec.items.len(), "sidecar started");
     tokio::spawn(Agent::status_clock(agent.status.clone(), agent.mount.clone()));
+    if let Some(record) = agent.status.notify.clone() {
+        let (status, mount) = (agent.status.clone(), agent.mount.clone());
+        agent.notifier = Some(Notifier::spawn(record, move || {
+            if let Err(e) = status.write_file(&mount) {
+                tracing::warn!(error = %e, "cannot write the status file");
+            }
+        }));
+    }
     let work = async {
         if agent.adopt_previous() {
             // Refresh right away rather than after a full interval.

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 
+use super::notify::Record;
 use super::spec::AgentSpec;
 use super::writer::{self, WriteError};
 use crate::providers::{Credentials, ItemVersion, Report};
@@ -88,8 +89,10 @@ pub struct Status {
     pub metrics: Metrics,
     /// Woken on every change, so the status clock recomputes when the next state change is due.
     pub changed: tokio::sync::Notify,
-    /// One writer of status.json at a time (the loop and the status clock).
+    /// One writer of status.json at a time (the loop, the status clock, the notifier).
     file: Mutex<()>,
+    /// What the `on-change` notifier did, when the spec declares one.
+    pub notify: Option<std::sync::Arc<Record>>,
 }
 
 impl Status {
@@ -113,6 +116,7 @@ impl Status {
             metrics: Metrics::default(),
             changed: tokio::sync::Notify::new(),
             file: Mutex::new(()),
+            notify: spec.on_change.clone().map(|a| std::sync::Arc::new(Record::new(a))),
         }
     }
 
@@ -314,6 +318,8 @@ impl Status {
                 "expiring": c.expiring,
             })),
             "items": items,
+            "onChange": self.notify.as_ref().map(|n| n.action().to_string()),
+            "lastNotification": self.notify.as_ref().map(|n| n.to_json()),
         })
     }
 
@@ -381,6 +387,9 @@ impl Status {
             "1 for the current state (starting, fresh, failing, stale, fallback)",
             self.metrics.state.clone(),
         );
+        if let Some(n) = &self.notify {
+            n.register(sub);
+        }
         let mut out = String::new();
         if encode(&mut out, &registry).is_err() {
             return String::from("# metrics encoding failed\n");
