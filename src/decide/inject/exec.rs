@@ -10,7 +10,10 @@
 //!
 //! A container whose command already starts with [`EXEC_PATH`] is wrapped already (a
 //! reinvocation, a template baked by `secretmode mutate`): it is judged by
-//! [`owned::wrapped_command`], never wrapped twice.
+//! [`owned::wrapped_command`], never wrapped twice. On reinvocation (the installer is in the
+//! pod already) a container that is not wrapped was added by a later webhook (a mesh proxy,
+//! whose command is often in its image): like every container a later webhook adds, it gets
+//! the mount and the `_FILE` env vars and nothing else, so it is neither wrapped nor denied.
 
 use serde::Serialize;
 
@@ -74,14 +77,30 @@ pub(super) fn installer(a: &AgentConfig) -> Installer<'_> {
     }
 }
 
-/// The wrapped command for container `name`, or `None` when it is wrapped already as this
-/// injection wraps it.
+/// What is done to one target container's command.
+pub(super) enum Wrap<'p> {
+    /// Wrapped already, as this injection wraps it.
+    Already,
+    /// This command is written (an `add` of `command`, which replaces the member).
+    New(Vec<&'p str>),
+    /// Left alone: added by a later webhook, on reinvocation.
+    Later,
+}
+
+/// The wrapped command for container `name`; `installed`: the installer is in the pod
+/// already (a reinvocation).
 pub(super) fn wrap<'p>(
     name: &str,
     command: Option<&'p JsonRef<'_>>,
     stems: &'p str,
     prefix: &str,
-) -> Result<Option<Vec<&'p str>>, InjectError> {
+    installed: bool,
+) -> Result<Wrap<'p>, InjectError> {
+    if installed
+        && !command.and_then(JsonRef::as_array).and_then(<[_]>::first).is_some_and(|c| c.as_str() == Some(EXEC_PATH))
+    {
+        return Ok(Wrap::Later);
+    }
     let command = match command {
         Some(JsonRef::Array(c)) if !c.is_empty() => c,
         None | Some(JsonRef::Null) | Some(JsonRef::Array(_)) => {
@@ -90,14 +109,14 @@ pub(super) fn wrap<'p>(
                     "{prefix}/env-values: container {name} sets no command, so the exec wrapper cannot start it (its entrypoint is in the image, which the webhook never looks up)"
                 ),
                 format!(
-                    "set command (and args) on container {name}, or use mode eso, or remove {prefix}/env-values and read the <ITEM>_FILE files"
+                    "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or use mode eso, or remove {prefix}/env-values and read the <ITEM>_FILE files"
                 ),
             )
         }
         Some(_) => return Err(InjectError::Malformed(format!("container {name}: command is not a list"))),
     };
     match owned::wrapped_command(command, stems) {
-        Ok(Wrapped::Yes) => return Ok(None),
+        Ok(Wrapped::Yes) => return Ok(Wrap::Already),
         Ok(Wrapped::No) => {}
         Err(d) => {
             return deny(
@@ -114,5 +133,5 @@ pub(super) fn wrap<'p>(
             None => return Err(InjectError::Malformed(format!("container {name}: command holds a non-string"))),
         }
     }
-    Ok(Some(wrapped))
+    Ok(Wrap::New(wrapped))
 }

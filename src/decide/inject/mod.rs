@@ -61,6 +61,8 @@ struct Desired<'a> {
     env: Vec<EnvVar<'a>>,
     /// The wrapper's `--env` list, when commands are wrapped (`exec.rs`).
     wrap: Option<String>,
+    /// The wrapper's installer is in the pod already: a reinvocation (`exec.rs`).
+    installed: bool,
     /// Each target container gets `SECRETMODE_SIGNAL_TARGET=<its name>` (`signal.rs`).
     signal: bool,
 }
@@ -106,7 +108,8 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
     } else {
         None
     };
-    let desired = desired(pod, plan, config, ctx, sender_user)?;
+    let mut desired = desired(pod, plan, config, ctx, sender_user)?;
+    desired.installed = init_containers.iter().any(|(n, _)| *n == EXEC_CONTAINER);
     check_reserved(&volumes, &app_containers, &init_containers, &desired)?;
     let targets = target_containers(&app_containers, &init_containers, plan, prefix)?;
 
@@ -133,7 +136,8 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
 }
 
 /// Inserts our containers that belong in `list` and are not `present` yet, first in the list
-/// and in their order: the exec installer, then the agent, then the watcher.
+/// and in their order: the agent (the init agent stays the first init container), then the
+/// exec installer, then the watcher.
 fn insert_first(
     ops: &mut Vec<PatchOp>,
     spec: &ObjectRef<'_>,
@@ -144,20 +148,13 @@ fn insert_first(
 ) -> Result<(), InjectError> {
     let missing = |name: &str| !present.iter().any(|(n, _)| *n == name);
     let mut texts = Vec::new();
-    let (exec, rest): (Vec<&Other>, Vec<&Other>) = desired
-        .others
-        .iter()
-        .filter(|o| o.as_init == as_init && missing(o.name))
-        .partition(|o| o.name == EXEC_CONTAINER);
-    for other in exec {
-        texts.push(JsonText::of(&other.value)?);
-    }
     if let Some((agent, init)) = &desired.agent {
         if *init == as_init && missing(agent.name()) {
             texts.push(agent.to_json()?);
         }
     }
-    for other in rest {
+    // `others` holds the installer before the watcher.
+    for other in desired.others.iter().filter(|o| o.as_init == as_init && missing(o.name)) {
         texts.push(JsonText::of(&other.value)?);
     }
     match spec.get(list) {
@@ -313,7 +310,7 @@ fn desired<'a>(
         others.push(Other { name: WATCHER_CONTAINER, value: serde_json::to_value(&watcher)?, as_init });
     }
     let exec_mount = wrap.is_some().then(exec::app_mount);
-    Ok(Desired { volumes, agent, others, mount, exec_mount, env, wrap, signal: plan.signals() })
+    Ok(Desired { volumes, agent, others, mount, exec_mount, env, wrap, installed: false, signal: plan.signals() })
 }
 
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
@@ -452,12 +449,21 @@ fn wire_container(
     ops: &mut Vec<PatchOp>,
 ) -> Result<(), InjectError> {
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
+    // `command` is read only here: the webhook's pod view keeps it only for such pods.
+    let wrap = match &desired.wrap {
+        Some(stems) => Some(exec::wrap(name, container.get("command"), stems, prefix, desired.installed)?),
+        None => None,
+    };
+    let exec_mount = match wrap {
+        Some(Wrap::Already | Wrap::New(_)) => desired.exec_mount.as_ref(),
+        Some(Wrap::Later) | None => None,
+    };
     let mut has_mount = false;
     let mut has_exec_mount = false;
     for m in JsonRef::entries(container.get("volumeMounts")) {
         let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
-        let ours = match &desired.exec_mount {
+        let ours = match exec_mount {
             _ if m_name == SECRETS_VOLUME => Some(&desired.mount),
             Some(exec) if m_name == EXEC_VOLUME => Some(exec),
             _ => None,
@@ -478,7 +484,7 @@ fn wire_container(
                 format!("container {name} already mounts {m_name} at {m_path}, which overlaps the secrets directory {mount_path}"),
                 format!("set {prefix}/mount-path to a directory of its own"),
             );
-        } else if desired.exec_mount.is_some() && paths_overlap(m_path, EXEC_DIR) {
+        } else if exec_mount.is_some() && paths_overlap(m_path, EXEC_DIR) {
             return deny(
                 format!("container {name} already mounts {m_name} at {m_path}, which overlaps the exec wrapper's directory {EXEC_DIR}"),
                 format!("move that mount, or remove {prefix}/env-values"),
@@ -490,7 +496,7 @@ fn wire_container(
         mounts[0] = Some(&desired.mount);
     }
     if !has_exec_mount {
-        mounts[1] = desired.exec_mount.as_ref();
+        mounts[1] = exec_mount;
     }
     let mounts: &[&Mount] = match mounts {
         [Some(a), Some(b)] => &[a, b],
@@ -499,11 +505,8 @@ fn wire_container(
     };
     append_all(ops, container_path(index, "volumeMounts"), container.get("volumeMounts"), mounts)?;
 
-    // `command` is read only here: the webhook's pod view keeps it only for such pods.
-    if let Some(stems) = &desired.wrap {
-        if let Some(command) = exec::wrap(name, container.get("command"), stems, prefix)? {
-            ops.push(PatchOp::add(container_path(index, "command"), &command)?);
-        }
+    if let Some(Wrap::New(command)) = &wrap {
+        ops.push(PatchOp::add(container_path(index, "command"), command)?);
     }
 
     // The signal's sender finds this container's main process by this variable.
@@ -554,6 +557,7 @@ mod volumes;
 mod watcher;
 
 use container::{AgentContainer, EnvValue, EnvVar, Mount};
+use exec::Wrap;
 use volumes::Volume;
 
 impl From<serde_json::Error> for InjectError {

@@ -766,7 +766,12 @@ fn env_values_wrap_every_target_command_in_csi_init_and_sidecar() {
         assert!(warnings.iter().any(|w| w.contains("/proc/<pid>/environ") && w.contains("restart")), "{warnings:?}");
         let spec = &out["spec"];
         let installer = find(&spec["initContainers"], EXEC_CONTAINER);
-        assert_eq!(spec["initContainers"][0]["name"], EXEC_CONTAINER, "{mode}: the installer runs first");
+        let first = match mode {
+            "init" => INIT_CONTAINER,
+            "sidecar" => SIDECAR_CONTAINER,
+            _ => EXEC_CONTAINER,
+        };
+        assert_eq!(spec["initContainers"][0]["name"], first, "{mode}: the agent stays first");
         assert_eq!(installer["command"], json!(["/secretmode-exec", "--install", EXEC_DIR]));
         assert_eq!(installer["image"], config().agent.image);
         assert_restricted(installer);
@@ -1035,4 +1040,17 @@ fn an_item_may_not_take_the_signal_target_variable() {
     );
     let Decision::Deny { message, .. } = admit_with(&p, &c).1 else { panic!() };
     assert!(message.contains("SECRETMODE_SIGNAL_TARGET") && message.contains("rename the item"), "{message}");
+}
+
+#[test]
+fn a_container_added_by_a_later_webhook_is_not_wrapped_on_reinvocation() {
+    let mut out = injected(&pod(with_mode("sidecar", json!({"secrets/env-values": "true"})), commanded()));
+    out["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "mesh-proxy", "image": "mesh/proxy:1"}));
+    let (again, d) = admit(&out);
+    assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }), "{d:?}");
+    let proxy = &again["spec"]["containers"][2];
+    assert!(proxy.get("command").is_none());
+    assert!(env_value(proxy, "DB_PASSWORD_FILE")["value"].is_string());
+    assert!(proxy["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != EXEC_VOLUME));
+    idempotent(&again);
 }
