@@ -522,7 +522,7 @@ fn messages_name_annotations_with_the_configured_prefix() {
     let non_root_eso =
         json!({"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "app", "image": "nginx"}]});
     let item = ("item.db", "apps/x/db#password");
-    let run_as_1000 = json!({"securityContext": {"runAsUser": 1000},
+    let run_as_1000 = json!({"securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
         "containers": [{"name": "app", "image": "nginx", "command": ["nginx", "-g", "daemon off;"]}]});
     let denials: Vec<(&str, Value, Value)> = vec![
         ("elsewhere", a(&[("mode", "vault"), item]), app()),

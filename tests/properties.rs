@@ -274,7 +274,7 @@ fn pod() -> impl Strategy<Value = (String, Value)> {
                     }
                     _ => {
                         annotations.insert("secrets/on-change".into(), json!("signal:HUP"));
-                        spec_extra.insert("securityContext".into(), json!({"runAsUser": 1000}));
+                        spec_extra.insert("securityContext".into(), json!({"runAsUser": 1000, "runAsGroup": 1000}));
                     }
                 }
                 for (k, v) in other.unwrap_or_default() {

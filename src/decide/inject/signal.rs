@@ -4,30 +4,49 @@
 //! the `SECRETMODE_SIGNAL_TARGET` env var (set to the container's name in each target
 //! container) and `kill`s it. So the pod's process namespace is shared
 //! (`shareProcessNamespace: true`; a pod that sets it `false` is denied), and the sender runs
-//! as the app's own user: reading `/proc/<pid>/environ` and `kill` both need the same uid.
-//! That user is each target container's effective `runAsUser` (its own securityContext, else
-//! the pod's); unknown, different between targets, or root is denied: the webhook never runs
-//! an injected container as root, and never guesses a uid the image might set.
+//! as the app's own user and group: `kill` needs the same uid, and reading
+//! `/proc/<pid>/environ` needs the same uid *and* gid (the kernel's ptrace access check,
+//! `__ptrace_may_access`: real, effective and saved ids of both must match, short of
+//! `CAP_SYS_PTRACE`, which an injected container never has). Those are each target
+//! container's effective `runAsUser` and `runAsGroup` (its own securityContext, else the
+//! pod's); unknown, different between targets, or root (0) is denied: the webhook never runs
+//! an injected container as root, and never guesses an id the image might set. The group is
+//! the one the agent and watcher join anyway (`agent::app_group`).
 
 use super::{deny, InjectError};
 use crate::json::tree::{JsonRef, ObjectRef};
 
-/// The uid the sender runs as: the targets' common, known, non-root `runAsUser`.
+/// The uid the sender runs as: the targets' common, known, non-root `runAsUser`, after
+/// checking that their `runAsGroup` is common, known and non-root too (the sender joins it).
 pub(super) fn sender_user(
     spec: &ObjectRef<'_>,
     targets: &[(&str, &JsonRef<'_>)],
     prefix: &str,
 ) -> Result<i64, InjectError> {
-    let fix = "set a non-root runAsUser in the pod's securityContext (the app's own uid), so the signal can be sent as that user";
-    let pod_user = spec.get("securityContext").and_then(|sc| sc.get("runAsUser"));
-    let mut user: Option<(i64, &str)> = None;
+    let uid = common_id(spec, targets, prefix, "runAsUser", "user")?;
+    common_id(spec, targets, prefix, "runAsGroup", "group")?;
+    Ok(uid)
+}
+
+/// The targets' common effective `field` (container, else pod), known and non-zero.
+fn common_id(
+    spec: &ObjectRef<'_>,
+    targets: &[(&str, &JsonRef<'_>)],
+    prefix: &str,
+    field: &str,
+    what: &str,
+) -> Result<i64, InjectError> {
+    let fix = "set a non-root runAsUser and runAsGroup in the pod's securityContext (the app's own ids), so the signal can be sent as that user and group";
+    let why = "only a process of the app's own user and group can find and signal it";
+    let pod_value = spec.get("securityContext").and_then(|sc| sc.get(field));
+    let mut common: Option<(i64, &str)> = None;
     for (name, c) in targets {
-        let effective = c.at(&["securityContext", "runAsUser"]).or(pod_user).and_then(JsonRef::as_i64);
-        let uid = match effective {
+        let effective = c.at(&["securityContext", field]).or(pod_value).and_then(JsonRef::as_i64);
+        let id = match effective {
             None => {
                 return deny(
                     format!(
-                        "{prefix}/on-change sends a signal, which only a process of the app's own user can send, and container {name}'s runAsUser is not set (the image decides it, which the webhook cannot see)"
+                        "{prefix}/on-change sends a signal, and {why}; container {name}'s {field} is not set (the image decides it, which the webhook cannot see)"
                     ),
                     fix,
                 )
@@ -35,27 +54,27 @@ pub(super) fn sender_user(
             Some(0) => {
                 return deny(
                     format!(
-                        "{prefix}/on-change sends a signal as the app's user, and container {name} runs as root (runAsUser 0); secretmode never runs a container as root"
+                        "{prefix}/on-change sends a signal as the app's {what}, and container {name} runs as root ({field} 0); secretmode never runs a container as root"
                     ),
                     fix,
                 )
             }
-            Some(uid) => uid,
+            Some(id) => id,
         };
-        match user {
-            Some((first, first_name)) if first != uid => {
+        match common {
+            Some((first, first_name)) if first != id => {
                 return deny(
                     format!(
-                        "{prefix}/on-change sends a signal as the app's user, and the target containers run as different users ({first_name}: {first}, {name}: {uid})"
+                        "{prefix}/on-change sends a signal as the app's {what}, and the target containers run as different {what}s ({first_name}: {first}, {name}: {id})"
                     ),
                     format!("{fix}; or name one container in {prefix}/containers"),
                 )
             }
             Some(_) => {}
-            None => user = Some((uid, name)),
+            None => common = Some((id, name)),
         }
     }
-    user.map(|(uid, _)| uid).ok_or_else(|| InjectError::Malformed("no target container".into()))
+    common.map(|(id, _)| id).ok_or_else(|| InjectError::Malformed("no target container".into()))
 }
 
 /// `shareProcessNamespace: true` for the pod: `Ok(true)` when it must be added, `Ok(false)`

@@ -720,10 +720,10 @@ use crate::vocabulary::names::{EXEC_CONTAINER, EXEC_VOLUME, WATCHER_CONTAINER, W
 use crate::vocabulary::on_change::{OnChange, Signal, SIGNAL_TARGET_ENV};
 use crate::vocabulary::paths::{EXEC_DIR, EXEC_PATH, WATCH_SPEC_ENV, WATCH_STATUS_DIR};
 
-/// Two app containers with commands (one with args), both run as uid 1000.
+/// Two app containers with commands (one with args), both run as uid 1000, gid 3000.
 fn commanded() -> Value {
     json!({
-        "securityContext": {"runAsUser": 1000},
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 3000},
         "containers": [
             {"name": "app", "image": "app", "command": ["/app", "--serve"], "args": ["--port", "8080"]},
             {"name": "worker", "image": "app", "command": ["/worker"]},
@@ -789,10 +789,7 @@ fn env_values_wrap_every_target_command_in_csi_init_and_sidecar() {
         }
         assert_eq!(spec["containers"][0]["args"], json!(["--port", "8080"]), "args stay");
         if mode != "csi" {
-            assert_eq!(
-                spec["initContainers"][1]["name"],
-                if mode == "init" { INIT_CONTAINER } else { SIDECAR_CONTAINER }
-            );
+            assert_eq!(spec["initContainers"][1]["name"], EXEC_CONTAINER);
         }
         // Reinvoked: recognised as injected, never wrapped twice.
         idempotent(&out);
@@ -829,7 +826,7 @@ fn a_wrapper_of_other_items_is_denied_like_an_owned_field() {
     assert!(m.contains("fix: remove the wrapper"), "{m}");
     // A tampered installer is an owned-field change too.
     let mut tampered = out.clone();
-    tampered["spec"]["initContainers"][0]["command"] = json!(["/bin/sh", "-c", "cp /evil /x"]);
+    tampered["spec"]["initContainers"][1]["command"] = json!(["/bin/sh", "-c", "cp /evil /x"]);
     let m = denied(&tampered);
     assert!(m.contains(&format!("spec.initContainers entry {EXEC_CONTAINER}")) && m.contains("field command"), "{m}");
     // The wrapper where this configuration injects none.
@@ -945,6 +942,7 @@ fn a_signal_shares_the_process_namespace_and_runs_the_sender_as_the_app() {
         let sender = if mode == "sidecar" { SIDECAR_CONTAINER } else { WATCHER_CONTAINER };
         let sender = find(&out["spec"]["initContainers"], sender);
         assert_eq!(sender["securityContext"]["runAsUser"], 1000, "{mode}");
+        assert_eq!(sender["securityContext"]["runAsGroup"], 3000, "{mode}: environ needs the same gid");
         assert_restricted(sender);
         if mode == "sidecar" {
             let spec =
@@ -979,6 +977,16 @@ fn a_signal_needs_a_known_common_non_root_user_and_a_shareable_namespace() {
     let mut spec = commanded();
     spec["securityContext"]["runAsUser"] = json!(0);
     assert!(deny_with(spec).contains("runs as root"));
+    let mut spec = commanded();
+    spec["securityContext"].as_object_mut().unwrap().remove("runAsGroup");
+    let m = deny_with(spec);
+    assert!(m.contains("container app's runAsGroup is not set") && m.contains("runAsGroup in the pod's"), "{m}");
+    let mut spec = commanded();
+    spec["containers"][1]["securityContext"] = json!({"runAsGroup": 4000});
+    assert!(deny_with(spec).contains("different groups (app: 3000, worker: 4000)"));
+    let mut spec = commanded();
+    spec["securityContext"]["runAsGroup"] = json!(0);
+    assert!(deny_with(spec).contains("runs as root (runAsGroup 0)"));
     let mut spec = commanded();
     spec["shareProcessNamespace"] = json!(false);
     let m = deny_with(spec);
