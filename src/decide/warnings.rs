@@ -14,7 +14,7 @@ use crate::vocabulary::on_change::OnChange;
 pub fn feature_warnings(plan: &Plan, prefix: &str, out: &mut Vec<String>) {
     if plan.env_values {
         out.push(format!(
-            "secretmode {prefix}/env-values: values in env are fixed when the process starts (a rotation reaches the app only after a restart) and readable in /proc/<pid>/environ; the <ITEM>_FILE files rotate"
+            "secretmode {prefix}/env-values: values in env are fixed when the process starts (a rotation reaches the app only after a restart) and readable in /proc/<pid>/environ"
         ));
     }
     let Some(action) = &plan.on_change else { return };
