@@ -65,6 +65,9 @@ struct Desired<'a> {
     installed: bool,
     /// Each target container gets `SECRETMODE_SIGNAL_TARGET=<its name>` (`signal.rs`).
     signal: bool,
+    /// The signal's sender is in the pod already (a reinvocation): a target without the
+    /// variable was added by a later webhook, and is neither marked nor signalled.
+    sender_present: bool,
 }
 
 /// A container of ours other than the agent.
@@ -101,15 +104,21 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
     check_platform(spec, plan, config)?;
     let prefix = config.annotation_prefix.as_str();
     // A signal is sent as the app's own user, which the agent or watcher then runs as.
+    let sender_present = plan.signals() && signal::sender_present(&app_containers, &init_containers);
     let sender_user = if plan.signals() {
         let targets = target_containers(&app_containers, &init_containers, plan, prefix)?;
-        let targets: Vec<_> = targets.into_iter().filter_map(|i| app_containers.get(i).copied()).collect();
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter_map(|i| app_containers.get(i).copied())
+            .filter(|(_, c)| !sender_present || signal::marked(c.get("env")))
+            .collect();
         Some(signal::sender_user(spec, &targets, prefix)?)
     } else {
         None
     };
     let mut desired = desired(pod, plan, config, ctx, sender_user)?;
     desired.installed = init_containers.iter().any(|(n, _)| *n == EXEC_CONTAINER);
+    desired.sender_present = sender_present;
     check_reserved(&volumes, &app_containers, &init_containers, &desired)?;
     let targets = target_containers(&app_containers, &init_containers, plan, prefix)?;
 
@@ -147,6 +156,19 @@ fn insert_first(
     desired: &Desired,
 ) -> Result<(), InjectError> {
     let missing = |name: &str| !present.iter().any(|(n, _)| *n == name);
+    if desired.others.is_empty() {
+        // Only the agent, or nothing: the path of every pod without env-values or on-change.
+        if let Some((agent, init)) = &desired.agent {
+            if *init == as_init && missing(agent.name()) {
+                let agent = agent.to_json()?;
+                ops.push(match spec.get(list) {
+                    Some(JsonRef::Array(_)) => PatchOp::add_json(["/spec/", list, "/0"].concat(), agent),
+                    _ => PatchOp::add_json(["/spec/", list].concat(), JsonText::list(&[agent])),
+                });
+            }
+        }
+        return Ok(());
+    }
     let mut texts = Vec::new();
     if let Some((agent, init)) = &desired.agent {
         if *init == as_init && missing(agent.name()) {
@@ -310,7 +332,18 @@ fn desired<'a>(
         others.push(Other { name: WATCHER_CONTAINER, value: serde_json::to_value(&watcher)?, as_init });
     }
     let exec_mount = wrap.is_some().then(exec::app_mount);
-    Ok(Desired { volumes, agent, others, mount, exec_mount, env, wrap, installed: false, signal: plan.signals() })
+    Ok(Desired {
+        volumes,
+        agent,
+        others,
+        mount,
+        exec_mount,
+        env,
+        wrap,
+        installed: false,
+        signal: plan.signals(),
+        sender_present: false,
+    })
 }
 
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
@@ -509,8 +542,10 @@ fn wire_container(
         ops.push(PatchOp::add(container_path(index, "command"), command)?);
     }
 
-    // The signal's sender finds this container's main process by this variable.
-    let signal_target = desired.signal.then(|| EnvVar {
+    // The signal's sender finds this container's main process by this variable; a container a
+    // later webhook added (the sender is there, the variable is not) is never signalled.
+    let marked = || signal::marked(container.get("env"));
+    let signal_target = (desired.signal && (!desired.sender_present || marked())).then(|| EnvVar {
         name: SIGNAL_TARGET_ENV.into(),
         value: Some(EnvValue::Text(name.to_string())),
         value_from: None,

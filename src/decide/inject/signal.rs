@@ -15,6 +15,20 @@
 
 use super::{deny, InjectError};
 use crate::json::tree::{JsonRef, ObjectRef};
+use crate::vocabulary::names::{SIDECAR_CONTAINER, WATCHER_CONTAINER};
+use crate::vocabulary::on_change::SIGNAL_TARGET_ENV;
+
+/// Whether the sender (the sidecar agent or the watcher) is in the pod already: a
+/// reinvocation, where containers without [`SIGNAL_TARGET_ENV`] were added by a later webhook
+/// (a mesh proxy must not receive the app's signal, nor decide the sender's user).
+pub(super) fn sender_present(containers: &[(&str, &JsonRef<'_>)], init_containers: &[(&str, &JsonRef<'_>)]) -> bool {
+    containers.iter().chain(init_containers).any(|(n, _)| *n == SIDECAR_CONTAINER || *n == WATCHER_CONTAINER)
+}
+
+/// Whether a container's `env` carries [`SIGNAL_TARGET_ENV`] (this injection marked it).
+pub(super) fn marked(env: Option<&JsonRef<'_>>) -> bool {
+    JsonRef::entries(env).iter().any(|e| e.get("name").and_then(JsonRef::as_str) == Some(SIGNAL_TARGET_ENV))
+}
 
 /// The uid the sender runs as: the targets' common, known, non-root `runAsUser`, after
 /// checking that their `runAsGroup` is common, known and non-root too (the sender joins it).

@@ -1062,3 +1062,23 @@ fn a_container_added_by_a_later_webhook_is_not_wrapped_on_reinvocation() {
     assert!(proxy["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != EXEC_VOLUME));
     idempotent(&again);
 }
+
+#[test]
+fn a_container_added_by_a_later_webhook_is_not_signalled_nor_decides_the_user() {
+    let mut c = config();
+    allow_signals(&mut c);
+    for mode in ["csi", "sidecar"] {
+        let p = pod(with_mode(mode, json!({"secrets/on-change": "signal:HUP"})), commanded());
+        let (mut out, _) = admit_with(&p, &c);
+        out["spec"]["containers"].as_array_mut().unwrap().push(
+            json!({"name": "mesh-proxy", "image": "mesh/proxy:1", "securityContext": {"runAsUser": 1337, "runAsGroup": 1337}}),
+        );
+        let (again, d) = admit_with(&out, &c);
+        assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }), "{mode}: {d:?}");
+        let proxy = find(&again["spec"]["containers"], "mesh-proxy");
+        assert!(env_value(proxy, "DB_PASSWORD_FILE")["value"].is_string());
+        assert!(proxy["env"].as_array().unwrap().iter().all(|e| e["name"] != SIGNAL_TARGET_ENV), "{mode}");
+        let (_, third) = admit_with(&again, &c);
+        assert!(matches!(third, Decision::Allow { outcome: Outcome::Unchanged, .. }), "{mode}: {third:?}");
+    }
+}
