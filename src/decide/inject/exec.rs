@@ -96,9 +96,9 @@ pub(super) fn wrap<'p>(
     prefix: &str,
     installed: bool,
 ) -> Result<Wrap<'p>, InjectError> {
-    if installed
-        && !command.and_then(JsonRef::as_array).and_then(<[_]>::first).is_some_and(|c| c.as_str() == Some(EXEC_PATH))
-    {
+    let wrapped_already =
+        command.and_then(JsonRef::as_array).and_then(<[_]>::first).is_some_and(|c| c.as_str() == Some(EXEC_PATH));
+    if installed && !wrapped_already {
         return Ok(Wrap::Later);
     }
     let command = match command {

@@ -9,8 +9,11 @@
 //!
 //! Every mode adds the read-only mount and the `<ITEM>_FILE` env vars to the target containers
 //! (here). What a mode adds besides is in its own file: `eso.rs`, `csi.rs`, `init.rs`,
-//! `sidecar.rs`; the two agent modes share `agent.rs`. The shared machinery: `container.rs` and
-//! `volumes.rs` write what is injected, `owned.rs` compares an injection already in the pod.
+//! `sidecar.rs`; the two agent modes share `agent.rs`. The two features every mode offers have
+//! files of their own: `exec.rs` (`env-values` outside eso: the wrapper), `watcher.rs`
+//! (`on-change` in eso and csi) and `signal.rs` (what a `signal:` action needs). The shared
+//! machinery: `container.rs` and `volumes.rs` write what is injected, `owned.rs` compares an
+//! injection already in the pod.
 
 use std::borrow::Cow;
 
@@ -536,7 +539,9 @@ fn wire_container(
         [Some(a), None] | [None, Some(a)] => &[a],
         [None, None] => &[],
     };
-    append_all(ops, container_path(index, "volumeMounts"), container.get("volumeMounts"), mounts)?;
+    if !mounts.is_empty() {
+        append_all(ops, container_path(index, "volumeMounts"), container.get("volumeMounts"), mounts)?;
+    }
 
     if let Some(Wrap::New(command)) = &wrap {
         ops.push(PatchOp::add(container_path(index, "command"), command)?);
