@@ -816,8 +816,9 @@ fn annotations_for(example: &Map<String, Value>, mode: &str, app: &str) -> Map<S
 /// Every example (the Deployments, and the pods of the admission requests) in every mode
 /// (sidecar in both flavours), as `kind` ("Deployment", "Job", "Pod", "AdmissionRequest"),
 /// beside the platform webhook in each position, in the busiest cluster and in one other
-/// setup each (rotating through all of them).
-fn scenarios(kind: &str) -> Vec<Scenario> {
+/// setup each (rotating through all of them); with more annotations (`extra`: keys without
+/// the prefix, and values) on every mode that reads them.
+fn scenarios_with(kind: &str, extra: &[(&str, &str)]) -> Vec<Scenario> {
     let mut bases: Vec<(String, Value)> = Vec::new();
     for mode in ["eso", "csi", "init", "sidecar"] {
         if kind == "AdmissionRequest" {
@@ -857,9 +858,17 @@ fn scenarios(kind: &str) -> Vec<Scenario> {
         .into_iter()
         .enumerate()
         {
+            // on-change is denied in init (nothing changes after start).
+            if extra.iter().any(|(k, _)| *k == "on-change") && mode == "init" {
+                continue;
+            }
             let mut workload = base.clone();
             if let Some(a) = workload.pointer_mut(annotations_at) {
-                *a = Value::Object(annotations_for(&example_annotations, mode, &app));
+                let mut annotations = annotations_for(&example_annotations, mode, &app);
+                for (key, value) in extra {
+                    annotations.insert(format!("secrets/{key}"), json!(value));
+                }
+                *a = Value::Object(annotations);
             }
             let workload = match kind {
                 "Job" => controllers::as_job(&workload).expect("job"),
@@ -874,7 +883,7 @@ fn scenarios(kind: &str) -> Vec<Scenario> {
                     out.push(Scenario {
                         mode,
                         validate: i == 0 && (example + variant + position) % bases.len() == 0,
-                        label: format!("{kind} {file} as {mode} ({flavour:?}), other webhook {other:?}, {setup:?}, dryRun {dry_run}"),
+                        label: format!("{kind} {file} as {mode} ({flavour:?}) with {extra:?}, other webhook {other:?}, {setup:?}, dryRun {dry_run}"),
                         workload: workload.clone(),
                         flavour,
                         other,
@@ -973,8 +982,13 @@ async fn run(s: &Scenario, secretmode_hooks: &BTreeMap<&'static str, Webhook>) -
 /// Runs every scenario of `kind`, then validates the chosen stored pods with
 /// `kubernetes-validate --strict`; fails with a summary of what failed, grouped.
 async fn run_all(kind: &str) {
+    run_all_with(kind, &[]).await
+}
+
+/// [`run_all`] with more annotations on every mode that reads them ([`scenarios_with`]).
+async fn run_all_with(kind: &str, extra: &[(&str, &str)]) {
     let hooks = BTreeMap::from([("native", secretmode(Flavour::Native)), ("plain", secretmode(Flavour::Plain))]);
-    let scenarios = scenarios(kind);
+    let scenarios = scenarios_with(kind, extra);
     let total = scenarios.len();
     let mut failures: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut stored: Vec<Value> = Vec::new();
@@ -987,7 +1001,8 @@ async fn run_all(kind: &str) {
     }
     if !failures.is_empty() {
         let failed: usize = failures.values().map(Vec::len).sum();
-        let mut report = format!("{failed} of {total} {kind} scenarios failed the emulated admission chain:\n");
+        let mut report =
+            format!("{failed} of {total} {kind} scenarios with {extra:?} failed the emulated admission chain:\n");
         for (_, cases) in failures.iter() {
             report.push_str(&format!("\n{} scenario(s), e.g.\n  {}\n", cases.len(), cases[0]));
         }
@@ -1024,4 +1039,25 @@ async fn every_example_as_a_bare_pod_in_every_mode_passes_two_rounds_and_a_dry_r
 #[tokio::test]
 async fn every_example_admission_request_in_every_mode_passes_two_rounds() {
     run_all("AdmissionRequest").await;
+}
+
+/// Issue 24: values in env (the exec wrapper outside eso) and each on-change action (the
+/// sidecar's spec; the watcher in eso and csi; a signal's shared process namespace and user),
+/// in every mode that reads them, both sidecar flavours, beside the other webhook in every
+/// position: admitted, reinvoked, stable, and schema-valid.
+#[tokio::test]
+async fn env_values_and_on_change_in_every_mode_pass_two_rounds() {
+    // The platform webhook's proxy sets no command (its entrypoint is in its image) and runs
+    // as another user, so the env-values and signal pods name their own container, as the
+    // denials for such pods advise; a container added after secretmode is left unwrapped on
+    // reinvocation (src/decide/inject/tests.rs).
+    let extras: [&[(&str, &str)]; 4] = [
+        &[("env-values", "true"), ("containers", "app")],
+        &[("on-change", "http://127.0.0.1:8080/-/reload")],
+        &[("on-change", "signal:HUP"), ("containers", "app")],
+        &[("env-values", "true"), ("on-change", "PUT http://[::1]:8080/reload"), ("containers", "app")],
+    ];
+    for extra in extras {
+        run_all_with("Deployment", extra).await;
+    }
 }

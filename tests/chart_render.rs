@@ -568,6 +568,10 @@ fn everything_on_monitoring_audit_digests_and_a_custom_prefix() {
             "grafanaDashboard": {"enabled": true},
         },
         "webhook": {"optOutLabel": "example.com/no-secrets", "excludeNamespaces": ["kube-system", "kube-public", "kube-node-lease", "monitoring"]},
+        "config": {
+            "agent": {"watcherResources": {"requests": {"cpu": "5m", "memory": "8Mi"}, "limits": {"memory": "32Mi"}}},
+            "policy": {"rules": [{"name": "all", "namespaces": ["*"], "allowSignals": true, "allowEnvValues": false}]},
+        },
     }));
     deployment_checks(&r, 5);
     let spec = &r.one("Deployment")["spec"]["template"]["spec"];
@@ -576,6 +580,10 @@ fn everything_on_monitoring_audit_digests_and_a_custom_prefix() {
     let config = r.named("ConfigMap", "secretmode-config")["data"]["config.yaml"].as_str().unwrap();
     let parsed = secretmode::config::Config::from_yaml(config, "chart").unwrap();
     assert_eq!(parsed.agent.image, format!("registry.example.com/secretmode@{agent_digest}"));
+    assert_eq!(parsed.agent.exec_binary, "/secretmode-exec");
+    assert_eq!(parsed.agent.watcher_resources().limits["memory"], "32Mi");
+    assert!(parsed.policy.rules[0].allow_signals && !parsed.policy.rules[0].allow_env_values);
+    assert_eq!(parsed.agent.exec_volume_size_limit, "8Mi");
 
     let w = &r.one("MutatingWebhookConfiguration")["webhooks"][0];
     let exprs = w["namespaceSelector"]["matchExpressions"].as_array().unwrap();
@@ -645,6 +653,9 @@ fn the_values_schema_rejects_bad_values() {
         json!({"config": {"agent": {"image": "evil:latest"}}}),
         json!({"podAntiAffinity": "sometimes"}),
         json!({"certs": {"provided": {"caBundle": "not base64!"}}}),
+        json!({"config": {"agent": {"execBinary": "secretmode-exec"}}}),
+        json!({"config": {"agent": {"watcherResources": {"limit": {"memory": "8Mi"}}}}}),
+        json!({"config": {"policy": {"rules": [{"name": "a", "namespaces": ["*"], "allowSignals": "yes"}]}}}),
     ];
     for values in bad {
         let merged = values.clone();

@@ -126,6 +126,53 @@ fn one_deployment_per_mode_each_admitted_and_valid_after_mutation() {
     support::kubernetes_validate(&mutated);
 }
 
+/// The examples of issue 24 (`<mode>/deployment-*.yaml`): env values in every mode, and an
+/// on-change action in every mode that has one. Each is admitted with examples/config.yaml,
+/// warned about what it costs, carries what the feature injects, and validates once mutated.
+#[test]
+fn env_values_and_on_change_examples_are_admitted_and_valid_after_mutation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mutated = Vec::new();
+    let mut on_change_modes = Vec::new();
+    for mode in MODES {
+        let files: Vec<PathBuf> = std::fs::read_dir(examples().join(mode))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("deployment-")))
+            .collect();
+        assert_eq!(files.len(), 1, "{mode}: one env-values/on-change example");
+        let deployment = load(&files[0]);
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["secrets/mode"], mode);
+        assert_eq!(annotations["secrets/env-values"], "true", "{mode}: every mode shows env values");
+        let on_change = annotations.get("secrets/on-change").is_some();
+        if on_change {
+            on_change_modes.push(mode);
+        }
+        let pod_file = tmp.path().join(format!("{mode}-notify-pod.json"));
+        std::fs::write(&pod_file, serde_json::to_vec(&support::pods::of_template(&deployment)).unwrap()).unwrap();
+        let out = mutate(&pod_file, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stderr}");
+        assert!(stderr.contains("/proc/<pid>/environ"), "{mode}: the env-values warning: {stderr}");
+        assert!(!stderr.contains("so the app can read them"), "{mode}: {stderr}");
+        let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+        let app = &pod["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "app").unwrap().clone();
+        let wrapped = app["command"][0] == "/var/run/secrets/secretmode/bin/secretmode-exec";
+        assert_eq!(wrapped, mode != "eso", "{mode}: {}", app["command"]);
+        if on_change {
+            assert_eq!(pod["spec"]["shareProcessNamespace"], true, "{mode}: the examples signal the app");
+            let text = serde_json::to_string(&pod).unwrap();
+            assert_eq!(text.contains("secretmode-watcher"), mode == "eso" || mode == "csi", "{mode}");
+        }
+        let path = tmp.path().join(format!("{mode}-notify-mutated.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&pod).unwrap()).unwrap();
+        mutated.push(path);
+    }
+    assert_eq!(on_change_modes, ["eso", "csi", "sidecar"], "init denies on-change");
+    support::kubernetes_validate(&mutated);
+}
+
 #[test]
 fn admission_requests_are_current_api_server_shaped_and_answered() {
     let run = Command::new(support::venv_bin("python"))

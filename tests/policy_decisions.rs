@@ -32,12 +32,14 @@ const RULES: &str = r#"
       minRefreshInterval: 1m
       maxRefreshInterval: 10m
       requireFallback: true
+      allowEnvValues: false
       enforcement: enforce
     - name: team-warn
       namespaces: ["team-*"]
       allowedModes: [eso, sidecar]
       defaultMode: sidecar
       allowedPathPrefixes: ["apps/{namespace}"]
+      allowSignals: true
       enforcement: warn
     - name: legacy-audit
       namespaces: [legacy, "old-?"]
@@ -109,7 +111,17 @@ fn enforce_denial_names_rule_annotation_and_what_is_allowed() {
     assert!(m.contains("secrets/mode: csi is not allowed here; allowed: init, sidecar"), "{m}");
 
     // Every other knob of the rule, each named with its annotation and its bound.
-    let cases: [(&str, Value, &str); 5] = [
+    let cases: [(&str, Value, &str); 7] = [
+        (
+            "secrets/env-values",
+            json!("true"),
+            "secrets/env-values: values in env are not allowed here (allowEnvValues: false",
+        ),
+        (
+            "secrets/on-change",
+            json!("signal:HUP"),
+            "secrets/on-change: a signal action shares the pod's process namespace",
+        ),
         ("secrets/provider", json!("aws"), "secrets/provider: aws is not allowed here; allowed: vault"),
         ("secrets/max-staleness", json!("2h"), "secrets/max-staleness: 2h is above the maximum 30m"),
         ("secrets/refresh-interval", json!("30s"), "secrets/refresh-interval: 30s is below the minimum 1m"),
@@ -510,6 +522,8 @@ fn messages_name_annotations_with_the_configured_prefix() {
     let non_root_eso =
         json!({"securityContext": {"runAsNonRoot": true}, "containers": [{"name": "app", "image": "nginx"}]});
     let item = ("item.db", "apps/x/db#password");
+    let run_as_1000 = json!({"securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+        "containers": [{"name": "app", "image": "nginx", "command": ["nginx", "-g", "daemon off;"]}]});
     let denials: Vec<(&str, Value, Value)> = vec![
         ("elsewhere", a(&[("mode", "vault"), item]), app()),
         ("elsewhere", a(&[("mode", "init"), item, ("imagee", "x")]), app()),
@@ -530,6 +544,16 @@ fn messages_name_annotations_with_the_configured_prefix() {
         ("elsewhere", a(&[("mode", "init"), item, ("containers", "app,migrate")]), with_init.clone()),
         ("elsewhere", a(&[("mode", "init"), item]), reserved.clone()),
         ("elsewhere", json!({}), reserved),
+        ("elsewhere", a(&[("mode", "init"), item, ("on-change", "signal:HUP")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("on-change", "http://10.0.0.1:80/")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("env-values", "true")]), app()),
+        ("elsewhere", a(&[("mode", "sidecar"), item, ("on-change", "signal:HUP")]), run_as_1000.clone()),
+        ("team-a", a(&[("mode", "sidecar"), ("item.db", "apps/team-a/db#p"), ("on-change", "signal:HUP")]), app()),
+        (
+            "elsewhere",
+            a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db"), ("on-change", "http://127.0.0.1:1/")]),
+            json!({"hostNetwork": true, "containers": [{"name": "app", "image": "nginx"}]}),
+        ),
         ("payments", a(&[("item.db", "prod/payments/db#password")]), app()),
         ("payments", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db")]), app()),
         (
@@ -550,7 +574,7 @@ fn messages_name_annotations_with_the_configured_prefix() {
         logs.push(log);
         seen += 1;
     }
-    assert_eq!(seen, 22);
+    assert_eq!(seen, 28);
     assert!(logs.iter().any(|l| l.contains("policy violation") && l.contains(&format!("{P}/mode"))), "{logs:?}");
 
     // Warnings: warn-level policy, failure mode, readability, mirror pods; and the note.
@@ -559,6 +583,16 @@ fn messages_name_annotations_with_the_configured_prefix() {
         ("team-a", a(&[("mode", "eso"), ("eso-secret", "s"), ("item.db", "db")]), non_root_eso),
         ("old-1", a(&[("mode", "csi"), ("csi-class", "c"), ("item.db", "db")]), app()),
         ("team-a", a(&[("mode", "init"), item, ("kubernetes.io/config.mirror", "x")]), app()),
+        (
+            "team-a",
+            a(&[
+                ("mode", "sidecar"),
+                ("item.db", "apps/team-a/db#p"),
+                ("env-values", "true"),
+                ("on-change", "signal:HUP"),
+            ]),
+            run_as_1000,
+        ),
     ];
     let mut warned = 0;
     for (namespace, annotations, spec) in allowed {
@@ -574,8 +608,9 @@ fn messages_name_annotations_with_the_configured_prefix() {
         assert!(note.keys().all(|k| !leaks(k)), "{note:?}");
         warned += warnings.iter().filter(|w| w.contains(&format!("{P}/"))).count();
     }
-    // The warn-level violations (mode and path) and the mirror pod's note name the prefix.
-    assert_eq!(warned, 3);
+    // The warn-level violations (mode and path), the mirror pod's note, and the env-values
+    // and signal warnings name the prefix.
+    assert_eq!(warned, 5);
 
     // The audit judges with the same code and words its own findings with the prefix too.
     let workload = |name: &str, namespace: &str, annotations: Value, spec: Value| {

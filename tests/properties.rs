@@ -20,8 +20,11 @@ use serde_json::{json, Map, Value};
 use secretmode::config::Config;
 use secretmode::decide::{self, Decision};
 
+/// The built-in config, with signals allowed (its one rule allows none).
 fn config() -> Config {
-    Config::builtin().expect("built-in config")
+    let mut config = Config::builtin().expect("built-in config");
+    config.policy.rules[0].allow_signals = true;
+    config
 }
 
 fn files(dir: &str) -> Vec<PathBuf> {
@@ -240,10 +243,40 @@ fn pod() -> impl Strategy<Value = (String, Value)> {
         any::<bool>(),
         extra_fields(),
         extra_fields(),
+        (any::<bool>(), 0u8..3),
     )
         .prop_map(
-            |((mode, secrets), containers, other, labels, with_init, with_volumes, spec_extra, meta_extra)| {
+            |(
+                (mode, secrets),
+                mut containers,
+                other,
+                labels,
+                with_init,
+                with_volumes,
+                mut spec_extra,
+                meta_extra,
+                (env_values, on_change),
+            )| {
                 let mut annotations = secrets;
+                // Issue 24: values in env (the exec wrapper outside eso: every container gets
+                // a command) and an on-change action (none in init, which denies it; a signal
+                // needs the app's user).
+                if env_values {
+                    annotations.insert("secrets/env-values".into(), json!("true"));
+                    for (i, c) in containers.iter_mut().enumerate() {
+                        c["command"] = json!([format!("/bin/app{i}"), "--serve"]);
+                    }
+                }
+                match (on_change, mode.as_str()) {
+                    (_, "init") | (0, _) => {}
+                    (1, _) => {
+                        annotations.insert("secrets/on-change".into(), json!("http://127.0.0.1:9090/-/reload"));
+                    }
+                    _ => {
+                        annotations.insert("secrets/on-change".into(), json!("signal:HUP"));
+                        spec_extra.insert("securityContext".into(), json!({"runAsUser": 1000, "runAsGroup": 1000}));
+                    }
+                }
                 for (k, v) in other.unwrap_or_default() {
                     annotations.insert(k, json!(v));
                 }
@@ -333,6 +366,7 @@ fn annotation_lines() -> impl Strategy<Value = Vec<u8>> {
         Just("secrets/refresh-interval".to_string()),
         Just("secrets/max-staleness".to_string()),
         Just("secrets/env-values".to_string()),
+        Just("secrets/on-change".to_string()),
         Just("secrets/fallback-secret".to_string()),
         Just("secrets/injected".to_string()),
         "secrets/item\\.[a-zA-Z0-9._~/-]{0,8}",
@@ -357,6 +391,10 @@ fn annotation_lines() -> impl Strategy<Value = Vec<u8>> {
             "0s",
             "true",
             "false",
+            "signal:HUP",
+            "signal:KILL",
+            "http://127.0.0.1:9090/-/reload",
+            "GET http://10.0.0.1:80/",
             "a/b#c",
             "a/b",
             "${HOME}",

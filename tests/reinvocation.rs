@@ -77,6 +77,9 @@ fn pod(annotations: Value) -> Value {
     })
 }
 
+/// The wrapper's path in every wrapped container (`vocabulary::paths::EXEC_PATH`).
+const EXEC_PATH: &str = "/var/run/secrets/secretmode/bin/secretmode-exec";
+
 fn init() -> Value {
     pod(json!({"secrets/mode": "init", "secrets/item.db-password": "shop/db#password"}))
 }
@@ -234,6 +237,64 @@ fn a_reinvoked_injection_with_the_api_servers_and_another_webhooks_additions_get
             assert_contract(&changed, items);
             // And once more, as a further round would.
             assert_eq!(patch(args, &changed), json!([]), "{case}, after {change}: not stable");
+        }
+    }
+}
+
+/// Issue 24's additions meet the same round: wrapped commands and the exec installer, the
+/// watcher, a signal's shared process namespace and the sender run as the app's user. Each is
+/// recognised as injected (never wrapped twice, no second watcher), whatever the API server
+/// and the other webhook added.
+#[test]
+fn env_values_and_on_change_are_recognised_on_reinvocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let allow =
+        |c: &str| c.replace("      enforcement: enforce", "      allowSignals: true\n      enforcement: enforce");
+    let signals = config_file(dir.path(), "signals.yaml", allow);
+    let plain =
+        config_file(dir.path(), "plain.yaml", |c| allow(c).replace("nativeSidecar: true", "nativeSidecar: false"));
+    let with = |mut p: Value, extra: Value| {
+        for (k, v) in extra.as_object().expect("annotations") {
+            p["metadata"]["annotations"][k] = v.clone();
+        }
+        p["spec"]["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 1000});
+        p["spec"]["containers"][0]["command"] = json!(["/web", "--serve"]);
+        p["spec"]["containers"][1]["command"] = json!(["/worker"]);
+        p
+    };
+    let eso = || pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.token": "token"}));
+    let csi = || pod(json!({"secrets/mode": "csi", "secrets/csi-class": "web", "secrets/item.token": "token"}));
+    let env = json!({"secrets/env-values": "true"});
+    let http = json!({"secrets/on-change": "http://127.0.0.1:8080/-/reload"});
+    let signal = json!({"secrets/on-change": "signal:HUP"});
+    let both = json!({"secrets/env-values": "true", "secrets/on-change": "signal:USR1"});
+    let cases: [(&str, Value, Vec<&str>, &[&str]); 9] = [
+        ("init, env-values", with(init(), env.clone()), vec![], &["DB_PASSWORD"]),
+        ("sidecar, env-values", with(sidecar(), env.clone()), vec![], &["DB_PASSWORD", "API_KEY"]),
+        ("csi, env-values", with(csi(), env), vec![], &["TOKEN"]),
+        ("eso, http", with(eso(), http.clone()), vec![], &["TOKEN"]),
+        ("csi, signal", with(csi(), signal.clone()), vec!["--config", &signals], &["TOKEN"]),
+        ("eso, signal, plain", with(eso(), signal), vec!["--config", &plain], &["TOKEN"]),
+        ("sidecar, http", with(sidecar(), http), vec![], &["DB_PASSWORD", "API_KEY"]),
+        ("sidecar, both", with(sidecar(), both.clone()), vec!["--config", &signals], &["DB_PASSWORD", "API_KEY"]),
+        ("plain sidecar, both", with(sidecar(), both), vec!["--config", &plain], &["DB_PASSWORD", "API_KEY"]),
+    ];
+    for (case, pod, args, items) in &cases {
+        let once = mutated(args, pod);
+        for (change, apply) in CHANGES.iter().map(|(n, f)| (*n, *f)).chain([("all of them", everything as Change)]) {
+            let mut changed = once.clone();
+            apply(&mut changed);
+            assert_eq!(patch(args, &changed), json!([]), "{case}, after {change}: a second patch");
+            assert_contract(&changed, items);
+            for c in changed["spec"]["containers"].as_array().expect("containers") {
+                let wrappers = c["command"].as_array().into_iter().flatten().filter(|w| *w == EXEC_PATH).count();
+                let wrapped = case.contains("env-values") || case.contains("both");
+                let ours = c["name"].as_str().is_some_and(|n| n.starts_with("secretmode-"));
+                assert_eq!(wrappers, usize::from(wrapped && !ours), "{case}, after {change}: {}", c["command"]);
+            }
+            if case.contains("signal") || case.contains("both") {
+                assert_eq!(changed["spec"]["shareProcessNamespace"], true, "{case}");
+            }
         }
     }
 }

@@ -18,6 +18,8 @@ use secretmode::config::Config;
 use secretmode::decide::annotations;
 use secretmode::decide::{self, Decision};
 use secretmode::json::tree::JsonRef;
+use secretmode::vocabulary::on_change::SIGNAL_TARGET_ENV;
+use secretmode::vocabulary::paths::{EXEC_DIR, EXEC_PATH};
 use secretmode::webhook::pod_view;
 use secretmode::webhook::review;
 
@@ -169,9 +171,19 @@ pub fn check_injected_from_config(pod: &Value, config: &Config) {
                 continue;
             }
             assert_eq!(c["image"], json!(config.agent.image), "{name}: image not from config");
-            assert_eq!(c["command"], json!([config.agent.binary]), "{name}: command not from config");
+            let command = match name {
+                "secretmode-exec" => json!([config.agent.exec_binary, "--install", EXEC_DIR]),
+                _ => json!([config.agent.binary]),
+            };
+            assert_eq!(c["command"], command, "{name}: command not from config");
             let sc = &c["securityContext"];
-            assert_eq!(sc["runAsUser"], json!(config.agent.run_as_user));
+            // A signal is sent as the app's own (non-root) user; otherwise the config's.
+            if pod["spec"]["shareProcessNamespace"] == true && name != "secretmode-exec" {
+                assert!(sc["runAsUser"].as_i64().is_some_and(|u| u > 0), "{name}: runs as root");
+            } else {
+                assert_eq!(sc["runAsUser"], json!(config.agent.run_as_user));
+            }
+            assert_eq!(sc["runAsNonRoot"], true);
             assert_eq!(sc["allowPrivilegeEscalation"], false);
             assert_eq!(sc["privileged"], false);
             assert_eq!(sc["capabilities"], json!({"drop": ["ALL"]}));
@@ -185,8 +197,10 @@ pub fn check_injected_from_config(pod: &Value, config: &Config) {
 }
 
 /// The patched pod minus everything the mode owns: `secretmode-*` volumes and containers, the
-/// `secretmode-secrets` mount, the `<ITEM>_FILE` / `<ITEM>` env vars of the pod's items, the
-/// `<prefix>/injected` annotation, and any list or map that the injection had to create.
+/// `secretmode-*` mounts, the `<ITEM>_FILE` / `<ITEM>` env vars of the pod's items and
+/// `SECRETMODE_SIGNAL_TARGET`, the exec wrapper in front of a command, the
+/// `shareProcessNamespace` a signal adds, the `<prefix>/injected` annotation, and any list or
+/// map that the injection had to create.
 pub fn strip_owned(patched: &Value, original: &Value, prefix: &str) -> Value {
     let mut out = patched.clone();
     let owned_env: Vec<String> = original["metadata"]["annotations"]
@@ -198,6 +212,7 @@ pub fn strip_owned(patched: &Value, original: &Value, prefix: &str) -> Value {
                     let stem = annotations::env_stem(item);
                     [format!("{stem}_FILE"), stem]
                 })
+                .chain([SIGNAL_TARGET_ENV.to_string()])
                 .collect()
         })
         .unwrap_or_default();
@@ -220,6 +235,9 @@ pub fn strip_owned(patched: &Value, original: &Value, prefix: &str) -> Value {
     }
     let original_spec = original.get("spec");
     if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+        if original_spec.and_then(|s| s.get("shareProcessNamespace")).is_none() {
+            spec.remove("shareProcessNamespace");
+        }
         for list in ["volumes", "initContainers", "containers"] {
             let original_list = original_spec.and_then(|s| s.get(list)).and_then(Value::as_array);
             if let Some(entries) = spec.get_mut(list).and_then(Value::as_array_mut) {
@@ -237,7 +255,14 @@ pub fn strip_owned(patched: &Value, original: &Value, prefix: &str) -> Value {
             let Some(c) = container.as_object_mut() else { continue };
             if let Some(mounts) = c.get_mut("volumeMounts").and_then(Value::as_array_mut) {
                 let had = before["volumeMounts"].as_array().cloned().unwrap_or_default();
-                mounts.retain(|m| m["name"] != "secretmode-secrets" || had.contains(m));
+                mounts.retain(|m| !reserved(m) || had.contains(m));
+            }
+            let wrapped = c.get("command").and_then(Value::as_array).is_some_and(|w| {
+                w.first().and_then(Value::as_str) == Some(EXEC_PATH) && before.get("command") != c.get("command")
+            });
+            if wrapped {
+                let own: Vec<Value> = c["command"].as_array().map(|w| w[4.min(w.len())..].to_vec()).unwrap_or_default();
+                c.insert("command".into(), Value::Array(own));
             }
             drop_if_created(c, Some(&before), "volumeMounts");
             if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {

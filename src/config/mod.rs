@@ -72,8 +72,20 @@ pub struct AgentConfig {
     /// Absolute path of the secretmode binary inside the image.
     #[serde(default = "default_binary")]
     pub binary: String,
+    /// Absolute path of the `secretmode-exec` wrapper inside the same image: the
+    /// `secretmode-exec` init container runs it to install a copy for the app containers
+    /// (`<prefix>/env-values` outside mode eso).
+    #[serde(default = "default_exec_binary")]
+    pub exec_binary: String,
+    /// `sizeLimit` of the disk-backed emptyDir the wrapper is installed into.
+    #[serde(default = "default_exec_volume_size_limit")]
+    pub exec_volume_size_limit: String,
     #[serde(default)]
     pub resources: Resources,
+    /// Requests and limits of the `secretmode-watcher` container (`<prefix>/on-change` in
+    /// modes eso and csi); unset: the agent's `resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watcher_resources: Option<Resources>,
     #[serde(default = "default_uid")]
     pub run_as_user: i64,
     #[serde(default = "default_uid")]
@@ -136,6 +148,12 @@ fn default_pull_policy() -> String {
 }
 fn default_binary() -> String {
     "/secretmode".into()
+}
+fn default_exec_binary() -> String {
+    "/secretmode-exec".into()
+}
+fn default_exec_volume_size_limit() -> String {
+    "8Mi".into()
 }
 fn default_uid() -> i64 {
     65532
@@ -214,6 +232,12 @@ impl Config {
         if !a.binary.starts_with('/') {
             return err("agent.binary", "must be an absolute path".into());
         }
+        if !a.exec_binary.starts_with('/') || a.exec_binary.chars().any(char::is_whitespace) {
+            return err("agent.execBinary", "must be an absolute path without whitespace".into());
+        }
+        if quantity::parse(&a.exec_volume_size_limit).is_none() {
+            return err("agent.execVolumeSizeLimit", format!("{:?} is not a quantity", a.exec_volume_size_limit));
+        }
         if a.run_as_user <= 0 || a.run_as_group <= 0 {
             return err(
                 "agent.runAsUser",
@@ -226,28 +250,9 @@ impl Config {
         if quantity::parse(&a.memory_volume_size_limit).is_none() {
             return err("agent.memoryVolumeSizeLimit", format!("{:?} is not a quantity", a.memory_volume_size_limit));
         }
-        for (kind, map) in [("requests", &a.resources.requests), ("limits", &a.resources.limits)] {
-            for (name, value) in map {
-                if !["cpu", "memory", "ephemeral-storage"].contains(&name.as_str()) {
-                    return err(
-                        &format!("agent.resources.{kind}.{name}"),
-                        "only cpu, memory and ephemeral-storage are supported".into(),
-                    );
-                }
-                if quantity::parse(value).is_none() {
-                    return err(&format!("agent.resources.{kind}.{name}"), format!("{value:?} is not a quantity"));
-                }
-            }
-        }
-        for (name, request) in &a.resources.requests {
-            if let Some(limit) = a.resources.limits.get(name) {
-                if quantity::parse(request) > quantity::parse(limit) {
-                    return err(
-                        &format!("agent.resources.requests.{name}"),
-                        format!("request {request} exceeds limit {limit}"),
-                    );
-                }
-            }
+        validate_resources("agent.resources", &a.resources)?;
+        if let Some(watcher) = &a.watcher_resources {
+            validate_resources("agent.watcherResources", watcher)?;
         }
         if a.start_deadline.0.is_zero() {
             return err("agent.startDeadline", "must be positive".into());
@@ -303,6 +308,38 @@ impl Config {
     }
 }
 
+/// Known resource names with valid quantities, requests not above limits.
+fn validate_resources(at: &str, r: &Resources) -> Result<(), (String, String)> {
+    for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, value) in map {
+            if !["cpu", "memory", "ephemeral-storage"].contains(&name.as_str()) {
+                return Err((
+                    format!("{at}.{kind}.{name}"),
+                    "only cpu, memory and ephemeral-storage are supported".into(),
+                ));
+            }
+            if quantity::parse(value).is_none() {
+                return Err((format!("{at}.{kind}.{name}"), format!("{value:?} is not a quantity")));
+            }
+        }
+    }
+    for (name, request) in &r.requests {
+        if let Some(limit) = r.limits.get(name) {
+            if quantity::parse(request) > quantity::parse(limit) {
+                return Err((format!("{at}.requests.{name}"), format!("request {request} exceeds limit {limit}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl AgentConfig {
+    /// The watcher's requests and limits: its own, else the agent's.
+    pub fn watcher_resources(&self) -> &Resources {
+        self.watcher_resources.as_ref().unwrap_or(&self.resources)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +364,29 @@ mod tests {
         let text = DEFAULT_CONFIG_YAML.replace("runAsUser: 65532", "runAsUser: 0");
         let e = Config::from_yaml(&text, "t.yaml").unwrap_err().to_string();
         assert!(e.contains("agent.runAsUser"), "{e}");
+        let cases = [
+            ("execBinary: /secretmode-exec", "execBinary: secretmode-exec", "agent.execBinary"),
+            ("execVolumeSizeLimit: 8Mi", "execVolumeSizeLimit: lots", "agent.execVolumeSizeLimit"),
+            (
+                "binary: /secretmode\n",
+                "binary: /secretmode\n  watcherResources: {requests: {memory: 9Mi}, limits: {memory: 8Mi}}\n",
+                "agent.watcherResources.requests.memory",
+            ),
+            (
+                "binary: /secretmode\n",
+                "binary: /secretmode\n  watcherResources: {limits: {gpu: 1}}\n",
+                "agent.watcherResources.limits.gpu",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let e = Config::from_yaml(&DEFAULT_CONFIG_YAML.replace(from, to), "t.yaml").unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let text = DEFAULT_CONFIG_YAML
+            .replace("binary: /secretmode\n", "binary: /secretmode\n  watcherResources: {limits: {memory: 8Mi}}\n");
+        let c = Config::from_yaml(&text, "t.yaml").unwrap();
+        assert_eq!(c.agent.watcher_resources().limits.get("memory").map(String::as_str), Some("8Mi"));
+        assert_eq!(Config::builtin().unwrap().agent.watcher_resources(), &Config::builtin().unwrap().agent.resources);
         let text = DEFAULT_CONFIG_YAML.replace("defaultProvider: vault", "defaultProvider: nope");
         let e = Config::from_yaml(&text, "t.yaml").unwrap_err().to_string();
         assert!(e.contains("defaultProvider"), "{e}");

@@ -82,6 +82,14 @@ pub struct Rule {
     /// `init`/`sidecar` pods must name a `fallback-secret`.
     #[serde(default)]
     pub require_fallback: bool,
+    /// `false`: pods may not ask for values in env (`<prefix>/env-values`), which every
+    /// process of the container can read in `/proc/<pid>/environ` and which never rotate.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub allow_env_values: bool,
+    /// `true`: pods may ask for `<prefix>/on-change: signal:...`, which shares the pod's
+    /// process namespace (containers see each other's processes). Off unless a rule allows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_signals: bool,
     #[serde(default)]
     pub enforcement: Enforcement,
 }
@@ -210,6 +218,14 @@ mod duration_field {
     pub fn max_staleness<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
         field(d, "maxStaleness")
     }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Namespace names are DNS labels; patterns add `*` and `?`.

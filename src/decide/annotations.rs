@@ -16,6 +16,7 @@ use crate::providers::ProviderConfig;
 use crate::vocabulary::duration;
 use crate::vocabulary::mode::{Mode, VALID_MODES};
 use crate::vocabulary::names::{is_dns_label, is_dns_subdomain, keys};
+use crate::vocabulary::on_change::{OnChange, SIGNAL_TARGET_ENV};
 use crate::vocabulary::paths::validate_mount_path;
 
 /// Longest accepted annotation value. Real values are short references; anything longer is a
@@ -51,6 +52,7 @@ pub struct PodAnnotations {
     pub max_staleness: Option<Duration>,
     pub env_values: Option<bool>,
     pub fallback_secret: Option<String>,
+    pub on_change: Option<OnChange>,
 }
 
 /// Checks every `<prefix>/` annotation on its own. `Ok(None)`: the pod has none (apart from a
@@ -119,6 +121,10 @@ pub fn parse(annotations: Option<&ObjectRef<'_>>, prefix: &str) -> Result<Option
                     }
                 })
             }
+            keys::ON_CHANGE => {
+                out.on_change =
+                    Some(value.parse().or_else(|(problem, fix): (String, String)| fail(full_key, problem, fix))?)
+            }
             other => {
                 let Some(name) = other.strip_prefix(keys::ITEM) else {
                     return fail(
@@ -145,7 +151,14 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
 
     // Annotations that do not apply to the chosen mode are mistakes, not no-ops: a workload
     // that sets `fallback-secret` on a csi pod believes it has a fallback.
-    let set: [(&str, bool); 7] = [
+    if mode == Mode::Init && ann.on_change.is_some() {
+        return fail(
+            &key(keys::ON_CHANGE),
+            "nothing changes after the init container ran (mode init fetches once, at pod start)",
+            "use mode sidecar to refresh and be told of changes, or remove it",
+        );
+    }
+    let set: [(&str, bool); 8] = [
         (keys::PROVIDER, ann.provider.is_some()),
         (keys::ESO_SECRET, ann.eso_secret.is_some()),
         (keys::CSI_CLASS, ann.csi_class.is_some()),
@@ -153,6 +166,7 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         (keys::MAX_STALENESS, ann.max_staleness.is_some()),
         (keys::ENV_VALUES, ann.env_values.is_some()),
         (keys::FALLBACK_SECRET, ann.fallback_secret.is_some()),
+        (keys::ON_CHANGE, ann.on_change.is_some()),
     ];
     for (k, set) in set {
         if set && !mode_reads(mode).contains(&k) {
@@ -235,6 +249,13 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         let file_var = [env_stem.as_str(), "_FILE"].concat();
         let value_var = (ann.env_values == Some(true)).then(|| env_stem.clone());
         for var in std::iter::once(file_var).chain(value_var) {
+            if var == SIGNAL_TARGET_ENV && matches!(ann.on_change, Some(OnChange::Signal(_))) {
+                return fail(
+                    &item_key,
+                    format!("its variable {var} is the one secretmode sets to find the process to signal"),
+                    "rename the item",
+                );
+            }
             if let Some(other) = env_owner.get(&var) {
                 return fail(
                     &item_key,
@@ -284,18 +305,28 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         max_staleness,
         env_values: ann.env_values.unwrap_or(false),
         fallback_secret: ann.fallback_secret.clone(),
+        on_change: ann.on_change.clone(),
     })
 }
 
 /// The mode-specific annotations a mode reads; every mode reads `mode`, the items,
-/// `containers` and `mount-path`. Any other annotation on a pod of that mode is denied.
+/// `containers`, `mount-path` and `env-values`. Any other annotation on a pod of that mode is
+/// denied.
 fn mode_reads(mode: Mode) -> &'static [&'static str] {
     match mode {
-        Mode::Eso => &[keys::ESO_SECRET, keys::ENV_VALUES],
-        Mode::Csi => &[keys::CSI_CLASS],
-        // init fetches once and exits: nothing is left to watch a freshness budget.
-        Mode::Init => &[keys::PROVIDER, keys::FALLBACK_SECRET],
-        Mode::Sidecar => &[keys::PROVIDER, keys::REFRESH_INTERVAL, keys::MAX_STALENESS, keys::FALLBACK_SECRET],
+        Mode::Eso => &[keys::ESO_SECRET, keys::ENV_VALUES, keys::ON_CHANGE],
+        Mode::Csi => &[keys::CSI_CLASS, keys::ENV_VALUES, keys::ON_CHANGE],
+        // init fetches once and exits: nothing is left to watch a freshness budget, and
+        // nothing changes to notify of (its on-change denial has a message of its own).
+        Mode::Init => &[keys::PROVIDER, keys::FALLBACK_SECRET, keys::ENV_VALUES],
+        Mode::Sidecar => &[
+            keys::PROVIDER,
+            keys::REFRESH_INTERVAL,
+            keys::MAX_STALENESS,
+            keys::FALLBACK_SECRET,
+            keys::ENV_VALUES,
+            keys::ON_CHANGE,
+        ],
     }
 }
 

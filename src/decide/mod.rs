@@ -20,6 +20,7 @@ use crate::json::tree::JsonRef;
 use crate::logging::printable::Printable;
 use crate::vocabulary::mode::{Mode, VALID_MODES};
 use crate::vocabulary::names::{is_reserved, NAMED_SPEC_LISTS};
+use crate::vocabulary::on_change::OnChange;
 use inject::InjectError;
 use patch::PatchOp;
 use plan::Plan;
@@ -209,6 +210,7 @@ fn decide_unfitted(pod: &JsonRef<'_>, namespace: &str, config: &Config) -> Decis
     if config.warnings.failure_mode {
         warnings.push(mode.failure_warning(plan.fallback_secret.is_some()));
     }
+    warnings::feature_warnings(&plan, prefix, &mut warnings);
     warnings.extend(inject::readability_warning(pod, &plan));
 
     let ctx = inject::Context { namespace, injected_note: &note };
@@ -234,6 +236,17 @@ fn injected_note(plan: &Plan, defaulted: bool) -> String {
     }
     if plan.fallback_secret.is_some() {
         note.push_str(",fallback=true");
+    }
+    if plan.env_values {
+        note.push_str(",env-values=true");
+    }
+    match &plan.on_change {
+        Some(OnChange::Http(_)) => note.push_str(",on-change=http"),
+        Some(OnChange::Signal(s)) => {
+            note.push_str(",on-change=signal:");
+            note.push_str(s.as_str());
+        }
+        None => {}
     }
     if defaulted {
         note.push_str(",mode-from=policy");

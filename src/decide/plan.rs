@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::providers::ProviderConfig;
 use crate::vocabulary::mode::Mode;
+use crate::vocabulary::on_change::OnChange;
 
 /// Where an item's value comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,8 +45,25 @@ pub struct Plan {
     pub mount_path: String,
     pub refresh_interval: Duration,
     pub max_staleness: Duration,
+    /// `<prefix>/env-values: "true"`: `<ITEM>` holds the value too (`secretKeyRef` in `eso`,
+    /// the exec wrapper in the other modes).
     pub env_values: bool,
     pub fallback_secret: Option<String>,
+    /// `<prefix>/on-change`: what to do after the files change (never set in `init`).
+    pub on_change: Option<OnChange>,
+}
+
+impl Plan {
+    /// Whether the target containers' commands are wrapped by `secretmode-exec` (env values
+    /// outside `eso`, where `secretKeyRef` does it).
+    pub fn wraps_commands(&self) -> bool {
+        self.env_values && self.mode != Mode::Eso
+    }
+
+    /// Whether the action is a signal (the pod's process namespace is shared for it).
+    pub fn signals(&self) -> bool {
+        matches!(self.on_change, Some(OnChange::Signal(_)))
+    }
 }
 
 impl Plan {

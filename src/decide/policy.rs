@@ -13,7 +13,8 @@ use crate::config::Config;
 use crate::json::tree::JsonRef;
 use crate::vocabulary::duration::HumanDuration;
 use crate::vocabulary::mode::Mode;
-use crate::vocabulary::names::{CSI_CLASS_ATTRIBUTE, CSI_DRIVER, SECRETS_VOLUME};
+use crate::vocabulary::names::{keys, CSI_CLASS_ATTRIBUTE, CSI_DRIVER, SECRETS_VOLUME};
+use crate::vocabulary::on_change::OnChange;
 use crate::vocabulary::paths::path_within;
 
 /// One broken rule, phrased for the person who wrote the pod.
@@ -47,8 +48,13 @@ impl Verdict {
 
     /// The denial text for `enforce`: rule, annotations and what is allowed.
     pub fn denial(&self) -> String {
-        let rule = self.rule.as_deref().unwrap_or("-");
         let parts: Vec<String> = self.violations.iter().map(|v| format!("{}: {}", v.field, v.message)).collect();
+        let Some(rule) = self.rule.as_deref() else {
+            return format!(
+                "no policy rule matches this namespace, and without one: {}; fix: ask the platform team for a policy rule that allows it",
+                parts.join("; ")
+            );
+        };
         format!(
             "policy rule {rule:?} denies this pod: {}; fix: change them to what the rule allows, or ask the platform team to change rule {rule:?}",
             parts.join("; ")
@@ -159,10 +165,19 @@ impl PolicyConfig {
 
     /// Judges resolved annotations alone; see [`PolicyConfig::evaluate_pod`] for whole pods.
     pub fn evaluate(&self, namespace: &str, plan: &Plan, config: &Config) -> Verdict {
-        let Some(rule) = self.rule_for(namespace) else {
-            return Verdict { rule: None, enforcement: Enforcement::Audit, violations: Vec::new() };
-        };
         let p = &config.annotation_prefix;
+        let Some(rule) = self.rule_for(namespace) else {
+            // Signals are allowed only where a rule says so: no rule, no signal.
+            let violations = match &plan.on_change {
+                Some(OnChange::Signal(_)) => vec![Violation {
+                    field: format!("{p}/{}", keys::ON_CHANGE),
+                    message: format!("{SIGNAL_PROBLEM} needs a policy rule with allowSignals: true"),
+                }],
+                _ => Vec::new(),
+            };
+            let enforcement = if violations.is_empty() { Enforcement::Audit } else { Enforcement::Enforce };
+            return Verdict { rule: None, enforcement, violations };
+        };
         let mut violations = Vec::new();
         let mut add = |key: &str, message: String| violations.push(Violation { field: format!("{p}/{key}"), message });
 
@@ -224,9 +239,25 @@ impl PolicyConfig {
                 add("fallback-secret", format!("mode {} must name a fallback Secret here", plan.mode));
             }
         }
+        if plan.env_values && !rule.allow_env_values {
+            add(
+                keys::ENV_VALUES,
+                "values in env are not allowed here (allowEnvValues: false: env is fixed at process start and readable in /proc/<pid>/environ); read the <ITEM>_FILE files instead".into(),
+            );
+        }
+        if let (Some(OnChange::Signal(_)), false) = (&plan.on_change, rule.allow_signals) {
+            add(
+                keys::ON_CHANGE,
+                format!("{SIGNAL_PROBLEM} is not allowed here (allowSignals is not true); use an http://127.0.0.1:<port>/<path> action instead"),
+            );
+        }
         Verdict { rule: Some(rule.name.clone()), enforcement: rule.enforcement, violations }
     }
 }
+
+/// What a signal action costs, in a policy violation.
+const SIGNAL_PROBLEM: &str =
+    "a signal action shares the pod's process namespace (containers see each other's processes), which";
 
 fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
     items.collect::<Vec<_>>().join(", ")

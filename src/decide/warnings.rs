@@ -1,6 +1,37 @@
-//! The warnings of an answer, fitted to what the API server passes on to kubectl.
+//! The warnings of an answer: what the pod's optional features cost ([`feature_warnings`]),
+//! and all of them fitted to what the API server passes on to kubectl.
 
+use super::plan::Plan;
 use crate::logging::printable::Printable;
+use crate::vocabulary::mode::Mode;
+use crate::vocabulary::names::WATCHER_CONTAINER;
+use crate::vocabulary::on_change::OnChange;
+
+/// What `<prefix>/env-values` and `<prefix>/on-change` cost, for the person applying the pod:
+/// values in env never rotate and are readable by every process of the container; a signal
+/// shares the pod's process namespace; in eso and csi a watcher container does the work.
+/// Nothing for a pod that uses neither (no allocation).
+pub fn feature_warnings(plan: &Plan, prefix: &str, out: &mut Vec<String>) {
+    if plan.env_values {
+        out.push(format!(
+            "secretmode {prefix}/env-values: values in env are fixed when the process starts (a rotation reaches the app only after a restart) and readable in /proc/<pid>/environ"
+        ));
+    }
+    let Some(action) = &plan.on_change else { return };
+    if let OnChange::Signal(s) = action {
+        out.push(format!(
+            "secretmode {prefix}/on-change signal:{}: the pod's process namespace is shared (shareProcessNamespace: true): its containers see each other's processes",
+            s.as_str()
+        ));
+    }
+    match plan.mode {
+        Mode::Eso | Mode::Csi => out.push(format!(
+            "secretmode {prefix}/on-change: the {WATCHER_CONTAINER} container runs \"{action}\" after each change the {} makes to the files",
+            if plan.mode == Mode::Eso { "kubelet" } else { "CSI driver" }
+        )),
+        Mode::Sidecar | Mode::Init => {}
+    }
+}
 
 /// Runes of one warning the API server passes on whole (`APISERVER.md`, fact 8).
 pub const WARNING_MAX_CHARS: usize = 256;

@@ -12,7 +12,9 @@
 //!
 //! One reader needs whole objects: a `secretmode-` container or volume already in the pod is
 //! compared in full with what the injection would write. When one is present the pod is
-//! parsed whole instead; that only happens on reinvocation or a re-sent pod.
+//! parsed whole instead; that only happens on reinvocation or a re-sent pod. The same goes
+//! for a pod that asks for env values (an annotation `*/env-values: "true"`): outside mode
+//! eso its containers' `command` is wrapped, and only those pods pay for reading it.
 //!
 //! Skipped fields are checked for JSON syntax only, as `oldObject` and `userInfo` always were:
 //! an unpaired UTF-16 surrogate escape in one (which kube-apiserver never writes) is not an
@@ -46,9 +48,20 @@ impl<'a> PodView<'a> {
     /// The pod's decision-relevant parts, or `None` when the decision needs the whole pod (a
     /// `secretmode-` entry is present): parse it whole then.
     pub fn into_json(self) -> Option<JsonRef<'a>> {
-        (!has_reserved_entry(&self.0)).then_some(self.0)
+        (!has_reserved_entry(&self.0) && !asks_for_env_values(&self.0)).then_some(self.0)
     }
 }
+
+/// Whether an annotation `<any prefix>/env-values` is `"true"` (the prefix is the config's,
+/// which the view does not know; another prefix only costs a whole parse).
+fn asks_for_env_values(pod: &JsonRef<'_>) -> bool {
+    pod.at(&["metadata", "annotations"])
+        .and_then(JsonRef::as_object)
+        .is_some_and(|a| a.iter().any(|(k, v)| k.ends_with(ENV_VALUES_SUFFIX) && v.as_str() == Some("true")))
+}
+
+/// `/` and [`keys::ENV_VALUES`].
+const ENV_VALUES_SUFFIX: &str = "/env-values";
 
 /// Whether the pod has a volume, container or init container with a reserved `secretmode-`
 /// name (which the decision compares in full).
@@ -107,7 +120,9 @@ impl Shape {
             (Shape::Spec, "containers" | "initContainers") => Some(Shape::Containers),
             (Shape::Spec, "volumes") => Some(Shape::Volumes),
             (Shape::Spec | Shape::Container, "securityContext") => Some(Shape::SecurityContext),
-            (Shape::Spec, "os" | "hostNetwork" | "serviceAccountName" | "nodeSelector") => Some(Shape::Whole),
+            (Shape::Spec, "os" | "hostNetwork" | "shareProcessNamespace" | "serviceAccountName" | "nodeSelector") => {
+                Some(Shape::Whole)
+            }
             (Shape::Spec, "affinity") => Some(Shape::Affinity),
             (Shape::Affinity, "nodeAffinity") => Some(Shape::Whole),
             (Shape::Container, "name" | "ports" | "volumeMounts" | "env") => Some(Shape::Whole),
@@ -246,11 +261,24 @@ impl<'de> Visitor<'de> for Key {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocabulary::names::keys;
     use serde_json::{json, Value};
 
     /// The view of `v`'s text, as a `Value` to compare.
     fn view(v: &Value) -> Value {
         serde_json::to_value(parse(&v.to_string()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_pod_asking_for_env_values_is_read_whole() {
+        assert_eq!(ENV_VALUES_SUFFIX, ["/", keys::ENV_VALUES].concat());
+        let pod = |value: &str| {
+            json!({"metadata": {"annotations": {"secrets.acme.io/env-values": value}},
+                   "spec": {"containers": [{"name": "app", "command": ["/app"], "image": "x"}]}})
+        };
+        assert_eq!(view(&pod("true")), pod("true"));
+        let partial = view(&pod("false"));
+        assert_eq!(partial["spec"]["containers"][0].get("command"), None);
     }
 
     #[test]

@@ -188,6 +188,12 @@ pub struct WorkloadReport {
     pub items: Vec<String>,
     pub outage: Option<Outage>,
     pub staleness: Option<String>,
+    /// Whether the app reads secret values from env (`<prefix>/env-values`, or its own
+    /// `secretKeyRef`/`envFrom` of a Secret): fixed at process start, so the app sees a
+    /// rotation only after a restart.
+    pub env_values: bool,
+    /// The `<prefix>/on-change` action, in its normalised annotation form.
+    pub on_change: Option<String>,
     pub policy: PolicyResult,
     /// What the webhook does with this pod: `inject`, `unchanged`, `skip`, `mirror`, `deny`.
     pub webhook: String,
@@ -783,6 +789,8 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         items: plan.as_ref().map(|p| p.items.iter().map(|i| i.name.clone()).collect()).unwrap_or_default(),
         outage: mode.map(|m| m.outage(fallback)),
         staleness,
+        env_values: plan.as_ref().is_some_and(|p| p.env_values) || !env_refs.is_empty(),
+        on_change: plan.as_ref().and_then(|p| p.on_change.as_ref()).map(ToString::to_string),
         policy: PolicyResult { rule: verdict.rule, enforcement: verdict.enforcement, violations: verdict.violations },
         webhook: webhook.to_string(),
         injection,

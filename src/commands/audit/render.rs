@@ -23,7 +23,7 @@ pub fn render(report: &Report, format: Format) -> String {
     }
 }
 
-const WORKLOAD_HEADER: [&str; 11] = [
+const WORKLOAD_HEADER: [&str; 13] = [
     "NAMESPACE",
     "WORKLOAD",
     "MODE",
@@ -34,8 +34,13 @@ const WORKLOAD_HEADER: [&str; 11] = [
     "ROTATION",
     "RECOVERY",
     "STALENESS",
+    "ENV VALUES",
+    "ON CHANGE",
     "POLICY",
 ];
+
+/// Index of the policy column, which `--cluster` widens with the injection state.
+const POLICY_COLUMN: usize = WORKLOAD_HEADER.len() - 1;
 
 fn workload_row(w: &WorkloadReport, cluster: bool) -> Vec<String> {
     let dash = || "-".to_string();
@@ -75,6 +80,8 @@ fn workload_row(w: &WorkloadReport, cluster: bool) -> Vec<String> {
         outage(|o| o.rotation),
         outage(|o| o.recovery),
         w.staleness.clone().unwrap_or_else(dash),
+        if w.env_values { "yes (restart to see a rotation)".to_string() } else { dash() },
+        w.on_change.clone().unwrap_or_else(dash),
         policy,
     ]
 }
@@ -156,7 +163,7 @@ fn table(report: &Report) -> String {
     let cluster = report.source == "cluster";
     let mut header: Vec<String> = WORKLOAD_HEADER.map(String::from).to_vec();
     if cluster {
-        header[10] = "POLICY; INJECTION".into();
+        header[POLICY_COLUMN] = "POLICY; INJECTION".into();
     }
     let rows = report.workloads.iter().map(|w| workload_row(w, cluster)).collect();
     let mut out = aligned(header, rows);
@@ -204,7 +211,7 @@ fn markdown(report: &Report) -> String {
     let mut out = format!("# secretmode audit ({})\n\n{}\n\n## Workloads\n\n", report.source, summary_line(report));
     let mut header: Vec<String> = WORKLOAD_HEADER.iter().map(|h| h.to_lowercase()).collect();
     if cluster {
-        header[10] = "policy; injection".into();
+        header[POLICY_COLUMN] = "policy; injection".into();
     }
     out.push_str(&md_table(header, report.workloads.iter().map(|w| workload_row(w, cluster)).collect()));
     if !report.external_secrets.is_empty() {

@@ -27,6 +27,7 @@ pub(super) fn desired<'a>(
     config: &'a Config,
     ctx: &Context<'_>,
     role: Role,
+    sender_user: Option<i64>,
 ) -> Result<ModeParts<'a>, InjectError> {
     let mount_path = plan.mount_path.as_str();
     let mut volumes = Vec::new();
@@ -35,7 +36,7 @@ pub(super) fn desired<'a>(
     volumes.push(Volume {
         name: SECRETS_VOLUME,
         source: Source::EmptyDir(EmptyDirSource {
-            medium: "Memory",
+            medium: Some("Memory"),
             size_limit: &config.agent.memory_volume_size_limit,
         }),
     });
@@ -67,7 +68,10 @@ pub(super) fn desired<'a>(
         });
         agent_mounts.push(Mount { name: FALLBACK_VOLUME, mount_path: FALLBACK_DIR, read_only: true });
     }
-    let agent = agent_container(pod, plan, config, ctx, provider, agent_mounts, role)?;
+    let mut agent = agent_container(pod, plan, config, ctx, provider, agent_mounts, role)?;
+    if let Some(user) = sender_user {
+        agent.0 = agent.0.with_user(user);
+    }
     Ok((volumes, Some(agent)))
 }
 
@@ -107,7 +111,7 @@ fn agent_container<'a>(
         max_staleness_seconds: plan.max_staleness.as_secs().max(1),
         start_deadline_seconds: a.start_deadline.0.as_secs().max(1),
         health_port: a.health_port,
-        on_change: None,
+        on_change: plan.on_change.clone(),
     };
     let mut env = vec![EnvVar { name: SPEC_ENV.into(), value: Some(EnvValue::Spec(Box::new(spec))), value_from: None }];
     if let Some((name, secret_ref)) = provider.secret_env() {
@@ -158,6 +162,15 @@ pub(super) fn check_linux(spec: &ObjectRef<'_>, mode: Mode) -> Result<(), Inject
         );
     }
     Ok(())
+}
+
+/// Another container of ours (the watcher, the exec installer) runs on Linux only: `what`
+/// says which, `fix` what to drop.
+pub(super) fn check_linux_for(spec: &ObjectRef<'_>, what: &str, fix: &str) -> Result<(), InjectError> {
+    match off_linux(spec) {
+        Some(pin) => deny(format!("{what}, and this pod is pinned to Windows (non-Linux) nodes ({pin})"), fix),
+        None => Ok(()),
+    }
 }
 
 /// The node labels that say a node's operating system.

@@ -120,10 +120,11 @@ struct Tail<'a> {
     lifecycle: Option<Lifecycle<'a>>,
 }
 
-/// Pod Security Standards *restricted*, always. The group is the app's (per pod).
+/// Pod Security Standards *restricted*, always. The group is the app's (per pod); the user is
+/// the config's, or the app's own with a `signal:` on-change (only the same user can signal).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct SecurityContext {
+pub(super) struct SecurityContext {
     #[serde(flatten)]
     user: User,
     run_as_group: i64,
@@ -159,27 +160,54 @@ struct SeccompProfile {
     kind: &'static str,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Port {
-    name: &'static str,
-    container_port: u16,
-    protocol: &'static str,
+impl SecurityContext {
+    pub(super) fn restricted(run_as_user: i64, run_as_group: i64) -> SecurityContext {
+        SecurityContext {
+            user: User { run_as_non_root: true, run_as_user },
+            run_as_group,
+            rest: Restricted {
+                allow_privilege_escalation: false,
+                privileged: false,
+                read_only_root_filesystem: true,
+                capabilities: Capabilities { drop: ["ALL"] },
+                seccomp_profile: SeccompProfile { kind: "RuntimeDefault" },
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Probe {
-    http_get: HttpGet,
-    period_seconds: u64,
-    timeout_seconds: u64,
-    failure_threshold: u64,
+pub(super) struct Port {
+    pub name: &'static str,
+    pub container_port: u16,
+    pub protocol: &'static str,
 }
 
 #[derive(Serialize)]
-struct HttpGet {
-    path: &'static str,
-    port: u16,
+#[serde(rename_all = "camelCase")]
+pub(super) struct Probe {
+    pub http_get: HttpGet,
+    pub period_seconds: u64,
+    pub timeout_seconds: u64,
+    pub failure_threshold: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct HttpGet {
+    pub path: &'static str,
+    pub port: u16,
+}
+
+/// Liveness says "the process works", never "the provider answers": restarting a sidecar
+/// into an outage only loses its last good values. The agent and the watcher share it.
+pub(super) fn liveness_probe(port: u16) -> Probe {
+    Probe {
+        http_get: HttpGet { path: HEALTH_PATH, port },
+        period_seconds: 10,
+        timeout_seconds: 2,
+        failure_threshold: 3,
+    }
 }
 
 #[derive(Serialize)]
@@ -233,17 +261,7 @@ impl<'a> AgentContainer<'a> {
             },
             env,
             volume_mounts,
-            security_context: SecurityContext {
-                user: User { run_as_non_root: true, run_as_user: a.run_as_user },
-                run_as_group,
-                rest: Restricted {
-                    allow_privilege_escalation: false,
-                    privileged: false,
-                    read_only_root_filesystem: true,
-                    capabilities: Capabilities { drop: ["ALL"] },
-                    seccomp_profile: SeccompProfile { kind: "RuntimeDefault" },
-                },
-            },
+            security_context: SecurityContext::restricted(a.run_as_user, run_as_group),
             tail: Tail {
                 resources: (a.resources != Resources::default()).then_some(&a.resources),
                 ports: None,
@@ -268,14 +286,7 @@ impl<'a> AgentContainer<'a> {
             timeout_seconds: 1,
             failure_threshold: startup_budget,
         });
-        // Liveness says "the process works", never "the provider answers": restarting a
-        // sidecar into an outage only loses its last good values.
-        t.liveness_probe = Some(Probe {
-            http_get: HttpGet { path: HEALTH_PATH, port },
-            period_seconds: 10,
-            timeout_seconds: 2,
-            failure_threshold: 3,
-        });
+        t.liveness_probe = Some(liveness_probe(port));
         if native {
             t.restart_policy = Some("Always");
         } else {
@@ -303,6 +314,13 @@ impl<'a> AgentContainer<'a> {
         self.head.name
     }
 
+    /// Runs the agent as `user` rather than the config's `runAsUser` (a `signal:` on-change:
+    /// only a process of the app's own user can find and signal it).
+    pub fn with_user(mut self, user: i64) -> Self {
+        self.security_context.user.run_as_user = user;
+        self
+    }
+
     /// As a JSON tree, to compare with a container the pod already has.
     pub fn to_value(&self) -> Value {
         // Serialising strings, numbers and lists into a Value cannot fail.
@@ -312,6 +330,11 @@ impl<'a> AgentContainer<'a> {
     /// As JSON text for the patch: what `serde_json::to_string(self)` writes, with the
     /// configuration's part taken from the [`Template`].
     pub fn to_json(&self) -> Result<JsonText, serde_json::Error> {
+        if self.security_context.user.run_as_user != self.config.run_as_user {
+            // The template holds the config's user; a pod-chosen one (signal pods only) is
+            // written whole.
+            return JsonText::of(self);
+        }
         let template = Template::for_container(self)?;
         let mut out = Vec::with_capacity(template.len() + 2048);
         out.extend_from_slice(template.before_env.as_bytes());
@@ -514,6 +537,19 @@ mod tests {
             }
         }
         assert!(TEMPLATES.with(|t| t.borrow().len()) <= CACHED_TEMPLATES);
+    }
+
+    #[test]
+    fn an_agent_run_as_the_apps_user_is_written_whole_with_that_user() {
+        let config = Config::builtin().unwrap().agent;
+        for role in [Role::Init, Role::Sidecar { native: true }, Role::Sidecar { native: false }] {
+            let c = AgentContainer::new(role, &config, env(), mounts(), 3000).with_user(1000);
+            let text = c.to_json().unwrap();
+            assert_eq!(text.get(), serde_json::to_string(&c).unwrap());
+            let v: Value = serde_json::from_str(text.get()).unwrap();
+            assert_eq!(v["securityContext"]["runAsUser"], 1000);
+            assert_eq!(v["securityContext"]["runAsNonRoot"], true);
+        }
     }
 
     #[test]

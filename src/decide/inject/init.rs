@@ -17,8 +17,9 @@ pub(super) fn desired<'a>(
     plan: &'a Plan,
     config: &'a Config,
     ctx: &Context<'_>,
+    sender_user: Option<i64>,
 ) -> Result<ModeParts<'a>, InjectError> {
-    agent::desired(pod, plan, config, ctx, Role::Init)
+    agent::desired(pod, plan, config, ctx, Role::Init, sender_user)
 }
 
 /// The agent is a Linux container.

@@ -9,11 +9,16 @@
 //!
 //! Every mode adds the read-only mount and the `<ITEM>_FILE` env vars to the target containers
 //! (here). What a mode adds besides is in its own file: `eso.rs`, `csi.rs`, `init.rs`,
-//! `sidecar.rs`; the two agent modes share `agent.rs`. The shared machinery: `container.rs` and
-//! `volumes.rs` write what is injected, `owned.rs` compares an injection already in the pod.
+//! `sidecar.rs`; the two agent modes share `agent.rs`. The two features every mode offers have
+//! files of their own: `exec.rs` (`env-values` outside eso: the wrapper), `watcher.rs`
+//! (`on-change` in eso and csi) and `signal.rs` (what a `signal:` action needs). The shared
+//! machinery: `container.rs` and `volumes.rs` write what is injected, `owned.rs` compares an
+//! injection already in the pod.
+
+use std::borrow::Cow;
 
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use thiserror::Error;
 
 use super::patch::{self, JsonText, PatchOp};
@@ -21,8 +26,9 @@ use super::plan::Plan;
 use crate::config::Config;
 use crate::json::tree::{JsonRef, ObjectRef};
 use crate::vocabulary::mode::Mode;
-use crate::vocabulary::names::{is_reserved, SECRETS_VOLUME};
-use crate::vocabulary::paths::paths_overlap;
+use crate::vocabulary::names::{is_reserved, EXEC_CONTAINER, EXEC_VOLUME, SECRETS_VOLUME, WATCHER_CONTAINER};
+use crate::vocabulary::on_change::SIGNAL_TARGET_ENV;
+use crate::vocabulary::paths::{paths_overlap, EXEC_DIR};
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum InjectError {
@@ -49,8 +55,29 @@ struct Desired<'a> {
     volumes: Vec<Volume<'a>>,
     /// The agent container and whether it goes into `initContainers`.
     agent: Option<(AgentContainer<'a>, bool)>,
+    /// Our other containers (the exec installer, the watcher), only with `env-values` or
+    /// `on-change`: written as JSON trees, in the order they stand in their list.
+    others: Vec<Other>,
     mount: Mount<'a>,
+    /// The exec wrapper's read-only mount, when commands are wrapped.
+    exec_mount: Option<Mount<'static>>,
     env: Vec<EnvVar<'a>>,
+    /// The wrapper's `--env` list, when commands are wrapped (`exec.rs`).
+    wrap: Option<String>,
+    /// The wrapper's installer is in the pod already: a reinvocation (`exec.rs`).
+    installed: bool,
+    /// Each target container gets `SECRETMODE_SIGNAL_TARGET=<its name>` (`signal.rs`).
+    signal: bool,
+    /// The signal's sender is in the pod already (a reinvocation): a target without the
+    /// variable was added by a later webhook, and is neither marked nor signalled.
+    sender_present: bool,
+}
+
+/// A container of ours other than the agent.
+struct Other {
+    name: &'static str,
+    value: Value,
+    as_init: bool,
 }
 
 /// What one injection patches, in application order.
@@ -78,34 +105,93 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
     let volumes = named_list(spec, "volumes")?;
 
     check_platform(spec, plan, config)?;
-    let desired = desired(pod, plan, config, ctx)?;
+    let prefix = config.annotation_prefix.as_str();
+    // A signal is sent as the app's own user, which the agent or watcher then runs as.
+    let sender_present = plan.signals() && signal::sender_present(&app_containers, &init_containers);
+    let sender_user = if plan.signals() {
+        let targets = target_containers(&app_containers, &init_containers, plan, prefix)?;
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter_map(|i| app_containers.get(i).copied())
+            .filter(|(_, c)| !sender_present || signal::marked(c.get("env")))
+            .collect();
+        Some(signal::sender_user(spec, &targets, prefix)?)
+    } else {
+        None
+    };
+    let mut desired = desired(pod, plan, config, ctx, sender_user)?;
+    desired.installed = init_containers.iter().any(|(n, _)| *n == EXEC_CONTAINER);
+    desired.sender_present = sender_present;
     check_reserved(&volumes, &app_containers, &init_containers, &desired)?;
-    let targets = target_containers(&app_containers, &init_containers, plan, &config.annotation_prefix)?;
+    let targets = target_containers(&app_containers, &init_containers, plan, prefix)?;
 
     let mut ops = Vec::new();
     // Container ops come before the agent's insert-first, which shifts container indices.
     for index in targets {
         if let Some(container) = app_containers.get(index).and_then(|(_, c)| c.as_object()) {
-            wire_container(container, index, &desired, &plan.mount_path, &config.annotation_prefix, &mut ops)?;
+            wire_container(container, index, &desired, &plan.mount_path, prefix, &mut ops)?;
         }
+    }
+    if plan.signals() && signal::needs_shared_namespace(spec, prefix)? {
+        ops.push(PatchOp::add("/spec/shareProcessNamespace".into(), &true)?);
     }
     let missing_volumes: Vec<&Volume> =
         desired.volumes.iter().filter(|v| !volumes.iter().any(|(n, _)| *n == v.name)).collect();
     append_all(&mut ops, "/spec/volumes".into(), spec.get("volumes"), &missing_volumes)?;
-    if let Some((agent, as_init)) = &desired.agent {
-        let list = if *as_init { "initContainers" } else { "containers" };
-        let present = if *as_init { &init_containers } else { &app_containers };
-        if !present.iter().any(|(n, _)| *n == agent.name()) {
-            let agent = agent.to_json()?;
-            ops.push(match spec.get(list) {
-                Some(JsonRef::Array(_)) => PatchOp::add_json(["/spec/", list, "/0"].concat(), agent),
-                _ => PatchOp::add_json(["/spec/", list].concat(), JsonText::list(&[agent])),
-            });
-        }
+    for (list, as_init, present) in [("initContainers", true, &init_containers), ("containers", false, &app_containers)]
+    {
+        insert_first(&mut ops, spec, list, as_init, present, &desired)?;
     }
     let changes_pod = !ops.is_empty();
     annotate(pod, &[config.annotation_prefix.as_str(), "/injected"].concat(), ctx.injected_note, &mut ops)?;
     Ok(Injection { ops, changes_pod })
+}
+
+/// Inserts our containers that belong in `list` and are not `present` yet, first in the list
+/// and in their order: the agent (the init agent stays the first init container), then the
+/// exec installer, then the watcher.
+fn insert_first(
+    ops: &mut Vec<PatchOp>,
+    spec: &ObjectRef<'_>,
+    list: &str,
+    as_init: bool,
+    present: &[(&str, &JsonRef<'_>)],
+    desired: &Desired,
+) -> Result<(), InjectError> {
+    let missing = |name: &str| !present.iter().any(|(n, _)| *n == name);
+    if desired.others.is_empty() {
+        // Only the agent, or nothing: the path of every pod without env-values or on-change.
+        if let Some((agent, init)) = &desired.agent {
+            if *init == as_init && missing(agent.name()) {
+                let agent = agent.to_json()?;
+                ops.push(match spec.get(list) {
+                    Some(JsonRef::Array(_)) => PatchOp::add_json(["/spec/", list, "/0"].concat(), agent),
+                    _ => PatchOp::add_json(["/spec/", list].concat(), JsonText::list(&[agent])),
+                });
+            }
+        }
+        return Ok(());
+    }
+    let mut texts = Vec::new();
+    if let Some((agent, init)) = &desired.agent {
+        if *init == as_init && missing(agent.name()) {
+            texts.push(agent.to_json()?);
+        }
+    }
+    // `others` holds the installer before the watcher.
+    for other in desired.others.iter().filter(|o| o.as_init == as_init && missing(o.name)) {
+        texts.push(JsonText::of(&other.value)?);
+    }
+    match spec.get(list) {
+        _ if texts.is_empty() => {}
+        Some(JsonRef::Array(_)) => {
+            // Each insert at 0 goes before the previous one: the last written is first.
+            let at = ["/spec/", list, "/0"].concat();
+            ops.extend(texts.into_iter().rev().map(|t| PatchOp::add_json(at.clone(), t)));
+        }
+        _ => ops.push(PatchOp::add_json(["/spec/", list].concat(), JsonText::list(&texts))),
+    }
+    Ok(())
 }
 
 /// Sets one annotation, creating `metadata` or `metadata.annotations` if missing; no op when
@@ -179,17 +265,34 @@ type ModeParts<'a> = (Vec<Volume<'a>>, Option<(AgentContainer<'a>, bool)>);
 /// Each mode's own checks of where the pod runs.
 fn check_platform(spec: &ObjectRef<'_>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
     match plan.mode {
-        Mode::Eso | Mode::Csi => Ok(()),
-        Mode::Init => init::check_platform(spec),
-        Mode::Sidecar => sidecar::check_platform(spec, config),
+        Mode::Eso => {}
+        Mode::Csi => {
+            if plan.wraps_commands() {
+                let prefix = &config.annotation_prefix;
+                agent::check_linux_for(
+                    spec,
+                    &format!("{prefix}/env-values in mode csi injects the Linux secretmode-exec init container"),
+                    &format!("remove {prefix}/env-values (or use mode eso, whose env values need no wrapper) for Windows pods"),
+                )?;
+            }
+        }
+        Mode::Init => init::check_platform(spec)?,
+        Mode::Sidecar => sidecar::check_platform(spec, config)?,
     }
+    if plan.on_change.is_some() && !plan.mode.uses_agent() {
+        watcher::check_platform(spec, plan, config)?;
+    }
+    Ok(())
 }
 
+/// What the injection adds; `sender_user` is the app's uid when the agent or watcher must
+/// send a signal as it.
 fn desired<'a>(
     pod: &JsonRef<'_>,
     plan: &'a Plan,
     config: &'a Config,
     ctx: &Context<'_>,
+    sender_user: Option<i64>,
 ) -> Result<Desired<'a>, InjectError> {
     let mount_path = plan.mount_path.as_str();
     let mut env = Vec::with_capacity(plan.items.len() * 2);
@@ -202,16 +305,48 @@ fn desired<'a>(
     }
     // Mounted read-only and never with subPath: a subPath mount never sees rotation.
     let mount = Mount { name: SECRETS_VOLUME, mount_path, read_only: true };
-    let (volumes, agent) = match plan.mode {
+    let (mut volumes, agent) = match plan.mode {
         Mode::Eso => {
             eso::push_value_env(plan, &mut env);
             (eso::volumes(plan), None)
         }
         Mode::Csi => (csi::volumes(plan), None),
-        Mode::Init => init::desired(pod, plan, config, ctx)?,
-        Mode::Sidecar => sidecar::desired(pod, plan, config, ctx)?,
+        Mode::Init => init::desired(pod, plan, config, ctx, sender_user)?,
+        Mode::Sidecar => sidecar::desired(pod, plan, config, ctx, sender_user)?,
     };
-    Ok(Desired { volumes, agent, mount, env })
+    let mut others = Vec::new();
+    let wrap = if plan.wraps_commands() {
+        volumes.push(exec::volume(&config.agent));
+        others.push(Other {
+            name: EXEC_CONTAINER,
+            value: serde_json::to_value(exec::installer(&config.agent))?,
+            as_init: true,
+        });
+        Some(exec::stems(plan))
+    } else {
+        None
+    };
+    if let (Some(on_change), false) = (&plan.on_change, plan.mode.uses_agent()) {
+        let a = &config.agent;
+        let group = agent::app_group(pod, plan).unwrap_or(a.run_as_group);
+        let user = sender_user.unwrap_or(a.run_as_user);
+        let (volume, watcher, as_init) = watcher::desired(plan, config, on_change, user, group)?;
+        volumes.push(volume);
+        others.push(Other { name: WATCHER_CONTAINER, value: serde_json::to_value(&watcher)?, as_init });
+    }
+    let exec_mount = wrap.is_some().then(exec::app_mount);
+    Ok(Desired {
+        volumes,
+        agent,
+        others,
+        mount,
+        exec_mount,
+        env,
+        wrap,
+        installed: false,
+        signal: plan.signals(),
+        sender_present: false,
+    })
 }
 
 /// A kubectl warning when a non-root app will probably not be able to read its 0440 files.
@@ -260,14 +395,18 @@ fn check_reserved(
     }
     for (list, entries, as_init) in [("containers", containers, false), ("initContainers", init_containers, true)] {
         for (name, existing) in entries.iter().filter(|(n, _)| is_reserved(n)) {
-            match &desired.agent {
-                Some((wanted, init)) if *init == as_init && wanted.name() == *name => {
-                    owned::agent_container(existing, &wanted.to_value())
+            let wanted: Option<(Cow<Value>, bool)> = match &desired.agent {
+                Some((agent, init)) if agent.name() == *name => Some((Cow::Owned(agent.to_value()), *init)),
+                _ => desired.others.iter().find(|o| o.name == *name).map(|o| (Cow::Borrowed(&o.value), o.as_init)),
+            };
+            match wanted {
+                Some((wanted, init)) if init == as_init => {
+                    owned::agent_container(existing, &wanted)
                         .or_else(|d| other_injection(&format!("spec.{list} entry {name}"), &d))?;
                 }
-                // The agent where another configuration puts it (native sidecar or plain).
-                Some((wanted, init)) if wanted.name() == *name => {
-                    let (here, there) = if *init {
+                // The container where another configuration puts it (native sidecar or plain).
+                Some((_, init)) => {
+                    let (here, there) = if init {
                         ("a plain container", "initContainers")
                     } else {
                         ("an init container", "containers")
@@ -333,9 +472,10 @@ fn target_containers(
         .collect()
 }
 
-/// The ops that add the read-only mount and the env vars to app container `index`, once.
-/// Our mount and env vars already there must be ours (every entry of the name: the kubelet
-/// uses the last); other mounts may not overlap the secrets directory, cleaned paths compared.
+/// The ops that add the read-only mount and the env vars to app container `index`, once, and
+/// with `env-values` outside eso the wrapper's mount and the wrapped command. Our mounts and
+/// env vars already there must be ours (every entry of the name: the kubelet uses the last);
+/// other mounts may not overlap the secrets or wrapper directory, cleaned paths compared.
 fn wire_container(
     container: &ObjectRef<'_>,
     index: usize,
@@ -345,37 +485,79 @@ fn wire_container(
     ops: &mut Vec<PatchOp>,
 ) -> Result<(), InjectError> {
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
+    // `command` is read only here: the webhook's pod view keeps it only for such pods.
+    let wrap = match &desired.wrap {
+        Some(stems) => Some(exec::wrap(name, container.get("command"), stems, prefix, desired.installed)?),
+        None => None,
+    };
+    let exec_mount = match wrap {
+        Some(Wrap::Already | Wrap::New(_)) => desired.exec_mount.as_ref(),
+        Some(Wrap::Later) | None => None,
+    };
     let mut has_mount = false;
+    let mut has_exec_mount = false;
     for m in JsonRef::entries(container.get("volumeMounts")) {
         let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
-        if m_name == SECRETS_VOLUME {
+        let ours = match exec_mount {
+            _ if m_name == SECRETS_VOLUME => Some(&desired.mount),
+            Some(exec) if m_name == EXEC_VOLUME => Some(exec),
+            _ => None,
+        };
+        if let Some(ours) = ours {
             // Built only here: a first injection, the common case, never needs it.
-            let wanted = serde_json::to_value(&desired.mount)?;
-            if let Err(d) =
-                owned::mount(m, &wanted).map_err(|d| d.under(&["volumeMounts[", SECRETS_VOLUME, "]"].concat()))
-            {
+            let wanted = serde_json::to_value(ours)?;
+            if let Err(d) = owned::mount(m, &wanted).map_err(|d| d.under(&["volumeMounts[", ours.name, "]"].concat())) {
                 return deny(
-                    format!("container {name} mounts {SECRETS_VOLUME} differently from what secretmode injects: {d}"),
+                    format!("container {name} mounts {} differently from what secretmode injects: {d}", ours.name),
                     "remove that volumeMount and let the webhook add it",
                 );
             }
-            has_mount = true;
+            has_mount |= m_name == SECRETS_VOLUME;
+            has_exec_mount |= m_name == EXEC_VOLUME;
         } else if paths_overlap(m_path, mount_path) {
             return deny(
                 format!("container {name} already mounts {m_name} at {m_path}, which overlaps the secrets directory {mount_path}"),
                 format!("set {prefix}/mount-path to a directory of its own"),
             );
+        } else if exec_mount.is_some() && paths_overlap(m_path, EXEC_DIR) {
+            return deny(
+                format!("container {name} already mounts {m_name} at {m_path}, which overlaps the exec wrapper's directory {EXEC_DIR}"),
+                format!("move that mount, or remove {prefix}/env-values"),
+            );
         }
     }
+    let mut mounts: [Option<&Mount>; 2] = [None, None];
     if !has_mount {
-        let path = container_path(index, "volumeMounts");
-        append_all(ops, path, container.get("volumeMounts"), std::slice::from_ref(&desired.mount))?;
+        mounts[0] = Some(&desired.mount);
+    }
+    if !has_exec_mount {
+        mounts[1] = exec_mount;
+    }
+    let mounts: &[&Mount] = match mounts {
+        [Some(a), Some(b)] => &[a, b],
+        [Some(a), None] | [None, Some(a)] => &[a],
+        [None, None] => &[],
+    };
+    if !mounts.is_empty() {
+        append_all(ops, container_path(index, "volumeMounts"), container.get("volumeMounts"), mounts)?;
     }
 
+    if let Some(Wrap::New(command)) = &wrap {
+        ops.push(PatchOp::add(container_path(index, "command"), command)?);
+    }
+
+    // The signal's sender finds this container's main process by this variable; a container a
+    // later webhook added (the sender is there, the variable is not) is never signalled.
+    let marked = || signal::marked(container.get("env"));
+    let signal_target = (desired.signal && (!desired.sender_present || marked())).then(|| EnvVar {
+        name: SIGNAL_TARGET_ENV.into(),
+        value: Some(EnvValue::Text(name.to_string())),
+        value_from: None,
+    });
     let env = JsonRef::entries(container.get("env"));
     let mut to_add = Vec::new();
-    for var in &desired.env {
+    for var in desired.env.iter().chain(&signal_target) {
         let var_name = &*var.name;
         let mut same_name = env.iter().filter(|e| e.get("name").and_then(JsonRef::as_str) == Some(var_name)).peekable();
         if same_name.peek().is_none() {
@@ -404,14 +586,18 @@ mod agent;
 mod container;
 mod csi;
 mod eso;
+mod exec;
 mod init;
 mod owned;
 mod sidecar;
+mod signal;
 #[cfg(test)]
 mod tests;
 mod volumes;
+mod watcher;
 
 use container::{AgentContainer, EnvValue, EnvVar, Mount};
+use exec::Wrap;
 use volumes::Volume;
 
 impl From<serde_json::Error> for InjectError {

@@ -27,7 +27,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::json::tree::JsonRef;
-use crate::vocabulary::paths::{clean_path, paths_overlap, SPEC_ENV};
+use crate::vocabulary::paths::{clean_path, paths_overlap, EXEC_PATH, SPEC_ENV};
 use crate::vocabulary::quantity;
 
 /// The first field of a reserved object that is not what this injection writes.
@@ -174,6 +174,44 @@ pub fn mount(existing: &JsonRef<'_>, wanted: &Value) -> Judged {
         }
     }
     Ok(())
+}
+
+/// Whether an app container's command is already wrapped by `secretmode-exec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrapped {
+    /// `[EXEC_PATH, "--env", <these stems>, "--", <command>...]`.
+    Yes,
+    /// Not wrapped: its first word is not the wrapper.
+    No,
+}
+
+/// An app container's `command` against the wrapper this injection writes (`stems`: the
+/// `--env` list). What secretmode owns in it is the prefix up to `--`; a wrapper with other
+/// stems, or a prefix of another shape, is a difference (the stems are env var names, never
+/// values, so the detail may show them).
+pub fn wrapped_command(command: &[JsonRef<'_>], stems: &str) -> Result<Wrapped, Difference> {
+    if command.first().and_then(JsonRef::as_str) != Some(EXEC_PATH) {
+        return Ok(Wrapped::No);
+    }
+    let word = |i: usize| command.get(i).and_then(JsonRef::as_str);
+    if word(1) != Some("--env") || word(3) != Some("--") || command.len() < 5 {
+        return Err(Difference {
+            field: "command".into(),
+            kind: DiffKind::Differs,
+            detail: Some(format!("this webhook writes [{EXEC_PATH:?}, \"--env\", {stems:?}, \"--\", <command>...]")),
+        });
+    }
+    match word(2) {
+        Some(existing) if existing == stems => Ok(Wrapped::Yes),
+        existing => Err(Difference {
+            field: "command[2]".into(),
+            kind: DiffKind::Differs,
+            detail: Some(format!(
+                "the wrapper's --env list is {:?}, this webhook wraps {stems:?}",
+                existing.map(|e| e.chars().take(200).collect::<String>()).unwrap_or_default()
+            )),
+        }),
+    }
 }
 
 /// Our entries of a named list (env, volumeMounts): each must be there, and every entry of
@@ -551,6 +589,22 @@ mod tests {
         }
         let d = diff(DiffKind::Differs, "").under("a").under("[1]").under("b");
         assert_eq!(d.field, "b[1].a");
+    }
+
+    #[test]
+    fn a_wrapped_command_is_recognised_and_a_foreign_wrapper_is_named() {
+        let check = |v: Value| {
+            let r = JsonRef::from(&v);
+            wrapped_command(r.as_array().unwrap(), "A,B")
+        };
+        assert_eq!(check(json!(["/app", "--serve"])), Ok(Wrapped::No));
+        assert_eq!(check(json!([EXEC_PATH, "--env", "A,B", "--", "/app"])), Ok(Wrapped::Yes));
+        let d = check(json!([EXEC_PATH, "--env", "A", "--", "/app"])).unwrap_err();
+        assert_eq!(d.field, "command[2]");
+        assert!(d.to_string().contains("\"A\"") && d.to_string().contains("\"A,B\""), "{d}");
+        for bad in [json!([EXEC_PATH]), json!([EXEC_PATH, "--env", "A,B", "--"]), json!([EXEC_PATH, "/app"])] {
+            assert_eq!(check(bad.clone()).unwrap_err().field, "command", "{bad}");
+        }
     }
 
     #[test]

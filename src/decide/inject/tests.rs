@@ -712,3 +712,373 @@ fn agent_joins_the_app_group_so_0440_files_are_readable() {
     let Decision::Allow { warnings, .. } = admit(&p).1 else { panic!() };
     assert_eq!(warnings.len(), 1, "{warnings:?}");
 }
+
+// --- env-values outside eso (the exec wrapper) and on-change ---------------------------------
+
+use crate::agent::spec::WatchSpec;
+use crate::vocabulary::names::{EXEC_CONTAINER, EXEC_VOLUME, WATCHER_CONTAINER, WATCH_STATUS_VOLUME};
+use crate::vocabulary::on_change::{OnChange, Signal, SIGNAL_TARGET_ENV};
+use crate::vocabulary::paths::{EXEC_DIR, EXEC_PATH, WATCH_SPEC_ENV, WATCH_STATUS_DIR};
+
+/// Two app containers with commands (one with args), both run as uid 1000, gid 3000.
+fn commanded() -> Value {
+    json!({
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 3000},
+        "containers": [
+            {"name": "app", "image": "app", "command": ["/app", "--serve"], "args": ["--port", "8080"]},
+            {"name": "worker", "image": "app", "command": ["/worker"]},
+        ]
+    })
+}
+
+fn with_mode(mode: &str, extra: Value) -> Value {
+    let mut a = match mode {
+        "eso" => {
+            json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.db-password": "password", "secrets/item.api-key": "key"})
+        }
+        "csi" => {
+            json!({"secrets/mode": "csi", "secrets/csi-class": "c", "secrets/item.db-password": "password", "secrets/item.api-key": "key"})
+        }
+        m => {
+            json!({"secrets/mode": m, "secrets/item.db-password": "app/db#password", "secrets/item.api-key": "app/api#key"})
+        }
+    };
+    for (k, v) in extra.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+fn idempotent(out: &Value) {
+    let (_, again) = admit(out);
+    assert!(
+        matches!(again, Decision::Allow { ref patch, outcome: Outcome::Unchanged, .. } if patch.is_empty()),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn env_values_wrap_every_target_command_in_csi_init_and_sidecar() {
+    for mode in ["csi", "init", "sidecar"] {
+        let p = pod(with_mode(mode, json!({"secrets/env-values": "true"})), commanded());
+        let (out, d) = admit(&p);
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        assert!(warnings.iter().any(|w| w.contains("/proc/<pid>/environ") && w.contains("restart")), "{warnings:?}");
+        let spec = &out["spec"];
+        let installer = find(&spec["initContainers"], EXEC_CONTAINER);
+        let first = match mode {
+            "init" => INIT_CONTAINER,
+            "sidecar" => SIDECAR_CONTAINER,
+            _ => EXEC_CONTAINER,
+        };
+        assert_eq!(spec["initContainers"][0]["name"], first, "{mode}: the agent stays first");
+        assert_eq!(installer["command"], json!(["/secretmode-exec", "--install", EXEC_DIR]));
+        assert_eq!(installer["image"], config().agent.image);
+        assert_restricted(installer);
+        assert_eq!(find(&installer["volumeMounts"], EXEC_VOLUME)["mountPath"], EXEC_DIR);
+        assert_eq!(find(&spec["volumes"], EXEC_VOLUME)["emptyDir"], json!({"sizeLimit": "8Mi"}), "disk, not Memory");
+        for (i, own) in [(0, json!(["/app", "--serve"])), (1, json!(["/worker"]))] {
+            let c = &spec["containers"][i];
+            let mut want = json!([EXEC_PATH, "--env", "API_KEY,DB_PASSWORD", "--"]);
+            want.as_array_mut().unwrap().extend(own.as_array().unwrap().iter().cloned());
+            assert_eq!(c["command"], want, "{mode}");
+            let m = find(&c["volumeMounts"], EXEC_VOLUME);
+            assert_eq!((&m["mountPath"], &m["readOnly"]), (&json!(EXEC_DIR), &json!(true)));
+            assert!(env_value(c, "DB_PASSWORD_FILE")["value"].is_string());
+            assert!(c["env"].as_array().unwrap().iter().all(|e| e["name"] != "DB_PASSWORD"), "the wrapper sets it");
+        }
+        assert_eq!(spec["containers"][0]["args"], json!(["--port", "8080"]), "args stay");
+        if mode != "csi" {
+            assert_eq!(spec["initContainers"][1]["name"], EXEC_CONTAINER);
+        }
+        // Reinvoked: recognised as injected, never wrapped twice.
+        idempotent(&out);
+    }
+}
+
+#[test]
+fn env_values_in_eso_need_no_wrapper() {
+    let out = injected(&pod(with_mode("eso", json!({"secrets/env-values": "true"})), commanded()));
+    assert!(out["spec"].get("initContainers").is_none());
+    assert_eq!(out["spec"]["containers"][0]["command"], json!(["/app", "--serve"]));
+}
+
+#[test]
+fn a_container_without_command_cannot_be_wrapped() {
+    for mode in ["csi", "init", "sidecar"] {
+        let m = denied(&pod(with_mode(mode, json!({"secrets/env-values": "true"})), app()));
+        assert!(m.contains("container app sets no command") && m.contains("secrets/env-values"), "{m}");
+        assert!(m.contains("fix: set command") && m.contains("mode eso"), "{m}");
+    }
+    // Only the target containers need one.
+    let mut spec = commanded();
+    spec["containers"].as_array_mut().unwrap().push(json!({"name": "proxy", "image": "p"}));
+    injected(&pod(with_mode("init", json!({"secrets/env-values": "true", "secrets/containers": "app"})), spec));
+}
+
+#[test]
+fn a_wrapper_of_other_items_is_denied_like_an_owned_field() {
+    let out = injected(&pod(with_mode("init", json!({"secrets/env-values": "true"})), commanded()));
+    let mut tampered = out.clone();
+    tampered["spec"]["containers"][1]["command"][2] = json!("DB_PASSWORD");
+    let m = denied(&tampered);
+    assert!(m.contains("container worker is already wrapped") && m.contains("command[2]"), "{m}");
+    assert!(m.contains("fix: remove the wrapper"), "{m}");
+    // A tampered installer is an owned-field change too.
+    let mut tampered = out.clone();
+    tampered["spec"]["initContainers"][1]["command"] = json!(["/bin/sh", "-c", "cp /evil /x"]);
+    let m = denied(&tampered);
+    assert!(m.contains(&format!("spec.initContainers entry {EXEC_CONTAINER}")) && m.contains("field command"), "{m}");
+    // The wrapper where this configuration injects none.
+    let mut other = out.clone();
+    other["metadata"]["annotations"]["secrets/env-values"] = json!("false");
+    let m = denied(&other);
+    assert!(m.contains(EXEC_VOLUME) || m.contains(EXEC_CONTAINER), "{m}");
+}
+
+#[test]
+fn a_mount_at_the_wrapper_directory_is_denied() {
+    let mut spec = commanded();
+    spec["containers"][0]["volumeMounts"] = json!([{"name": "tools", "mountPath": "/var/run/secrets/secretmode"}]);
+    let m = denied(&pod(with_mode("sidecar", json!({"secrets/env-values": "true"})), spec));
+    assert!(m.contains("overlaps the exec wrapper's directory"), "{m}");
+}
+
+#[test]
+fn on_change_in_init_is_denied_with_the_fix() {
+    let m = denied(&pod(with_mode("init", json!({"secrets/on-change": "signal:HUP"})), commanded()));
+    assert!(m.starts_with("annotation secrets/on-change: nothing changes"), "{m}");
+    assert!(m.contains("fix: use mode sidecar"), "{m}");
+}
+
+#[test]
+fn on_change_in_the_sidecar_is_in_the_agent_spec() {
+    let out = injected(&pod(
+        with_mode("sidecar", json!({"secrets/on-change": "http://127.0.0.1:9090/-/reload"})),
+        commanded(),
+    ));
+    let agent = find(&out["spec"]["initContainers"], SIDECAR_CONTAINER);
+    let spec = AgentSpec::from_json(env_value(agent, agent_paths::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+    assert_eq!(spec.on_change, Some("http://127.0.0.1:9090/-/reload".parse().unwrap()));
+    assert_eq!(agent["securityContext"]["runAsUser"], config().agent.run_as_user, "http: the config's user");
+    assert!(out["spec"].get("shareProcessNamespace").is_none());
+    assert_eq!(
+        out["metadata"]["annotations"]["secrets/injected"],
+        "mode=sidecar,items=2,provider=vault,on-change=http"
+    );
+    idempotent(&out);
+}
+
+#[test]
+fn on_change_in_eso_and_csi_adds_the_watcher() {
+    for (mode, native) in [("eso", true), ("csi", true), ("eso", false), ("csi", false)] {
+        let mut c = config();
+        c.agent.native_sidecar = native;
+        let p = pod(with_mode(mode, json!({"secrets/on-change": "GET http://localhost:8080/reload"})), commanded());
+        let (out, d) = admit_with(&p, &c);
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        assert!(warnings.iter().any(|w| w.contains(WATCHER_CONTAINER)), "{warnings:?}");
+        let list = if native { &out["spec"]["initContainers"] } else { &out["spec"]["containers"] };
+        assert_eq!(list[0]["name"], WATCHER_CONTAINER, "{mode} native={native}");
+        let w = &list[0];
+        assert_eq!(w["command"], json!(["/secretmode"]));
+        assert_eq!(w["args"], json!(["watch"]));
+        assert_eq!(w.get("restartPolicy").is_some(), native);
+        assert_restricted(w);
+        assert_eq!(w["ports"][0]["containerPort"], c.agent.health_port);
+        assert_eq!(w["livenessProbe"]["httpGet"]["path"], "/healthz");
+        let spec = WatchSpec::from_json(env_value(w, WATCH_SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+        assert_eq!(spec.dir, "/var/run/secrets-cache");
+        assert_eq!(spec.on_change, "GET http://127.0.0.1:8080/reload".parse::<OnChange>().unwrap());
+        let secrets = find(&w["volumeMounts"], SECRETS_VOLUME);
+        assert_eq!((&secrets["mountPath"], &secrets["readOnly"]), (&json!("/var/run/secrets-cache"), &json!(true)));
+        assert_eq!(find(&w["volumeMounts"], WATCH_STATUS_VOLUME)["mountPath"], WATCH_STATUS_DIR);
+        assert_eq!(find(&out["spec"]["volumes"], WATCH_STATUS_VOLUME)["emptyDir"]["medium"], "Memory");
+        // Not a target: the watcher gets no app env.
+        assert!(w["env"].as_array().unwrap().iter().all(|e| e["name"] != "DB_PASSWORD_FILE"));
+        let (_, again) = admit_with(&out, &c);
+        assert!(matches!(again, Decision::Allow { outcome: Outcome::Unchanged, .. }), "{mode}: {again:?}");
+    }
+}
+
+#[test]
+fn the_watcher_is_checked_as_the_sidecar_is() {
+    let ann = with_mode("csi", json!({"secrets/on-change": "http://127.0.0.1:9090/"}));
+    let mut spec = commanded();
+    spec["hostNetwork"] = json!(true);
+    let m = denied(&pod(ann.clone(), spec));
+    assert!(m.contains("hostNetwork") && m.contains("remove secrets/on-change"), "{m}");
+    let mut spec = commanded();
+    spec["containers"][0]["ports"] = json!([{"containerPort": 8099}]);
+    assert!(denied(&pod(ann.clone(), spec)).contains("uses port 8099, which the secretmode-watcher"));
+    let mut spec = commanded();
+    spec["nodeSelector"] = json!({"kubernetes.io/os": "windows"});
+    assert!(denied(&pod(ann.clone(), spec.clone())).contains("Linux watcher"));
+    // Without on-change, csi and eso stay fine on such pods.
+    let mut ann = ann;
+    ann.as_object_mut().unwrap().remove("secrets/on-change");
+    injected(&pod(ann, spec));
+}
+
+fn allow_signals(c: &mut Config) {
+    c.policy.rules[0].allow_signals = true;
+}
+
+#[test]
+fn a_signal_shares_the_process_namespace_and_runs_the_sender_as_the_app() {
+    let mut c = config();
+    allow_signals(&mut c);
+    for mode in ["eso", "csi", "sidecar"] {
+        let p = pod(with_mode(mode, json!({"secrets/on-change": "signal:SIGHUP"})), commanded());
+        let (out, d) = admit_with(&p, &c);
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        assert!(warnings.iter().any(|w| w.contains("process namespace is shared")), "{warnings:?}");
+        assert_eq!(out["spec"]["shareProcessNamespace"], true);
+        for c in
+            out["spec"]["containers"].as_array().unwrap().iter().filter(|c| !is_reserved(c["name"].as_str().unwrap()))
+        {
+            assert_eq!(env_value(c, SIGNAL_TARGET_ENV)["value"], c["name"]);
+        }
+        let sender = if mode == "sidecar" { SIDECAR_CONTAINER } else { WATCHER_CONTAINER };
+        let sender = find(&out["spec"]["initContainers"], sender);
+        assert_eq!(sender["securityContext"]["runAsUser"], 1000, "{mode}");
+        assert_eq!(sender["securityContext"]["runAsGroup"], 3000, "{mode}: environ needs the same gid");
+        assert_restricted(sender);
+        if mode == "sidecar" {
+            let spec =
+                AgentSpec::from_json(env_value(sender, agent_paths::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+            assert_eq!(spec.on_change, Some(OnChange::Signal(Signal::Hup)));
+        }
+        let (_, again) = admit_with(&out, &c);
+        assert!(matches!(again, Decision::Allow { outcome: Outcome::Unchanged, .. }), "{mode}: {again:?}");
+    }
+}
+
+#[test]
+fn a_signal_needs_a_known_common_non_root_user_and_a_shareable_namespace() {
+    let mut c = config();
+    allow_signals(&mut c);
+    let deny_with = |spec: Value| match admit_with(
+        &pod(with_mode("sidecar", json!({"secrets/on-change": "signal:HUP"})), spec),
+        &c,
+    )
+    .1
+    {
+        Decision::Deny { message, .. } => message,
+        d => panic!("{d:?}"),
+    };
+    let mut spec = commanded();
+    spec.as_object_mut().unwrap().remove("securityContext");
+    let m = deny_with(spec);
+    assert!(m.contains("container app's runAsUser is not set") && m.contains("fix: set a non-root runAsUser"), "{m}");
+    let mut spec = commanded();
+    spec["containers"][1]["securityContext"] = json!({"runAsUser": 2000});
+    assert!(deny_with(spec).contains("different users (app: 1000, worker: 2000)"));
+    let mut spec = commanded();
+    spec["securityContext"]["runAsUser"] = json!(0);
+    assert!(deny_with(spec).contains("runs as root"));
+    let mut spec = commanded();
+    spec["securityContext"].as_object_mut().unwrap().remove("runAsGroup");
+    let m = deny_with(spec);
+    assert!(m.contains("container app's runAsGroup is not set") && m.contains("runAsGroup in the pod's"), "{m}");
+    let mut spec = commanded();
+    spec["containers"][1]["securityContext"] = json!({"runAsGroup": 4000});
+    assert!(deny_with(spec).contains("different groups (app: 3000, worker: 4000)"));
+    let mut spec = commanded();
+    spec["securityContext"]["runAsGroup"] = json!(0);
+    assert!(deny_with(spec).contains("runs as root (runAsGroup 0)"));
+    let mut spec = commanded();
+    spec["shareProcessNamespace"] = json!(false);
+    let m = deny_with(spec);
+    assert!(m.contains("shareProcessNamespace: false") && m.contains("fix: remove shareProcessNamespace"), "{m}");
+    // A container's own user wins over the pod's.
+    let mut spec = commanded();
+    spec["securityContext"]["runAsUser"] = json!(0);
+    spec["containers"][0]["securityContext"] = json!({"runAsUser": 1000});
+    spec["containers"][1]["securityContext"] = json!({"runAsUser": 1000});
+    let (out, _) = admit_with(&pod(with_mode("sidecar", json!({"secrets/on-change": "signal:HUP"})), spec), &c);
+    assert_eq!(find(&out["spec"]["initContainers"], SIDECAR_CONTAINER)["securityContext"]["runAsUser"], 1000);
+}
+
+#[test]
+fn signals_need_a_rule_that_allows_them() {
+    let p = pod(with_mode("sidecar", json!({"secrets/on-change": "signal:HUP"})), commanded());
+    let m = denied(&p);
+    assert!(
+        m.contains("policy rule \"default\"") && m.contains("secrets/on-change") && m.contains("allowSignals"),
+        "{m}"
+    );
+    let mut c = config();
+    c.policy.rules.clear();
+    let m = match admit_with(&p, &c).1 {
+        Decision::Deny { message, .. } => message,
+        d => panic!("{d:?}"),
+    };
+    assert!(m.contains("no policy rule matches") && m.contains("allowSignals: true"), "{m}");
+    // http actions need no rule.
+    let p = pod(with_mode("sidecar", json!({"secrets/on-change": "http://127.0.0.1:1/"})), commanded());
+    assert!(matches!(admit_with(&p, &c).1, Decision::Allow { .. }));
+}
+
+#[test]
+fn env_values_can_be_forbidden_by_policy() {
+    let mut c = config();
+    c.policy.rules[0].allow_env_values = false;
+    for mode in ["eso", "csi", "init", "sidecar"] {
+        let p = pod(with_mode(mode, json!({"secrets/env-values": "true"})), commanded());
+        let m = match admit_with(&p, &c).1 {
+            Decision::Deny { message, .. } => message,
+            d => panic!("{mode}: {d:?}"),
+        };
+        assert!(m.contains("secrets/env-values") && m.contains("allowEnvValues: false") && m.contains("fix:"), "{m}");
+    }
+    c.policy.rules[0].enforcement = crate::config::policy::Enforcement::Warn;
+    let p = pod(with_mode("init", json!({"secrets/env-values": "true"})), commanded());
+    let Decision::Allow { warnings, .. } = admit_with(&p, &c).1 else { panic!() };
+    assert!(warnings[0].starts_with("secretmode policy default: secrets/env-values"), "{warnings:?}");
+}
+
+#[test]
+fn an_item_may_not_take_the_signal_target_variable() {
+    let mut c = config();
+    allow_signals(&mut c);
+    let p = pod(
+        json!({"secrets/mode": "sidecar", "secrets/item.secretmode-signal-target": "a/b#c", "secrets/env-values": "true", "secrets/on-change": "signal:HUP"}),
+        commanded(),
+    );
+    let Decision::Deny { message, .. } = admit_with(&p, &c).1 else { panic!() };
+    assert!(message.contains("SECRETMODE_SIGNAL_TARGET") && message.contains("rename the item"), "{message}");
+}
+
+#[test]
+fn a_container_added_by_a_later_webhook_is_not_wrapped_on_reinvocation() {
+    let mut out = injected(&pod(with_mode("sidecar", json!({"secrets/env-values": "true"})), commanded()));
+    out["spec"]["containers"].as_array_mut().unwrap().push(json!({"name": "mesh-proxy", "image": "mesh/proxy:1"}));
+    let (again, d) = admit(&out);
+    assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }), "{d:?}");
+    let proxy = &again["spec"]["containers"][2];
+    assert!(proxy.get("command").is_none());
+    assert!(env_value(proxy, "DB_PASSWORD_FILE")["value"].is_string());
+    assert!(proxy["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != EXEC_VOLUME));
+    idempotent(&again);
+}
+
+#[test]
+fn a_container_added_by_a_later_webhook_is_not_signalled_nor_decides_the_user() {
+    let mut c = config();
+    allow_signals(&mut c);
+    for mode in ["csi", "sidecar"] {
+        let p = pod(with_mode(mode, json!({"secrets/on-change": "signal:HUP"})), commanded());
+        let (mut out, _) = admit_with(&p, &c);
+        out["spec"]["containers"].as_array_mut().unwrap().push(
+            json!({"name": "mesh-proxy", "image": "mesh/proxy:1", "securityContext": {"runAsUser": 1337, "runAsGroup": 1337}}),
+        );
+        let (again, d) = admit_with(&out, &c);
+        assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }), "{mode}: {d:?}");
+        let proxy = find(&again["spec"]["containers"], "mesh-proxy");
+        assert!(env_value(proxy, "DB_PASSWORD_FILE")["value"].is_string());
+        assert!(proxy["env"].as_array().unwrap().iter().all(|e| e["name"] != SIGNAL_TARGET_ENV), "{mode}");
+        let (_, third) = admit_with(&again, &c);
+        assert!(matches!(third, Decision::Allow { outcome: Outcome::Unchanged, .. }), "{mode}: {third:?}");
+    }
+}

@@ -57,7 +57,9 @@ pub struct CsiAttributes<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EmptyDirSource<'a> {
-    pub medium: &'static str,
+    /// `Memory` (tmpfs), or `None`: the node's disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub medium: Option<&'static str>,
     pub size_limit: &'a str,
 }
 
@@ -116,11 +118,15 @@ mod tests {
             serde_json::to_value(&token).unwrap(),
             json!({"name": "t", "projected": {"sources": [{"serviceAccountToken": {"audience": "vault", "expirationSeconds": 600, "path": "token"}}]}})
         );
-        let dir =
-            Volume { name: "d", source: Source::EmptyDir(EmptyDirSource { medium: "Memory", size_limit: "1Mi" }) };
+        let dir = Volume {
+            name: "d",
+            source: Source::EmptyDir(EmptyDirSource { medium: Some("Memory"), size_limit: "1Mi" }),
+        };
         assert_eq!(
             serde_json::to_value(&dir).unwrap(),
             json!({"name": "d", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
         );
+        let disk = Volume { name: "b", source: Source::EmptyDir(EmptyDirSource { medium: None, size_limit: "8Mi" }) };
+        assert_eq!(serde_json::to_value(&disk).unwrap(), json!({"name": "b", "emptyDir": {"sizeLimit": "8Mi"}}));
     }
 }

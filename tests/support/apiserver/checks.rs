@@ -128,6 +128,18 @@ fn key_of(v: &Value) -> Option<String> {
     None
 }
 
+/// Whether `after` is `before` behind the secretmode-exec wrapper:
+/// `[EXEC_PATH, "--env", <stems>, "--", <before>...]`.
+fn wraps(after: &Value, before: &Value) -> bool {
+    let (Some(a), Some(b)) = (after.as_array(), before.as_array()) else { return false };
+    a.len() == b.len() + 4
+        && a[0] == "/var/run/secrets/secretmode/bin/secretmode-exec"
+        && a[1] == "--env"
+        && a[2].is_string()
+        && a[3] == "--"
+        && a[4..] == b[..]
+}
+
 fn walk(before: &Value, after: &Value, at: &str, ignore: &[&str], errors: &mut Vec<String>) {
     if ignore.contains(&at) {
         return;
@@ -149,6 +161,8 @@ fn walk(before: &Value, after: &Value, at: &str, ignore: &[&str], errors: &mut V
                             }
                         }
                     }
+                    // The one rewrite secretmode makes: env-values outside eso wrap a command.
+                    Some(av) if k == "command" && wraps(av, bv) => {}
                     Some(av) => walk(bv, av, &path, ignore, errors),
                     None if ignore.contains(&path.as_str()) => {}
                     None => errors.push(format!("{path}: removed (was {bv})")),
