@@ -2,7 +2,9 @@
 //! patch is applied, and the injected container's exact command, args and env are run
 //! (only paths redirected under a temp root, and the health server bound to loopback)
 //! against a real OpenBao. The files must appear where the app container's `_FILE` env vars
-//! point.
+//! point. The same for issue 24's parts: the `secretmode-exec` installer and the app's wrapped
+//! command (env values), and the on-change action from the injected spec reaching a real
+//! app, from the sidecar and from the `secretmode-watcher`.
 
 mod agent_common;
 
@@ -10,12 +12,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use agent_common::apps::{App, Target, Volume};
 use agent_common::*;
+use secretmode::config::policy::Rule;
 use secretmode::config::Config;
 use secretmode::decide::{admit_pod, Decision};
 use secretmode::providers::vault::{VaultAuth, VaultProvider};
 use secretmode::providers::ProviderConfig;
 use secretmode::vocabulary::duration::HumanDuration;
+use secretmode::vocabulary::paths::{EXEC_DIR, EXEC_PATH};
 use serde_json::{json, Value};
 
 const NS: &str = "team-a";
@@ -83,6 +88,7 @@ fn command_for(c: &Value, binary: &str, root: &Path) -> Command {
         cmd.env(e["name"].as_str().unwrap(), value);
     }
     cmd.env("SECRETMODE_AGENT_ROOT", root).env("SECRETMODE_AGENT_HEALTH_ADDRESS", "127.0.0.1");
+    cmd.env("SECRETMODE_WATCH_ROOT", root).env("SECRETMODE_WATCH_HEALTH_ADDRESS", "127.0.0.1");
     cmd
 }
 
@@ -244,4 +250,260 @@ fn max_staleness_is_for_the_sidecar_and_denied_for_init() {
     sidecar["metadata"]["annotations"]["secrets/max-staleness"] = json!("10m");
     sidecar["metadata"]["annotations"]["secrets/refresh-interval"] = json!("1m");
     assert!(matches!(admit_pod(&sidecar, NS, &c), Decision::Allow { .. }));
+}
+
+// ---- issue 24, as injected: env values through the wrapper, on-change from the spec ----
+
+/// Checks the values inside the app (never prints them): exit 0 only if every variable holds
+/// what the provider or the volume holds.
+const CHECK_VALUES: &str = r#"test "$DB_PASSWORD" = "$WANT_DB" && test "$API_KEY" = "$WANT_API""#;
+
+fn with_env_values(mut pod: Value) -> Value {
+    pod["metadata"]["annotations"]["secrets/env-values"] = json!("true");
+    pod["spec"]["containers"][0]["command"] = json!(["sh", "-c", CHECK_VALUES]);
+    pod
+}
+
+fn csi_pod(annotations: &[(&str, &str)]) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "namespace": NS, "annotations": {
+            "secrets/mode": "csi",
+            "secrets/csi-class": "app-spc",
+            "secrets/item.db-password": "db-password",
+            "secrets/item.api-key": "api-key",
+        }},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}
+    });
+    for (k, v) in annotations {
+        p["metadata"]["annotations"][*k] = json!(v);
+    }
+    p
+}
+
+fn under(root: &Path, path: &str) -> std::path::PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// The `secretmode-exec` init container as injected: the configured binary mapped to the
+/// built wrapper, the target directory under `root`.
+fn run_installer(patched: &Value, config: &Config, root: &Path) {
+    let inits: Vec<&str> =
+        patched["spec"]["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let installer = container(patched, "initContainers", "secretmode-exec");
+    let command: Vec<&str> = installer["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(command, vec![config.agent.exec_binary.as_str(), "--install", EXEC_DIR], "init containers {inits:?}");
+    let mount = &installer["volumeMounts"][0];
+    assert_eq!(mount["mountPath"], EXEC_DIR);
+    let app_mount = container(patched, "containers", "app")["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == mount["name"])
+        .expect("the app mounts the wrapper's volume")
+        .clone();
+    assert_eq!((&app_mount["mountPath"], &app_mount["readOnly"]), (&json!(EXEC_DIR), &json!(true)));
+    // The emptyDir is mounted there before the container starts.
+    std::fs::create_dir_all(under(root, EXEC_DIR)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_secretmode-exec"))
+        .args(["--install", under(root, EXEC_DIR).to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "install: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The app container as injected, as a process: its wrapped command (the installed wrapper
+/// under `root`), its args and literal env, with the `_FILE` paths under `root`.
+fn run_app(patched: &Value, root: &Path, want: [(&str, &str); 2]) -> std::process::Output {
+    let app = container(patched, "containers", "app");
+    let command: Vec<&str> = app["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(command[..4], [EXEC_PATH, "--env", "API_KEY,DB_PASSWORD", "--"], "{command:?}");
+    assert_eq!(command[4..], ["sh", "-c", CHECK_VALUES], "the app's own command follows, unchanged");
+    let mut cmd = Command::new(under(root, command[0]));
+    cmd.args(&command[1..]);
+    for e in app["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = e["value"].as_str().unwrap_or_else(|| panic!("only literal env expected: {e}"));
+        let value =
+            if name.ends_with("_FILE") { under(root, value).to_string_lossy().into_owned() } else { value.into() };
+        cmd.env(name, value);
+    }
+    for (k, v) in want {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn env_values_as_injected_reach_the_app_in_init_sidecar_and_csi() {
+    let (bao, signer) = setup();
+    let want = [("WANT_DB", "wh-pass"), ("WANT_API", "wh-key")];
+
+    // init: the agent writes the files, the installer copies the wrapper, the app starts.
+    let config = config(&bao, free_port(), true);
+    let patched = mutate(&with_env_values(pod("init")), &config);
+    let root = tempfile::tempdir().unwrap();
+    let init = container(&patched, "initContainers", "secretmode-init");
+    place_token(init, root.path(), &signer.token("vault"));
+    let out = command_for(init, &config.agent.binary, root.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_installer(&patched, &config, root.path());
+    let out = run_app(&patched, root.path(), want);
+    assert!(out.status.success(), "init: the app saw other values: {}", String::from_utf8_lossy(&out.stderr));
+    // And the check is a check: a value the app does not hold fails it.
+    let out = run_app(&patched, root.path(), [("WANT_DB", "other"), ("WANT_API", "wh-key")]);
+    assert!(!out.status.success(), "the value check passes whatever the values");
+
+    // sidecar: the app starts once the sidecar has synced.
+    let port = free_port();
+    let config = self::config(&bao, port, true);
+    let patched = mutate(&with_env_values(pod("sidecar")), &config);
+    let root = tempfile::tempdir().unwrap();
+    let sidecar = container(&patched, "initContainers", "secretmode-sidecar");
+    place_token(sidecar, root.path(), &signer.token("vault"));
+    let child = command_for(sidecar, &config.agent.binary, root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillGuard(child);
+    wait_for("sidecar startup", Duration::from_secs(30), || {
+        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
+    });
+    run_installer(&patched, &config, root.path());
+    let out = run_app(&patched, root.path(), want);
+    assert!(out.status.success(), "sidecar: the app saw other values: {}", String::from_utf8_lossy(&out.stderr));
+
+    // csi: the driver's files (atomic-writer layout) at the mount path.
+    let config = Config::builtin().unwrap();
+    let patched = mutate(&with_env_values(csi_pod(&[])), &config);
+    let root = tempfile::tempdir().unwrap();
+    let dir = app_dir(&patched);
+    let _volume = Volume::create(&under(root.path(), &dir), &[("db-password", "csi-pass"), ("api-key", "csi-key")]);
+    run_installer(&patched, &config, root.path());
+    let out = run_app(&patched, root.path(), [("WANT_DB", "csi-pass"), ("WANT_API", "csi-key")]);
+    assert!(out.status.success(), "csi: the app saw other values: {}", String::from_utf8_lossy(&out.stderr));
+
+    // eso: the kubelet sets the values from the Secret; nothing is wrapped.
+    let mut eso = with_env_values(pod("eso"));
+    eso["metadata"]["annotations"]["secrets/eso-secret"] = json!("web-secrets");
+    eso["metadata"]["annotations"]["secrets/item.db-password"] = json!("password");
+    eso["metadata"]["annotations"]["secrets/item.api-key"] = json!("key");
+    let patched = mutate(&eso, &config);
+    let app = container(&patched, "containers", "app");
+    assert_eq!(app["command"], json!(["sh", "-c", CHECK_VALUES]));
+    let db = app["env"].as_array().unwrap().iter().find(|e| e["name"] == "DB_PASSWORD").unwrap();
+    assert_eq!(db["valueFrom"]["secretKeyRef"], json!({"name": "web-secrets", "key": "password"}));
+}
+
+/// The directory the app's `DB_PASSWORD_FILE` lies in.
+fn app_dir(patched: &Value) -> String {
+    let app = container(patched, "containers", "app");
+    let file = app["env"].as_array().unwrap().iter().find(|e| e["name"] == "DB_PASSWORD_FILE").unwrap()["value"]
+        .as_str()
+        .unwrap();
+    file.rsplit_once('/').unwrap().0.to_string()
+}
+
+fn allow_signals(config: &mut Config) {
+    let rule: Rule = serde_yaml::from_str(&format!("name: signals\nnamespaces: [{NS}]\nallowSignals: true\n")).unwrap();
+    // First: the built-in config's catch-all rule would match before it.
+    config.policy.rules.insert(0, rule);
+}
+
+#[test]
+fn on_change_from_the_sidecar_as_injected_is_one_request_per_rotation() {
+    let (bao, signer) = setup();
+    let app = App::start(0);
+    let port = free_port();
+    let config = config(&bao, port, true);
+    let mut p = pod("sidecar");
+    p["metadata"]["annotations"]["secrets/on-change"] = json!(format!("http://127.0.0.1:{}/-/reload", app.port));
+    let patched = mutate(&p, &config);
+    let root = tempfile::tempdir().unwrap();
+    let sidecar = container(&patched, "initContainers", "secretmode-sidecar");
+    place_token(sidecar, root.path(), &signer.token("vault"));
+    let child = command_for(sidecar, &config.agent.binary, root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillGuard(child);
+    wait_for("sidecar startup", Duration::from_secs(30), || {
+        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(app.requests().is_empty(), "no notification for the first generation: {:?}", app.requests());
+
+    bao.put("app/db", json!({"password": "wh-pass-2"}));
+    wait_for("one notification", Duration::from_secs(30), || (!app.requests().is_empty()).then_some(()));
+    std::thread::sleep(Duration::from_secs(6));
+    let seen = app.requests();
+    assert_eq!(seen.len(), 1, "exactly one request per rotation: {seen:?}");
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/-/reload"));
+}
+
+/// `secretmode watch` as injected in an eso or csi pod, on the directory the app reads.
+fn start_watcher(patched: &Value, config: &Config, root: &Path) -> (KillGuard, u16) {
+    let watcher = container(patched, "initContainers", "secretmode-watcher");
+    assert_eq!(watcher["args"], json!(["watch"]));
+    let port = watcher["livenessProbe"]["httpGet"]["port"].as_u64().unwrap() as u16;
+    let child =
+        command_for(watcher, &config.agent.binary, root).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let guard = KillGuard(child);
+    wait_for("watcher /healthz", Duration::from_secs(30), || {
+        http("GET", &format!("http://127.0.0.1:{port}/healthz"), &[], None).ok().filter(|(c, _)| *c == 200)
+    });
+    (guard, port)
+}
+
+#[test]
+fn on_change_from_the_watcher_as_injected_is_one_request_or_one_signal_per_swap() {
+    // eso + an HTTP action: the kubelet swaps the Secret volume.
+    let app = App::start(0);
+    let mut config = Config::builtin().unwrap();
+    config.agent.health_port = free_port();
+    let mut eso = pod("eso");
+    let a = eso["metadata"]["annotations"].as_object_mut().unwrap();
+    a.insert("secrets/eso-secret".into(), json!("web-secrets"));
+    a.insert("secrets/item.db-password".into(), json!("password"));
+    a.insert("secrets/item.api-key".into(), json!("key"));
+    a.insert("secrets/on-change".into(), json!(format!("PUT http://localhost:{}/reload", app.port)));
+    let patched = mutate(&eso, &config);
+    let root = tempfile::tempdir().unwrap();
+    let dir = under(root.path(), &app_dir(&patched));
+    let mut volume = Volume::create(&dir, &[("password", "p1"), ("key", "k1")]);
+    let (_watcher, _) = start_watcher(&patched, &config, root.path());
+    volume.swap(&[("password", "p2"), ("key", "k1")]);
+    wait_for("one notification", Duration::from_secs(30), || (!app.requests().is_empty()).then_some(()));
+    std::thread::sleep(Duration::from_secs(6));
+    let seen = app.requests();
+    assert_eq!(seen.len(), 1, "exactly one request per swap: {seen:?}");
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("PUT", "/reload"));
+
+    // csi + a signal: the process namespace is shared, the app marked, the watcher runs as the
+    // app's user, and the app's main process gets one SIGHUP.
+    let mut config = Config::builtin().unwrap();
+    config.agent.health_port = free_port();
+    allow_signals(&mut config);
+    let mut csi = csi_pod(&[("secrets/on-change", "signal:HUP")]);
+    csi["spec"]["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 1000});
+    let patched = mutate(&csi, &config);
+    assert_eq!(patched["spec"]["shareProcessNamespace"], json!(true));
+    let app_env = container(&patched, "containers", "app")["env"].clone();
+    assert!(
+        app_env.as_array().unwrap().iter().any(|e| e["name"] == "SECRETMODE_SIGNAL_TARGET" && e["value"] == "app"),
+        "{app_env}"
+    );
+    let watcher = container(&patched, "initContainers", "secretmode-watcher");
+    assert_eq!(watcher["securityContext"]["runAsUser"], 1000);
+    let root = tempfile::tempdir().unwrap();
+    let dir = under(root.path(), &app_dir(&patched));
+    let mut volume = Volume::create(&dir, &[("db-password", "p1"), ("api-key", "k1")]);
+    let target = Target::start(root.path());
+    let (_watcher, _) = start_watcher(&patched, &config, root.path());
+    volume.swap(&[("db-password", "p2"), ("api-key", "k1")]);
+    wait_for("one signal", Duration::from_secs(30), || (!target.hups().is_empty()).then_some(()));
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(target.hups(), vec!["main"], "one SIGHUP, to the main process only");
 }

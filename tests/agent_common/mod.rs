@@ -3,6 +3,7 @@
 //! the fault-injecting proxy ([`fault_proxy`]). Everything started here is killed on drop.
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod fault_proxy;
 #[path = "../support/mod.rs"]
 mod support;
