@@ -187,6 +187,12 @@ impl Bao {
                 format!("; its log:\n{log}")
             },
         );
+        // Unsealed is not ready: the dev server's `secret/` KV v2 mount answers 400 ("upgrading
+        // to versioned data") for a moment after start, longer on a busy machine.
+        wait_for("the KV v2 mount to accept writes", Duration::from_secs(30), || {
+            let (code, _) = self.api("POST", "secret/data/secretmode-test-ready", Some(json!({"data": {"ok": "1"}})));
+            (200..300).contains(&code).then_some(())
+        });
     }
 
     pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
