@@ -27,5 +27,6 @@ pub mod decide;
 pub mod json;
 pub mod logging;
 pub mod providers;
+pub mod render;
 pub mod vocabulary;
 pub mod webhook;
