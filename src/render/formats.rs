@@ -277,6 +277,7 @@ mod tests {
         let out = render(Format::Properties, &[("a b", " x = y:#! \\\n\té😀 ")]);
         assert_eq!(out, "a\\ b=\\ x \\= y\\:\\#\\! \\\\\\n\\t\\u00E9\\uD83D\\uDE00 \n");
         assert!(out.is_ascii());
+        assert_eq!(render(Format::Properties, &[("k", "\u{feff}\u{0}\u{7f}")]), "k=\\uFEFF\\u0000\\u007F\n");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! `secretmode render` init step and the watcher in `eso`/`csi`.
 //!
 //! Pure: bytes in, bytes out; nothing here reaches the network, the file system or the
-//! environment. Imports only `vocabulary` of the crate. Errors never quote a value.
+//! environment. Imports nothing else of the crate (a leaf in `tests/layout.rs`). Errors never
+//! quote a value.
 
 pub mod formats;
 pub mod template;
