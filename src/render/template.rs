@@ -696,4 +696,112 @@ mod tests {
         let t = Template::parse("{{ b }}").unwrap();
         assert_eq!(t.render(&items(&[("b", &v)])).unwrap(), v);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Template text made of the pieces the parser cares about, in any order.
+        fn text() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("{{"),
+                Just("}}"),
+                Just("{"),
+                Just("}"),
+                Just(" "),
+                Just("\n"),
+                Just("\t"),
+                Just("|"),
+                Just("\""),
+                Just("\\"),
+                Just("\\n"),
+                Just("a"),
+                Just("db-user"),
+                Just("A_B"),
+                Just("key"),
+                Just("base64"),
+                Just("trim"),
+                Just("urlescape"),
+                Just("base64decode"),
+                Just("é"),
+                Just("😀"),
+            ];
+            prop_oneof![
+                3 => prop::collection::vec(piece, 0..16).prop_map(|v| v.concat()),
+                1 => any::<String>(),
+            ]
+        }
+
+        /// A string literal of the template language for `s`.
+        fn literal(s: &str) -> String {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        proptest! {
+            /// Any text parses or fails with a position inside it, and a parsed template renders
+            /// without a panic (every item it names given a value).
+            #[test]
+            fn any_text_parses_or_points_inside_itself(text in text()) {
+                match Template::parse(&text) {
+                    Ok(t) => {
+                        let values: BTreeMap<String, Vec<u8>> = t.items().into_iter().map(|n| (n.to_string(), b"{\"k\":1}".to_vec())).collect();
+                        let rendered = t.render(&values);
+                        if !text.contains("{{") {
+                            prop_assert_eq!(rendered.unwrap(), text.as_bytes());
+                        }
+                    }
+                    Err(e) => {
+                        let lines: Vec<&str> = text.split('\n').collect();
+                        prop_assert!(e.line >= 1 && e.line <= lines.len(), "{:?}", e);
+                        prop_assert!(e.column >= 1 && e.column <= lines[e.line - 1].chars().count() + 1, "{:?}", e);
+                        prop_assert!(!e.problem.is_empty() && !e.fix.is_empty());
+                    }
+                }
+            }
+
+            #[test]
+            fn literals_render_their_text(s in any::<String>()) {
+                let t = Template::parse(&format!("{{{{ {} }}}}", literal(&s))).unwrap();
+                prop_assert_eq!(t.render(&BTreeMap::new()).unwrap(), s.as_bytes());
+            }
+
+            #[test]
+            fn functions_invert_and_escape(v in prop::collection::vec(any::<u8>(), 0..64), s in any::<String>()) {
+                let values = BTreeMap::from([
+                    ("v".to_string(), v.clone()),
+                    ("j".to_string(), serde_json::json!({ "k": s, "other": 1 }).to_string().into_bytes()),
+                ]);
+                let r = |text: &str| Template::parse(text).unwrap().render(&values).unwrap();
+                prop_assert_eq!(r("{{ v | base64 | base64decode }}"), v.clone());
+                prop_assert_eq!(r("{{ j | key \"k\" }}"), s.as_bytes());
+                let escaped = r("{{ v | urlescape }}");
+                prop_assert!(escaped.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(b)));
+                // Percent-decoding gives the value back.
+                let mut decoded = Vec::new();
+                let mut i = 0;
+                while i < escaped.len() {
+                    if escaped[i] == b'%' {
+                        let hex = std::str::from_utf8(&escaped[i + 1..i + 3]).unwrap();
+                        decoded.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 3;
+                    } else {
+                        decoded.push(escaped[i]);
+                        i += 1;
+                    }
+                }
+                prop_assert_eq!(decoded, v);
+            }
+        }
+    }
 }
