@@ -59,7 +59,10 @@ impl Format {
     /// key, never the value.
     pub fn render(self, entries: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
         let mut text: Vec<(&str, &str)> = Vec::with_capacity(entries.len());
-        for (key, value) in entries {
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|(k, _)| k == key) {
+                return Err(format!("two entries have the key {key}"));
+            }
             let value = std::str::from_utf8(value).map_err(|_| {
                 format!(
                     "the value of {key} is not UTF-8 text, which a {} file cannot hold; render it through a template with base64",
@@ -244,6 +247,14 @@ mod tests {
     fn dotenv_escapes_quotes_backslashes_newlines_and_interpolation() {
         let out = render(Format::Dotenv, &[("A", "x\"y\\z\n${HOME}$PATH"), ("B_2", "")]);
         assert_eq!(out, "A=\"x\\\"y\\\\z\\n${:-$}{HOME}$PATH\"\nB_2=\"\"\n");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        for f in Format::ALL {
+            let err = f.render(&[("K", b"one"), ("K", b"two")]).unwrap_err();
+            assert_eq!(err, "two entries have the key K");
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Template {
                 return Err(err(
                     cur.at(),
                     "'}}' outside an action",
-                    "write a literal '}}' as {{ \"}}\" }}, or add the missing '{{'",
+                    "write a literal '}}' as {{ \"}}\" }} (in JSON, '} }' works too), or add the missing '{{'",
                 ));
             } else {
                 literal.push(c);
@@ -233,9 +233,11 @@ fn parse_action(cur: &mut Cursor) -> Result<Action, TemplateError> {
     let open = cur.at();
     cur.skip(2);
     let unclosed = || err(open, "'{{' is not closed", "close the action with '}}'");
+    let nested = || err(open, "'{{' is not closed before the next '{{'", "close the action with '}}'");
     cur.skip_space();
     let source = match cur.peek() {
         None => return Err(unclosed()),
+        _ if cur.starts_with("{{") => return Err(nested()),
         Some('"') => {
             let at = cur.at();
             let text = parse_string(cur)?;
@@ -273,6 +275,7 @@ fn parse_action(cur: &mut Cursor) -> Result<Action, TemplateError> {
         }
         match cur.peek() {
             None => return Err(unclosed()),
+            _ if cur.starts_with("{{") => return Err(nested()),
             Some('|') => {
                 cur.bump();
                 cur.skip_space();
@@ -612,6 +615,8 @@ mod tests {
         assert_eq!(at("ab\ncd {{ x"), (2, 4, "'{{' is not closed".into()));
         assert_eq!(at("{{ x | trim "), (1, 1, "'{{' is not closed".into()));
         assert_eq!(at("{{ x |"), (1, 1, "'{{' is not closed".into()));
+        assert_eq!(at("a\n{{ x\n{{ y }}"), (2, 1, "'{{' is not closed before the next '{{'".into()));
+        assert_eq!(at("{{ {{ y }}"), (1, 1, "'{{' is not closed before the next '{{'".into()));
         // Stray '}}'.
         assert_eq!(at("a\n  b }} c"), (2, 5, "'}}' outside an action".into()));
         // Empty expressions.
