@@ -3,7 +3,8 @@
 //! values with newlines, quotes, `=`, `#`, `$`/`${VAR}`, backslashes, spaces at the ends,
 //! control characters, non-ASCII, empty), renders them with `render_all`, and
 //! `tests/py/render_formats.py` reads each file back with Python's `json`, PyYAML `safe_load`,
-//! python-dotenv `dotenv_values` and `jproperties`. One Python process serves the whole run
+//! python-dotenv `dotenv_values` and `jproperties`; a DSN template with `urlescape` over
+//! arbitrary bytes is split back by `urllib.parse`. One Python process serves the whole run
 //! (a JSON line per case), so the cases stay fast and proptest still shrinks a failure.
 
 mod support;
@@ -49,8 +50,12 @@ fn parser() -> &'static Mutex<Parser> {
 
 /// The (key, value) pairs the reference parser reads from `file`, in its order.
 fn parse_back(format: Format, file: &[u8]) -> Result<Vec<(String, String)>, String> {
+    parse_back_raw(format.as_str(), file)
+}
+
+fn parse_back_raw(format: &str, file: &[u8]) -> Result<Vec<(String, String)>, String> {
     let request = serde_json::json!({
-        "format": format.as_str(),
+        "format": format,
         "file": base64::engine::general_purpose::STANDARD.encode(file),
     });
     let mut p = parser().lock().unwrap_or_else(|e| e.into_inner());
@@ -193,6 +198,53 @@ proptest! {
     }
 }
 
+/// `urlescape` makes any bytes safe in every part of a URL: a DSN rendered from arbitrary user,
+/// password and token bytes is split by Python's `urllib.parse` into exactly those parts.
+fn dsn_round_trip(user: &[u8], password: &[u8], token: &[u8]) -> Result<(), TestCaseError> {
+    let values = BTreeMap::from([
+        ("db-user".to_string(), user.to_vec()),
+        ("db-pass".to_string(), password.to_vec()),
+        ("api-token".to_string(), token.to_vec()),
+    ]);
+    let template = "postgresql://{{ db-user | urlescape }}:{{ db-pass | urlescape }}@db.internal:5432/app?sslmode=require&token={{ api-token | urlescape }}";
+    let file = RenderedFile { name: "dsn".into(), source: RenderSource::Template(template.into()) };
+    let out = render_all(&[file], &values).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let want: Vec<(String, String)> = [
+        ("scheme", "postgresql".to_string()),
+        ("username", b64(user)),
+        ("password", b64(password)),
+        ("hostname", "db.internal".into()),
+        ("port", "5432".into()),
+        ("path", "/app".into()),
+        ("token", b64(token)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let got = parse_back_raw("url", &out["dsn"]).map_err(TestCaseError::fail)?;
+    prop_assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&out["dsn"]));
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn urlescaped_dsn_parts_round_trip_through_python_urllib(
+        user in prop::collection::vec(any::<u8>(), 0..24),
+        password in prop::collection::vec(any::<u8>(), 0..24),
+        token in prop::collection::vec(any::<u8>(), 0..24),
+    ) {
+        dsn_round_trip(&user, &password, &token)?;
+    }
+}
+
+#[test]
+fn a_dsn_with_every_url_delimiter_in_its_password_round_trips() {
+    dsn_round_trip(b"app@corp", b":/?#[]@!$&'()*+,;=% \"\x00\xff\xc3\xa9", b"a&token=b#c").unwrap();
+}
+
 /// The parsers are the real ones and strict enough to catch a writer that does not escape:
 /// the same values written naively (as a careless `format!` would) do not come back.
 #[test]
@@ -208,6 +260,12 @@ fn negative_control_unescaped_files_do_not_round_trip() {
         let key = if format == Format::Dotenv { "A" } else { "a" };
         assert_ne!(got, Ok(vec![(key.to_string(), value.to_string())]), "{format}: {file:?}");
     }
+    // A DSN without urlescape: the password's '@' and '/' move the host.
+    let raw = b"postgresql://app:p@ss/w#rd@db.internal:5432/app?sslmode=require&token=t";
+    let got = parse_back_raw("url", raw).unwrap_or_default();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    assert!(!got.contains(&("password".to_string(), b64(b"p@ss/w#rd"))), "{got:?}");
+    assert!(!got.contains(&("hostname".to_string(), "db.internal".to_string())), "{got:?}");
     // And the escaped form of the same values does.
     for (format, _, value) in naive {
         round_trip(format, &[("a".to_string(), value.to_string())]).unwrap();

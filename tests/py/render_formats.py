@@ -15,7 +15,9 @@ Each file is written to disk and read back the way an application would read it:
 - dotenv: python-dotenv dotenv_values(path) with its defaults, interpolation on (the caller
   sets variables such as SECRETMODE_RF_SET so a value that gets interpolated shows);
 - properties: jproperties Properties.load of the bytes (ISO-8859-1, as Java reads them), after
-  checking the file is pure ASCII.
+  checking the file is pure ASCII;
+- url (a rendered DSN, not a bundle): urllib.parse.urlsplit, then the user, password and
+  query value percent-decoded to bytes, answered base64-encoded (pairs of [part, base64]).
 """
 
 import base64
@@ -23,6 +25,7 @@ import json
 import os
 import sys
 import tempfile
+import urllib.parse
 
 import yaml
 from dotenv import dotenv_values
@@ -48,6 +51,19 @@ def parse(fmt, path, raw):
         with open(path, "rb") as f:
             p.load(f, "iso-8859-1")
         return [(k, p[k].data) for k in p]
+    if fmt == "url":
+        parts = urllib.parse.urlsplit(raw.decode("ascii"))
+        query = urllib.parse.parse_qs(parts.query, keep_blank_values=True, encoding="latin-1")
+        b64 = lambda s: base64.b64encode(urllib.parse.unquote_to_bytes(s)).decode()
+        return [
+            ("scheme", parts.scheme),
+            ("username", b64(parts.username)),
+            ("password", b64(parts.password)),
+            ("hostname", parts.hostname),
+            ("port", str(parts.port)),
+            ("path", parts.path),
+            ("token", base64.b64encode(query["token"][0].encode("latin-1")).decode()),
+        ]
     raise ValueError("unknown format %r" % fmt)
 
 
