@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::providers::ProviderConfig;
+use crate::render::RenderedFile;
 use crate::vocabulary::mode::Mode;
 use crate::vocabulary::on_change::OnChange;
 
@@ -31,6 +32,14 @@ pub struct PlannedItem {
     pub source: ItemSource,
 }
 
+/// A rendered file (`<prefix>/template.<file>` or `bundle.<file>`), its bundle's item list
+/// written out; it gets `<STEM>_FILE` (and `<STEM>` with env-values) like an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedFile {
+    pub file: RenderedFile,
+    pub env_stem: String,
+}
+
 /// Everything the injector needs, resolved and validated against mode and config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -51,6 +60,8 @@ pub struct Plan {
     pub fallback_secret: Option<String>,
     /// `<prefix>/on-change`: what to do after the files change (never set in `init`).
     pub on_change: Option<OnChange>,
+    /// Rendered files, sorted by name (empty for most pods).
+    pub rendered: Vec<PlannedFile>,
 }
 
 impl Plan {
@@ -58,6 +69,12 @@ impl Plan {
     /// outside `eso`, where `secretKeyRef` does it).
     pub fn wraps_commands(&self) -> bool {
         self.env_values && self.mode != Mode::Eso
+    }
+
+    /// Whether `eso`/`csi` render files with the `secretmode-render` init step and the watcher
+    /// (in `init`/`sidecar` the agent renders them).
+    pub fn renders_beside(&self) -> bool {
+        !self.rendered.is_empty() && !self.mode.uses_agent()
     }
 
     /// Whether the action is a signal (the pod's process namespace is shared for it).
@@ -80,6 +97,9 @@ impl fmt::Display for Plan {
         }
         if self.fallback_secret.is_some() {
             write!(f, " fallback=yes")?;
+        }
+        if !self.rendered.is_empty() {
+            write!(f, " rendered={}", self.rendered.len())?;
         }
         Ok(())
     }

@@ -49,12 +49,18 @@ pub mod keys {
     pub const ENV_VALUES: &str = "env-values";
     pub const FALLBACK_SECRET: &str = "fallback-secret";
     pub const ON_CHANGE: &str = "on-change";
+    /// `template.<file>`: a rendered file from a template over the pod's items.
+    pub const TEMPLATE: &str = "template.";
+    /// `bundle.<file>`: a rendered file holding items in a fixed format.
+    pub const BUNDLE: &str = "bundle.";
     /// Written by the webhook, never read to decide anything.
     pub const INJECTED: &str = "injected";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         MODE,
         "item.<name>",
+        "template.<file>",
+        "bundle.<file>",
         PROVIDER,
         ESO_SECRET,
         CSI_CLASS,
