@@ -133,6 +133,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         stop_signal()?
     };
     let spec = WatchSpec::from_json(&args.spec).map_err(anyhow::Error::msg)?;
+    let Some(on_change) = spec.on_change.clone() else {
+        anyhow::bail!("rendering in the watcher is not implemented yet");
+    };
     let root = args.root.as_deref();
     let dir = rooted(root, &spec.dir);
     let status_dir = rooted(root, WATCH_STATUS_DIR);
@@ -141,7 +144,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let watch = Arc::new(Watch {
         dir: spec.dir.clone(),
         started: SystemTime::now(),
-        record: Arc::new(Record::new(spec.on_change.clone())),
+        record: Arc::new(Record::new(on_change.clone())),
         state: Mutex::new(Seen::default()),
         changes: Counter::default(),
         status_file: status_dir.join(STATUS_FILE),
@@ -168,7 +171,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             let w = watch.clone();
             Notifier::spawn(watch.record.clone(), move || w.write_status())
         };
-        tracing::info!(%health, dir = %spec.dir, action = %spec.on_change, "watcher started");
+        tracing::info!(%health, dir = %spec.dir, action = %on_change, "watcher started");
         tokio::select! {
             _ = poll(&watch, &dir, &notifier) => {}
             _ = stop => tracing::info!("SIGTERM: shutting down"),

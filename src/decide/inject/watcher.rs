@@ -77,7 +77,8 @@ pub(super) fn desired<'a>(
     let spec = WatchSpec {
         version: SPEC_VERSION,
         dir: plan.mount_path.clone(),
-        on_change: on_change.clone(),
+        on_change: Some(on_change.clone()),
+        render: None,
         health_port: a.health_port,
     };
     let spec = serde_json::to_string(&spec)?;
