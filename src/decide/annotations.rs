@@ -281,6 +281,8 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         items.push(PlannedItem { name: name.clone(), file, env_stem, source });
     }
     let rendered = rendered_files(ann, mode, &items, &mut env_owner, config)?;
+    let mount_path = ann.mount_path.clone().unwrap_or_else(|| config.default_mount_path.clone());
+    let rendered_dir = (!rendered.is_empty() && !mode.uses_agent()).then(|| rendered_dir(&mount_path));
 
     let refresh_interval = ann.refresh_interval.unwrap_or(config.refresh.default.0);
     if mode.refreshes() && (refresh_interval < config.refresh.min.0 || refresh_interval > config.refresh.max.0) {
@@ -310,13 +312,14 @@ pub fn resolve(ann: &PodAnnotations, mode: Mode, config: &Config) -> Result<Plan
         eso_secret,
         csi_class,
         containers: ann.containers.clone(),
-        mount_path: ann.mount_path.clone().unwrap_or_else(|| config.default_mount_path.clone()),
+        mount_path,
         refresh_interval,
         max_staleness,
         env_values: ann.env_values.unwrap_or(false),
         fallback_secret: ann.fallback_secret.clone(),
         on_change: ann.on_change.clone(),
         rendered,
+        rendered_dir,
     })
 }
 

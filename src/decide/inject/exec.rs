@@ -24,17 +24,21 @@ use super::{deny, InjectError};
 use crate::config::{AgentConfig, Resources};
 use crate::decide::plan::Plan;
 use crate::json::tree::JsonRef;
+use crate::vocabulary::mode::Mode;
 use crate::vocabulary::names::{EXEC_CONTAINER, EXEC_VOLUME};
 use crate::vocabulary::paths::{EXEC_DIR, EXEC_PATH};
 
-/// The `--env` list: the items' env stems in plan order, comma-separated.
+/// The `--env` list, comma-separated: the items' env stems in plan order (not in `eso`, whose
+/// items' values come from `secretKeyRef`), then the rendered files'.
 pub(super) fn stems(plan: &Plan) -> String {
+    let items = plan.items.iter().filter(|_| plan.mode != Mode::Eso).map(|i| i.env_stem.as_str());
+    let files = plan.rendered.iter().map(|f| f.env_stem.as_str());
     let mut out = String::new();
-    for (i, item) in plan.items.iter().enumerate() {
+    for (i, stem) in items.chain(files).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&item.env_stem);
+        out.push_str(stem);
     }
     out
 }
