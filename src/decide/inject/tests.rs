@@ -1119,7 +1119,16 @@ fn rendered_files() -> Vec<RenderedFile> {
 #[test]
 fn init_and_sidecar_agents_render_beside_the_items() {
     for (mode, agent) in [("init", INIT_CONTAINER), ("sidecar", SIDECAR_CONTAINER)] {
-        let out = injected(&pod(rendering(mode, json!({})), commanded()));
+        let (out, d) = admit(&pod(rendering(mode, json!({})), commanded()));
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        assert!(
+            warnings.iter().all(|w| !w.contains("rendered")),
+            "the agent renders: nothing to announce {warnings:?}"
+        );
+        assert_eq!(
+            out["metadata"]["annotations"]["secrets/injected"],
+            format!("mode={mode},items=2,provider=vault,rendered=2")
+        );
         let spec = &out["spec"];
         let a = find(&spec["initContainers"], agent);
         let agent_spec = AgentSpec::from_json(env_value(a, agent_paths::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
@@ -1145,7 +1154,13 @@ fn eso_and_csi_render_with_an_init_step_and_the_watcher() {
         c.agent.native_sidecar = native;
         let p = pod(rendering(mode, json!({})), commanded());
         let (out, d) = admit_with(&p, &c);
-        assert!(matches!(d, Decision::Allow { outcome: Outcome::Injected, .. }), "{mode}: {d:?}");
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        let w = warnings.iter().find(|w| w.contains(RENDER_CONTAINER)).expect("the render step is announced");
+        assert!(
+            w.contains(WATCHER_CONTAINER) && w.contains("/var/run/secrets-cache-rendered") && w.chars().count() <= 256,
+            "{w}"
+        );
+        assert_eq!(out["metadata"]["annotations"]["secrets/injected"], format!("mode={mode},items=2,rendered=2"),);
         let spec = &out["spec"];
         let dir = "/var/run/secrets-cache-rendered";
         assert_eq!(
