@@ -889,7 +889,7 @@ fn on_change_in_eso_and_csi_adds_the_watcher() {
         assert_eq!(w["livenessProbe"]["httpGet"]["path"], "/healthz");
         let spec = WatchSpec::from_json(env_value(w, WATCH_SPEC_ENV)["value"].as_str().unwrap()).unwrap();
         assert_eq!(spec.dir, "/var/run/secrets-cache");
-        assert_eq!(spec.on_change, "GET http://127.0.0.1:8080/reload".parse::<OnChange>().unwrap());
+        assert_eq!(spec.on_change, Some("GET http://127.0.0.1:8080/reload".parse::<OnChange>().unwrap()));
         let secrets = find(&w["volumeMounts"], SECRETS_VOLUME);
         assert_eq!((&secrets["mountPath"], &secrets["readOnly"]), (&json!("/var/run/secrets-cache"), &json!(true)));
         assert_eq!(find(&w["volumeMounts"], WATCH_STATUS_VOLUME)["mountPath"], WATCH_STATUS_DIR);
