@@ -263,6 +263,9 @@ impl Agent {
                 },
                 Err(why) => line.push_str(&format!("; fallback not usable: {why}")),
             },
+            Some(_) if matches!(last, RefreshError::Render(_)) => {
+                line.push_str("; fallback not used: the provider answered, its values do not render")
+            }
             Some(_) => line.push_str(&format!(
                 "; fallback not used: {} is the provider's answer, not an outage",
                 last.kind().as_str()

@@ -168,3 +168,46 @@ impl WatchSpec {
         Ok(spec)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_watch_spec_needs_on_change_or_render_and_renders_the_dir_it_watches() {
+        let files = json!([{"name": "dsn", "source": {"template": "{{ a }}"}}]);
+        let render =
+            |source: &str| json!({"version": 1, "sourceDir": source, "destDir": "/s-rendered", "files": files});
+        let neither = json!({"version": 1, "dir": "/s", "healthPort": 1}).to_string();
+        assert!(WatchSpec::from_json(&neither).unwrap_err().contains("neither onChange nor render"));
+        let ok = json!({"version": 1, "dir": "/s", "healthPort": 1, "render": render("/s")}).to_string();
+        assert_eq!(WatchSpec::from_json(&ok).unwrap().render.unwrap().files[0].name, "dsn");
+        let other = json!({"version": 1, "dir": "/s", "healthPort": 1, "render": render("/t")}).to_string();
+        assert!(WatchSpec::from_json(&other).unwrap_err().contains("is not the watched dir"));
+        let on_change: OnChange = "signal:HUP".parse().unwrap();
+        let only = WatchSpec { version: 1, dir: "/s".into(), on_change: Some(on_change), render: None, health_port: 1 };
+        let text = serde_json::to_string(&only).unwrap();
+        assert!(!text.contains("render"), "{text}");
+        assert_eq!(WatchSpec::from_json(&text).unwrap(), only);
+    }
+
+    #[test]
+    fn a_render_spec_is_refused_with_no_files_the_same_dirs_or_a_taken_name() {
+        let spec = |files: serde_json::Value, dest: &str| {
+            json!({"version": 1, "sourceDir": "/s", "destDir": dest, "files": files}).to_string()
+        };
+        let f = |n: &str| json!({"name": n, "source": {"template": "x"}});
+        assert!(RenderSpec::from_json(&spec(json!([f("a")]), "/d")).is_ok());
+        assert!(RenderSpec::from_json(&spec(json!([]), "/d")).unwrap_err().contains("lists no rendered files"));
+        assert!(RenderSpec::from_json(&spec(json!([f("a")]), "/s")).unwrap_err().contains("are both /s"));
+        assert!(RenderSpec::from_json(&spec(json!([f("a"), f("a")]), "/d"))
+            .unwrap_err()
+            .contains("another rendered file"));
+        assert!(RenderSpec::from_json(&spec(json!([f("..data")]), "/d"))
+            .unwrap_err()
+            .contains("not a valid file name"));
+        let v2 = json!({"version": 2, "sourceDir": "/s", "destDir": "/d", "files": [f("a")]}).to_string();
+        assert!(RenderSpec::from_json(&v2).unwrap_err().contains("version 2"));
+    }
+}
