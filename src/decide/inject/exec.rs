@@ -1,4 +1,5 @@
-//! `<prefix>/env-values` outside mode `eso`: the `secretmode-exec` wrapper.
+//! `<prefix>/env-values` outside mode `eso` (and in `eso` for rendered files, which
+//! `secretKeyRef` cannot carry): the `secretmode-exec` wrapper.
 //!
 //! The `secretmode-exec` init container (agent image, restricted) copies the wrapper from the
 //! image into `secretmode-bin`, a small disk-backed emptyDir (not `Memory`: the wrapper must not
