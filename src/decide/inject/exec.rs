@@ -93,13 +93,14 @@ pub(super) enum Wrap<'p> {
 }
 
 /// The wrapped command for container `name`; `installed`: the installer is in the pod
-/// already (a reinvocation).
+/// already (a reinvocation); `eso`: the pod is in mode eso (wrapped for its rendered files).
 pub(super) fn wrap<'p>(
     name: &str,
     command: Option<&'p JsonRef<'_>>,
     stems: &'p str,
     prefix: &str,
     installed: bool,
+    eso: bool,
 ) -> Result<Wrap<'p>, InjectError> {
     let wrapped_already =
         command.and_then(JsonRef::as_array).and_then(<[_]>::first).is_some_and(|c| c.as_str() == Some(EXEC_PATH));
@@ -113,9 +114,15 @@ pub(super) fn wrap<'p>(
                 format!(
                     "{prefix}/env-values: container {name} sets no command, so the exec wrapper cannot start it (its entrypoint is in the image, which the webhook never looks up)"
                 ),
-                format!(
-                    "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or use mode eso, or remove {prefix}/env-values and read the <ITEM>_FILE files"
-                ),
+                if eso {
+                    format!(
+                        "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or remove {prefix}/env-values and read the rendered files through their <FILE>_FILE variables (in mode eso only rendered files need the wrapper)"
+                    )
+                } else {
+                    format!(
+                        "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or use mode eso, or remove {prefix}/env-values and read the <ITEM>_FILE files"
+                    )
+                },
             )
         }
         Some(_) => return Err(InjectError::Malformed(format!("container {name}: command is not a list"))),

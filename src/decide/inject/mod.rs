@@ -72,6 +72,8 @@ struct Desired<'a> {
     wrap: Option<String>,
     /// The wrapper's installer is in the pod already: a reinvocation (`exec.rs`).
     installed: bool,
+    /// Mode `eso`, where only rendered files are wrapped (a denial's fix differs).
+    eso: bool,
     /// Each target container gets `SECRETMODE_SIGNAL_TARGET=<its name>` (`signal.rs`).
     signal: bool,
     /// The signal's sender is in the pod already (a reinvocation): a target without the
@@ -371,6 +373,7 @@ fn desired<'a>(
         env,
         wrap,
         installed: false,
+        eso: plan.mode == Mode::Eso,
         signal: plan.signals(),
         sender_present: false,
     })
@@ -514,7 +517,7 @@ fn wire_container(
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
     // `command` is read only here: the webhook's pod view keeps it only for such pods.
     let wrap = match &desired.wrap {
-        Some(stems) => Some(exec::wrap(name, container.get("command"), stems, prefix, desired.installed)?),
+        Some(stems) => Some(exec::wrap(name, container.get("command"), stems, prefix, desired.installed, desired.eso)?),
         None => None,
     };
     let exec_mount = match wrap {

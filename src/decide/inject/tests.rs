@@ -1227,7 +1227,11 @@ fn env_values_wrap_rendered_files_in_every_mode_and_in_eso_only_those() {
         }
         idempotent(&out);
     }
-    // eso pods with env-values but no rendered files stay unwrapped (env_values_in_eso_need_no_wrapper).
+    // eso pods with env-values but no rendered files stay unwrapped (env_values_in_eso_need_no_wrapper);
+    // with rendered files a container without command is denied, without sending it to eso.
+    let m = denied(&pod(rendering("eso", json!({"secrets/env-values": "true"})), app()));
+    assert!(m.contains("container app sets no command") && m.contains("rendered files"), "{m}");
+    assert!(!m.contains("use mode eso"), "{m}");
 }
 
 #[test]
