@@ -102,12 +102,15 @@ fn dotenv(n: usize) -> String {
     format!("DB_USER=\"user-{n}\"\nDB_PASS=\"p@ss {n}\"\n")
 }
 
+/// What a reader saw: how many reads, and the distinct renders among them.
+type Seen = (usize, BTreeSet<String>);
+
 /// Loops on `<dir>/dsn` until stopped, checking every read is a whole render of one
 /// consistent set (`dsn(n)` for some n), and that the rendered file and the items read through
 /// one resolution of `..data` belong to the same generation. Returns the reads it made.
 struct Reader {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Result<(usize, BTreeSet<String>), String>>>,
+    handle: Option<std::thread::JoinHandle<Result<Seen, String>>>,
 }
 
 impl Reader {

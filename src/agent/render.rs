@@ -72,7 +72,7 @@ fn needed_items(files: &[RenderedFile]) -> BTreeSet<String> {
 /// Reads the `names` files of `dir` through one resolution of `..data` (the whole directory
 /// when there is no `..data`). A file that is not there is left out (the render names it). A
 /// swap during the read (the old generation removed under us) is retried a few times.
-fn read_items(dir: &Path, names: &BTreeSet<String>) -> Result<(Option<String>, BTreeMap<String, Vec<u8>>), String> {
+fn read_items(dir: &Path, names: &BTreeSet<String>) -> Result<Source, String> {
     let mut last = String::new();
     for _ in 0..5 {
         let target = std::fs::read_link(dir.join(DATA_LINK)).ok().map(|t| t.to_string_lossy().into_owned());
@@ -107,6 +107,9 @@ fn read_items(dir: &Path, names: &BTreeSet<String>) -> Result<(Option<String>, B
     }
     Err(last)
 }
+
+/// One read of the source: the `..data` target it went through, and item name -> bytes.
+type Source = (Option<String>, BTreeMap<String, Vec<u8>>);
 
 /// The rendered files in `dest` now (None when there is no complete set).
 fn current(dest: &Path, files: &[RenderedFile]) -> Option<BTreeMap<String, Vec<u8>>> {
@@ -152,5 +155,59 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
             eprintln!("secretmode render: {}", Printable(&e.message));
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn files() -> Vec<RenderedFile> {
+        vec![RenderedFile { name: "dsn".into(), source: RenderSource::Template("{{ user }}:{{ pass }}".into()) }]
+    }
+
+    #[test]
+    fn reads_through_data_renders_and_writes_only_what_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (source, dest) = (tmp.path().join("s"), tmp.path().join("d"));
+        // A kubelet-style source: the visible names point into ..data; a stale file beside
+        // ..data must not be read.
+        std::fs::create_dir_all(source.join("..gen1")).unwrap();
+        std::fs::write(source.join("..gen1/user"), "u1").unwrap();
+        std::fs::write(source.join("..gen1/pass"), "p1").unwrap();
+        symlink("..gen1", source.join("..data")).unwrap();
+        let r = render_dir(&source, &dest, &files()).unwrap();
+        assert_eq!(r, Rendered { source_target: Some("..gen1".into()), written: true, replaced: false });
+        assert_eq!(std::fs::read_to_string(dest.join("dsn")).unwrap(), "u1:p1");
+        let first = std::fs::read_link(dest.join(DATA_LINK)).unwrap();
+
+        let again = render_dir(&source, &dest, &files()).unwrap();
+        assert!(!again.written, "same bytes: nothing written");
+        assert_eq!(std::fs::read_link(dest.join(DATA_LINK)).unwrap(), first);
+
+        std::fs::create_dir_all(source.join("..gen2")).unwrap();
+        std::fs::write(source.join("..gen2/user"), "u2").unwrap();
+        std::fs::write(source.join("..gen2/pass"), "p2").unwrap();
+        std::fs::remove_file(source.join("..data")).unwrap();
+        symlink("..gen2", source.join("..data")).unwrap();
+        let r = render_dir(&source, &dest, &files()).unwrap();
+        assert!(r.written && r.replaced);
+        assert_eq!(std::fs::read_to_string(dest.join("dsn")).unwrap(), "u2:p2");
+    }
+
+    #[test]
+    fn a_plain_directory_works_and_a_missing_item_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (source, dest) = (tmp.path().join("s"), tmp.path().join("d"));
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join("user"), "u").unwrap();
+        let e = render_dir(&source, &dest, &files()).unwrap_err();
+        assert_eq!(e.file.as_deref(), Some("dsn"));
+        assert!(e.message.starts_with("rendered file dsn: item pass has no value"), "{e}");
+        assert!(!dest.exists(), "nothing written");
+        std::fs::write(source.join("pass"), "p").unwrap();
+        assert_eq!(render_dir(&source, &dest, &files()).unwrap().source_target, None);
+        assert_eq!(std::fs::read_to_string(dest.join("dsn")).unwrap(), "u:p");
     }
 }

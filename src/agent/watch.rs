@@ -29,10 +29,9 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-
-use prometheus_client::metrics::family::Family;
 
 use super::notify::{Notifier, Record};
 use super::render::render_dir;
