@@ -9,6 +9,8 @@
 //!   quantities, times. Imports nothing else of the crate.
 //! - [`json`]: the borrowed JSON tree the decision reads a pod as, and JSON writing helpers.
 //!   Imports nothing else of the crate.
+//! - [`render`]: rendered files: the template language and the bundle formats (dotenv, JSON,
+//!   YAML, properties). Pure; imports nothing else of the crate.
 //! - [`providers`]: one file per provider (its config section, what the webhook derives from
 //!   it, the agent's client) and their registration.
 //! - [`config`]: the webhook's configuration file and its default.
@@ -27,5 +29,6 @@ pub mod decide;
 pub mod json;
 pub mod logging;
 pub mod providers;
+pub mod render;
 pub mod vocabulary;
 pub mod webhook;

@@ -44,6 +44,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// The eso/csi watcher: fire the on-change action when the kubelet or CSI driver swaps `..data`.
     Watch(agent::watch::WatchArgs),
+    /// The eso/csi render step: render the pod's rendered files from the mounted items, once.
+    Render(agent::render::RenderArgs),
     /// Wait until the local sidecar has synced (postStart hook of a plain sidecar).
     #[command(hide = true)]
     AgentWait(agent::WaitArgs),
@@ -59,7 +61,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_level = match &cli.command {
-        Command::Agent(_) | Command::Watch(_) => agent::log_directives(&cli.log_level),
+        Command::Agent(_) | Command::Watch(_) | Command::Render(_) => agent::log_directives(&cli.log_level),
         _ => cli.log_level.clone(),
     };
     // Only the webhook logs on a hot path (a line per admission).
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Mutate(args) => mutate::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Watch(args) => agent::watch::run(args),
+        Command::Render(args) => agent::render::run(args),
         Command::AgentWait(args) => agent::run_wait(args),
         Command::Audit(args) => audit::run(args),
         Command::Certs(cmd) => certs::run(cmd),

@@ -1061,3 +1061,20 @@ async fn env_values_and_on_change_in_every_mode_pass_two_rounds() {
         run_all_with("Deployment", extra).await;
     }
 }
+
+/// Issue 25: rendered files (a template with several lines, bundles of every item) in every
+/// mode, with env-values and with on-change: the agent's spec in init and sidecar; the render
+/// step, its volume and the watcher in eso and csi; admitted, reinvoked, stable, and
+/// schema-valid.
+#[tokio::test]
+async fn rendered_files_in_every_mode_pass_two_rounds() {
+    const TEMPLATE: &str = "# rendered by secretmode\n\tmode = static\nbraces = {{ \"{{\" }}\n";
+    let extras: [&[(&str, &str)]; 3] = [
+        &[("template.app.conf", TEMPLATE), ("bundle.app.env", "dotenv"), ("bundle.creds.json", "json")],
+        &[("bundle.creds.yaml", "yaml"), ("env-values", "true"), ("containers", "app")],
+        &[("bundle.app.properties", "properties"), ("on-change", "http://127.0.0.1:8080/-/reload")],
+    ];
+    for extra in extras {
+        run_all_with("Deployment", extra).await;
+    }
+}

@@ -187,7 +187,13 @@ impl Watcher {
     /// `secretmode watch` on `dir` (an in-pod path under `root`).
     fn start(root: &Path, dir: &str, action: OnChange) -> Watcher {
         let health = free_port();
-        let spec = WatchSpec { version: SPEC_VERSION, dir: dir.into(), on_change: action, health_port: health };
+        let spec = WatchSpec {
+            version: SPEC_VERSION,
+            dir: dir.into(),
+            on_change: Some(action),
+            render: None,
+            health_port: health,
+        };
         let log = root.join("watch.log");
         let f = std::fs::File::create(&log).unwrap();
         let child = Command::new(agent_bin())

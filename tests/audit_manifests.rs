@@ -75,6 +75,9 @@ fn json_report_judges_like_the_webhook() {
     let ledger = find("StatefulSet", "ledger");
     assert_eq!(ledger["webhook"], "deny");
     assert_eq!(ledger["outage"]["newPods"], "blocked in ContainerCreating");
+    let billing = find("Deployment", "billing");
+    assert_eq!(billing["rendered"], serde_json::json!(["app.env (dotenv)", "db-dsn (template)"]));
+    assert!(find("DaemonSet", "agent").get("rendered").is_none(), "no rendered files: no field");
     let cron = find("CronJob", "report");
     assert_eq!(cron["mode"], "sidecar");
     assert_eq!(cron["modeSource"], "policyDefault");

@@ -173,6 +173,44 @@ fn env_values_and_on_change_examples_are_admitted_and_valid_after_mutation() {
     support::kubernetes_validate(&mutated);
 }
 
+/// The examples of issue 25 (`<mode>/rendered-*.yaml`): a DSN template rendered by the
+/// sidecar agent, and bundles rendered beside an ESO Secret by the render step and the
+/// watcher. Each is admitted with examples/config.yaml, carries what renders it, and validates
+/// once mutated.
+#[test]
+fn rendered_file_examples_are_admitted_and_valid_after_mutation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut mutated = Vec::new();
+    for (mode, file, vars) in [
+        ("sidecar", "rendered-dsn.yaml", &["DB_URL_FILE"][..]),
+        ("eso", "rendered-bundle.yaml", &["APP_ENV_FILE", "CREDS_JSON_FILE"][..]),
+    ] {
+        let deployment = load(&examples().join(mode).join(file));
+        let pod_file = tmp.path().join(format!("{mode}-rendered-pod.json"));
+        std::fs::write(&pod_file, serde_json::to_vec(&support::pods::of_template(&deployment)).unwrap()).unwrap();
+        let out = mutate(&pod_file, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stderr}");
+        let pod: Value = serde_yaml::from_slice(&out.stdout).unwrap();
+        let text = serde_json::to_string(&pod).unwrap();
+        let app = pod["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "app").unwrap();
+        for var in vars {
+            assert!(app["env"].as_array().unwrap().iter().any(|e| e["name"] == *var), "{mode}: no {var}");
+        }
+        if mode == "eso" {
+            assert!(text.contains("secretmode-render") && text.contains("secretmode-watcher"), "{mode}");
+            assert!(stderr.contains("secretmode-render"), "{mode}: the render step is announced: {stderr}");
+        } else {
+            assert!(!text.contains("secretmode-render"), "{mode}: the agent renders");
+            assert!(text.contains("urlescape"), "{mode}: the template is in the agent's spec");
+        }
+        let path = tmp.path().join(format!("{mode}-rendered-mutated.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&pod).unwrap()).unwrap();
+        mutated.push(path);
+    }
+    support::kubernetes_validate(&mutated);
+}
+
 #[test]
 fn admission_requests_are_current_api_server_shaped_and_answered() {
     let run = Command::new(support::venv_bin("python"))

@@ -59,6 +59,22 @@ fn reviews() -> Vec<(String, Vec<u8>)> {
         "denied".into(),
         review("CREATE", "Pod", pod(json!({"secrets/mode": "vault", "secrets/item.a": "x#y"}))),
     ));
+    // Rendered files: a multi-line template and a bundle in eso with env-values (the wrapper,
+    // so serve's pod view must keep the command), and a template that does not parse.
+    let mut rendered =
+        pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.db-password": "password",
+        "secrets/env-values": "true", "secrets/template.web.conf": "[db]\n\tpassword = {{ db-password | trim }}\n",
+        "secrets/bundle.web.env": "dotenv"}));
+    rendered["spec"]["containers"][0]["command"] = json!(["nginx", "-g", "daemon off;"]);
+    out.push(("rendered files".into(), review("CREATE", "Pod", rendered)));
+    out.push((
+        "template that does not parse".into(),
+        review(
+            "CREATE",
+            "Pod",
+            pod(json!({"secrets/mode": "init", "secrets/item.a": "x#y", "secrets/template.t": "{{ a | nope }}"})),
+        ),
+    ));
     out.push(("not opted in".into(), review("CREATE", "Pod", pod(json!({"app": "web"})))));
     out.push(("UPDATE".into(), review("UPDATE", "Pod", init_pod())));
     out.push(("DELETE".into(), review("DELETE", "Pod", Value::Null)));
@@ -143,7 +159,7 @@ async fn mutate_answers_every_review_exactly_as_serve_does() {
             other => panic!("{name}: serve answered {other}"),
         }
     }
-    assert_eq!(seen, (12, 2, 4), "(allowed, denied, refused) reviews");
+    assert_eq!(seen, (13, 3, 4), "(allowed, denied, refused) reviews");
 }
 
 /// With `--patch`, the decoded patch of the response; a YAML review gets a YAML response.

@@ -50,6 +50,8 @@ fn every_mutated_pod_passes_strict_schema_validation() {
     existing["containers"][0]["volumeMounts"] = json!([{"name": "token", "mountPath": "/var/run/app-token"}]);
     existing["containers"][0]["env"] = json!([{"name": "EXISTING", "value": "1"}]);
 
+    let commanded = json!({"securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+        "containers": [{"name": "app", "image": "i", "command": ["/app"]}]});
     let sidecar = json!({"secrets/mode": "sidecar", "secrets/item.db-password": "team-a/db#password", "secrets/item.api.key": "team-a/api#key", "secrets/fallback-secret": "db-fallback"});
     let cases = vec![
         (
@@ -97,6 +99,38 @@ fn every_mutated_pod_passes_strict_schema_validation() {
             pod("host-network-init", json!({"secrets/mode": "init", "secrets/item.a": "x/y#z"}), host),
         ),
         ("existing-fields", &config, pod("existing-fields", sidecar.clone(), existing)),
+        // Issue 25: rendered files in every mode (eso with env-values is wrapped for them).
+        (
+            "eso-rendered",
+            &config,
+            pod(
+                "eso-rendered",
+                json!({"secrets/mode": "eso", "secrets/eso-secret": "app", "secrets/item.db-password": "password",
+                       "secrets/env-values": "true", "secrets/bundle.app.env": "dotenv",
+                       "secrets/template.app.yaml": "db:\n  password: {{ db-password }}\n"}),
+                commanded.clone(),
+            ),
+        ),
+        (
+            "csi-rendered-plain",
+            &plain,
+            pod(
+                "csi-rendered-plain",
+                json!({"secrets/mode": "csi", "secrets/csi-class": "app-spc", "secrets/item.db-password": "db-password",
+                       "secrets/on-change": "http://127.0.0.1:8080/-/reload", "secrets/bundle.creds.json": "json"}),
+                commanded.clone(),
+            ),
+        ),
+        (
+            "sidecar-rendered",
+            &config,
+            pod(
+                "sidecar-rendered",
+                json!({"secrets/mode": "sidecar", "secrets/item.db-password": "team-a/db#password",
+                       "secrets/template.dsn": "pg://u:{{ db-password | urlescape }}@db/app", "secrets/env-values": "true"}),
+                commanded.clone(),
+            ),
+        ),
         (
             "huge",
             &config,

@@ -547,6 +547,11 @@ fn messages_name_annotations_with_the_configured_prefix() {
         ("elsewhere", a(&[("mode", "init"), item, ("on-change", "signal:HUP")]), app()),
         ("elsewhere", a(&[("mode", "init"), item, ("on-change", "http://10.0.0.1:80/")]), app()),
         ("elsewhere", a(&[("mode", "init"), item, ("env-values", "true")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("template.dsn", "pg://{{ db | nope }}")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("template.dsn", "pg://{{ user }}:{{ db }}")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("bundle.creds.json", "json:db,user")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("bundle.db", "dotenv")]), app()),
+        ("elsewhere", a(&[("mode", "init"), item, ("bundle.x", "toml")]), app()),
         ("elsewhere", a(&[("mode", "sidecar"), item, ("on-change", "signal:HUP")]), run_as_1000.clone()),
         ("team-a", a(&[("mode", "sidecar"), ("item.db", "apps/team-a/db#p"), ("on-change", "signal:HUP")]), app()),
         (
@@ -574,7 +579,7 @@ fn messages_name_annotations_with_the_configured_prefix() {
         logs.push(log);
         seen += 1;
     }
-    assert_eq!(seen, 28);
+    assert_eq!(seen, 33);
     assert!(logs.iter().any(|l| l.contains("policy violation") && l.contains(&format!("{P}/mode"))), "{logs:?}");
 
     // Warnings: warn-level policy, failure mode, readability, mirror pods; and the note.

@@ -299,6 +299,73 @@ fn env_values_and_on_change_are_recognised_on_reinvocation() {
     }
 }
 
+/// Issue 25's additions meet the same round: the agent's rendered files in init and sidecar;
+/// in eso and csi the render step, its in-memory volume, the apps' read-only mount at
+/// `<mount-path>-rendered` and the re-rendering watcher; with env-values the wrapper (in eso
+/// too). Each is recognised as injected whatever the API server and the other webhook added.
+#[test]
+fn rendered_files_are_recognised_on_reinvocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = config_file(dir.path(), "plain.yaml", |c| c.replace("nativeSidecar: true", "nativeSidecar: false"));
+    let with = |mut p: Value, extra: Value| {
+        for (k, v) in extra.as_object().expect("annotations") {
+            p["metadata"]["annotations"][k] = v.clone();
+        }
+        p["spec"]["containers"][0]["command"] = json!(["/web", "--serve"]);
+        p["spec"]["containers"][1]["command"] = json!(["/worker"]);
+        p
+    };
+    let eso = || pod(json!({"secrets/mode": "eso", "secrets/eso-secret": "web", "secrets/item.token": "token"}));
+    let csi = || pod(json!({"secrets/mode": "csi", "secrets/csi-class": "web", "secrets/item.token": "token"}));
+    let files = json!({"secrets/template.web.conf": "token_file = {{ \"${TOKEN_FILE}\" }}\nbundle = {{ token | base64 }}\n",
+                       "secrets/bundle.web.env": "dotenv"});
+    let token_files = json!({"secrets/template.web.conf": "t={{ token }}", "secrets/bundle.web.env": "dotenv",
+                             "secrets/env-values": "true"});
+    let agent_files = json!({"secrets/template.dsn": "pg://u:{{ db-password | urlescape }}@db/app",
+                             "secrets/bundle.all.json": "json"});
+    let mut agent_env = agent_files.clone();
+    agent_env["secrets/env-values"] = json!("true");
+    let cases: [(&str, Value, Vec<&str>, &[&str]); 7] = [
+        ("eso", with(eso(), files.clone()), vec![], &["TOKEN", "WEB_CONF", "WEB_ENV"]),
+        ("csi", with(csi(), files.clone()), vec![], &["TOKEN", "WEB_CONF", "WEB_ENV"]),
+        ("eso, plain", with(eso(), files), vec!["--config", &plain], &["TOKEN", "WEB_CONF", "WEB_ENV"]),
+        ("eso, env-values", with(eso(), token_files.clone()), vec![], &["TOKEN", "WEB_CONF", "WEB_ENV"]),
+        ("csi, env-values", with(csi(), token_files), vec![], &["TOKEN", "WEB_CONF", "WEB_ENV"]),
+        ("init", with(init(), agent_files), vec![], &["DB_PASSWORD", "DSN", "ALL_JSON"]),
+        ("sidecar, env-values", with(sidecar(), agent_env), vec![], &["DB_PASSWORD", "DSN", "ALL_JSON"]),
+    ];
+    for (case, pod, args, vars) in &cases {
+        let once = mutated(args, pod);
+        let beside = case.starts_with("eso") || case.starts_with("csi");
+        let init_names: Vec<&str> = once["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(init_names.contains(&"secretmode-render"), beside, "{case}: {init_names:?}");
+        for (change, apply) in CHANGES.iter().map(|(n, f)| (*n, *f)).chain([("all of them", everything as Change)]) {
+            let mut changed = once.clone();
+            apply(&mut changed);
+            assert_eq!(patch(args, &changed), json!([]), "{case}, after {change}: a second patch");
+            assert_contract(&changed, vars);
+            for c in changed["spec"]["containers"].as_array().expect("containers") {
+                if c["name"].as_str().is_some_and(|n| n.starts_with("secretmode-")) {
+                    continue;
+                }
+                let rendered = c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
+                    m["name"] == "secretmode-rendered"
+                        && m["mountPath"] == "/var/run/secrets-cache-rendered"
+                        && m["readOnly"] == true
+                });
+                assert_eq!(rendered, beside, "{case}, after {change}: {}", c["name"]);
+                let wrappers = c["command"].as_array().into_iter().flatten().filter(|w| *w == EXEC_PATH).count();
+                assert_eq!(wrappers, usize::from(case.contains("env-values")), "{case}, after {change}");
+            }
+        }
+    }
+}
+
 /// A container a later webhook adds gets the mount and env on reinvocation, next to all of
 /// the above; nothing else is patched.
 #[test]

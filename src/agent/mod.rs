@@ -8,11 +8,13 @@
 //! single record behind the status file, health endpoints and metrics, [`health`] serves
 //! them, [`fallback`] seeds from the fallback Secret, [`wait`] is the plain sidecar's
 //! postStart hook, [`notify`] fires the `on-change` action, [`watch`] is `secretmode watch`
-//! (the eso/csi watcher). The provider clients it drives are in `crate::providers`.
+//! (the eso/csi watcher), [`mod@render`] is `secretmode render` (the eso/csi render step, and the
+//! watcher's re-render). The provider clients it drives are in `crate::providers`.
 
 pub mod fallback;
 pub mod health;
 pub mod notify;
+pub mod render;
 pub mod run;
 pub mod spec;
 pub mod status;

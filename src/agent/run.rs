@@ -24,6 +24,7 @@ use super::writer::{self, WriteError};
 use crate::logging::printable::Printable;
 use crate::providers::backoff::Backoff;
 use crate::providers::{Budget, ErrorKind, FetchError, Provider};
+use crate::render::{render_all, RenderError};
 use crate::vocabulary::duration;
 use crate::vocabulary::time::rfc3339;
 
@@ -45,13 +46,25 @@ pub enum RefreshError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The items were fetched but a rendered file could not be made from them (names the file
+    /// and the item, never a value).
+    #[error(transparent)]
+    Render(#[from] RenderError),
 }
 
 impl RefreshError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             RefreshError::Fetch(e) => e.kind,
-            RefreshError::Write(_) => ErrorKind::Config,
+            RefreshError::Write(_) | RefreshError::Render(_) => ErrorKind::Config,
+        }
+    }
+
+    /// The `lastErrorKind` of the status file: the error kind, or `render`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RefreshError::Render(_) => "render",
+            e => e.kind().as_str(),
         }
     }
 
@@ -138,17 +151,29 @@ impl Agent {
         }
     }
 
-    /// One refresh: fetch every item, write the set if it changed. Nothing on disk changes
-    /// unless every item was fetched and valid. A new set that replaces one the app may have
-    /// read fires `on_change`; the first set never does (the app reads it at start).
+    /// The set one generation writes: the items plus the files rendered from them, so both
+    /// switch in the same `..data` swap. A render error fails the whole set.
+    fn with_rendered(&self, mut files: BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, Vec<u8>>, RenderError> {
+        if !self.spec.render.is_empty() {
+            let rendered = render_all(&self.spec.render, &files)?;
+            files.extend(rendered);
+        }
+        Ok(files)
+    }
+
+    /// One refresh: fetch every item, render, write the set if it changed. Nothing on disk
+    /// changes unless every item was fetched and valid and every file rendered. A new set that
+    /// replaces one the app may have read fires `on_change`; the first set never does (the app
+    /// reads it at start).
     async fn refresh(&mut self, budget: Budget) -> Result<bool, RefreshError> {
         let items = self.spec.items.clone();
         let fetched = self.provider().await?.fetch(&items, budget).await?;
+        let files = self.with_rendered(fetched.files).inspect_err(|e| self.status.record_render_failure(&e.file))?;
         let replaces = writer::has_data(&self.mount);
-        let changed = self.last_files.as_ref() != Some(&fetched.files) || !replaces;
+        let changed = self.last_files.as_ref() != Some(&files) || !replaces;
         if changed {
-            writer::write_set(&self.mount, &fetched.files)?;
-            self.last_files = Some(fetched.files);
+            writer::write_set(&self.mount, &files)?;
+            self.last_files = Some(files);
             if let (true, Some(n)) = (replaces, &self.notifier) {
                 n.changed();
             }
@@ -165,7 +190,7 @@ impl Agent {
 
     fn fail(&self, e: &RefreshError) {
         let error = e.to_string();
-        self.status.record_failure(error.clone(), e.kind().as_str(), false);
+        self.status.record_failure(error.clone(), e.kind_name(), false);
         self.write_status();
         let class = if e.is_outage() { "outage" } else { "refusal" };
         // Provider answers are quoted in errors: escaped, they cannot split the log line.
@@ -223,7 +248,9 @@ impl Agent {
         };
         let mut line = format!("{}: {last} ({how})", self.describe_provider());
         match &self.fallback_dir {
-            Some(dir) if last.is_outage() => match fallback::load(dir, &self.spec.items) {
+            Some(dir) if last.is_outage() => match fallback::load(dir, &self.spec.items)
+                .and_then(|files| self.with_rendered(files).map_err(|e| e.to_string()))
+            {
                 Ok(files) => match writer::write_set(&self.mount, &files) {
                     Ok(()) => {
                         // Live values equal to the fallback's are no change for the app.
@@ -236,6 +263,9 @@ impl Agent {
                 },
                 Err(why) => line.push_str(&format!("; fallback not usable: {why}")),
             },
+            Some(_) if matches!(last, RefreshError::Render(_)) => {
+                line.push_str("; fallback not used: the provider answered, its values do not render")
+            }
             Some(_) => line.push_str(&format!(
                 "; fallback not used: {} is the provider's answer, not an outage",
                 last.kind().as_str()
@@ -348,7 +378,14 @@ impl Agent {
     /// item is there, so `/startup` passes at once and the app keeps its last good values
     /// even if the provider is down right now.
     fn adopt_previous(&mut self) -> bool {
-        if !writer::has_data(&self.mount) || !self.spec.items.iter().all(|i| self.mount.join(&i.name).is_file()) {
+        let names: Vec<&str> = self
+            .spec
+            .items
+            .iter()
+            .map(|i| i.name.as_str())
+            .chain(self.spec.render.iter().map(|f| f.name.as_str()))
+            .collect();
+        if !writer::has_data(&self.mount) || !names.iter().all(|n| self.mount.join(n).is_file()) {
             return false;
         }
         let previous = std::fs::read(writer::status_path(&self.mount))
@@ -358,12 +395,8 @@ impl Agent {
         self.status.record_adopted(&previous);
         // What the app may have read: a refresh that finds the same values changes nothing
         // (no new generation, no on-change notification).
-        let on_disk: Option<BTreeMap<String, Vec<u8>>> = self
-            .spec
-            .items
-            .iter()
-            .map(|i| Some((i.name.clone(), std::fs::read(self.mount.join(&i.name)).ok()?)))
-            .collect();
+        let on_disk: Option<BTreeMap<String, Vec<u8>>> =
+            names.iter().map(|n| Some((n.to_string(), std::fs::read(self.mount.join(n)).ok()?))).collect();
         self.last_files = on_disk;
         self.write_status();
         tracing::info!(state = self.status.state().as_str(), "restarted: serving the files from the previous run");
@@ -499,6 +532,7 @@ mod tests {
             start_deadline_seconds: 5,
             health_port: 8099,
             on_change: None,
+            render: Vec::new(),
         };
         let agent = Agent::new(spec, dir.path().to_path_buf(), None, None, false);
         let answer = "permission denied\n2026-11-23T00:00:00.000000Z  INFO secretmode::agent: forged";

@@ -77,11 +77,15 @@ pub struct Metrics {
     state: Family<Vec<(String, String)>, Gauge>,
     credentials_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
     credentials_expiring: Gauge,
+    /// Refreshes whose rendering failed, by rendered file (registered when the spec has any).
+    render_failures: Family<Vec<(String, String)>, Counter>,
 }
 
 #[derive(Debug)]
 pub struct Status {
     spec_items: Vec<(String, String, Option<String>)>,
+    /// Names of the rendered files (`AgentSpec::render`).
+    rendered: Vec<String>,
     provider_name: String,
     provider_kind: &'static str,
     max_staleness: Duration,
@@ -99,6 +103,7 @@ impl Status {
     pub fn new(spec: &AgentSpec) -> Status {
         Status {
             spec_items: spec.items.iter().map(|i| (i.name.clone(), i.path.clone(), i.key.clone())).collect(),
+            rendered: spec.render.iter().map(|f| f.name.clone()).collect(),
             provider_name: spec.provider_name.clone(),
             provider_kind: spec.provider.kind(),
             max_staleness: Duration::from_secs(spec.max_staleness_seconds),
@@ -156,6 +161,11 @@ impl Status {
             self.count("failure");
         }
         self.changed.notify_one();
+    }
+
+    /// A rendered file failed (the refresh then fails with [`Status::record_failure`]).
+    pub fn record_render_failure(&self, file: &str) {
+        self.metrics.render_failures.get_or_create(&vec![("file".to_string(), file.to_string())]).inc();
     }
 
     /// A probe found the provider answering again (a refresh follows).
@@ -299,7 +309,7 @@ impl Status {
                 json!({"name": name, "path": path, "key": key, "version": version})
             })
             .collect();
-        json!({
+        let mut out = json!({
             "provider": self.provider_name,
             "providerType": self.provider_kind,
             "state": state.as_str(),
@@ -320,7 +330,11 @@ impl Status {
             "items": items,
             "onChange": self.notify.as_ref().map(|n| n.action().to_string()),
             "lastNotification": self.notify.as_ref().map(|n| n.to_json()),
-        })
+        });
+        if let (false, Some(map)) = (self.rendered.is_empty(), out.as_object_mut()) {
+            map.insert("rendered".into(), json!(self.rendered));
+        }
+        out
     }
 
     /// Prometheus text exposition; gauges are computed at scrape time so they are never stale.
@@ -387,6 +401,13 @@ impl Status {
             "1 for the current state (starting, fresh, failing, stale, fallback)",
             self.metrics.state.clone(),
         );
+        if !self.rendered.is_empty() {
+            sub.register(
+                "render_failures",
+                "Refreshes whose rendering failed, by rendered file (the items were fetched; the previous set is kept)",
+                self.metrics.render_failures.clone(),
+            );
+        }
         if let Some(n) = &self.notify {
             n.register(sub);
         }

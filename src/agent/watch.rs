@@ -1,7 +1,10 @@
 //! `secretmode watch`: the watcher injected in `eso` and `csi` pods that declare
-//! `on-change`. The kubelet (Secret volumes) and the Secrets Store CSI driver both update a
-//! volume by writing a new timestamped directory and renaming a `..data` symlink onto it; the
-//! watcher notices that swap and fires the action through the same notifier as the sidecar.
+//! `on-change` or rendered files. The kubelet (Secret volumes) and the Secrets Store CSI driver
+//! both update a volume by writing a new timestamped directory and renaming a `..data` symlink
+//! onto it; the watcher notices that swap, re-renders the rendered files from the new items
+//! (when the spec has `render`), then fires the action through the same notifier as the sidecar.
+//! A render that fails keeps the previous rendered set, is recorded, and is retried on the next
+//! swap and every [`RENDER_RETRY`].
 //!
 //! It polls `readlink(<dir>/..data)` every [`POLL`] rather than using inotify: one syscall a
 //! second costs nothing measurable, needs no watch descriptors or new dependency, works the
@@ -26,11 +29,13 @@ use axum::routing::get;
 use axum::Router;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use super::notify::{Notifier, Record};
-use super::spec::WatchSpec;
+use super::render::render_dir;
+use super::spec::{RenderSpec, WatchSpec};
 use super::{rooted, stop_signal};
 use crate::vocabulary::paths::{HEALTH_PATH, METRICS_PATH, READY_PATH, STARTUP_PATH, WATCH_SPEC_ENV, WATCH_STATUS_DIR};
 use crate::vocabulary::time::rfc3339;
@@ -40,6 +45,8 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// The symlink both writers swap.
 pub const DATA_LINK: &str = "..data";
 pub const STATUS_FILE: &str = "status.json";
+/// While a render is failing, how often it is tried again without a swap.
+pub const RENDER_RETRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct WatchArgs {
@@ -59,10 +66,22 @@ pub struct WatchArgs {
 struct Watch {
     dir: String,
     started: SystemTime,
-    record: Arc<Record>,
+    record: Option<Arc<Record>>,
     state: Mutex<Seen>,
     changes: Counter,
     status_file: PathBuf,
+    render: Option<Render>,
+}
+
+/// The rendered files the watcher keeps in step with the items.
+struct Render {
+    spec: RenderSpec,
+    /// `spec.dest_dir` under `--root`.
+    dest: PathBuf,
+    /// Renders by result (success, failure).
+    renders: Family<Vec<(String, String)>, Counter>,
+    /// Failed renders by rendered file (`-` when no file is to blame: an unreadable source).
+    failures: Family<Vec<(String, String)>, Counter>,
 }
 
 #[derive(Default)]
@@ -72,6 +91,11 @@ struct Seen {
     changes: u64,
     /// The last readlink error, while `..data` cannot be read.
     error: Option<String>,
+    /// The source generation the rendered files were last made from.
+    rendered_from: Option<String>,
+    last_render: Option<SystemTime>,
+    /// Why the last render failed, while it is failing (never a value).
+    render_error: Option<String>,
 }
 
 impl Watch {
@@ -81,6 +105,15 @@ impl Watch {
 
     fn to_json(&self) -> serde_json::Value {
         let s = self.seen();
+        let render = self.render.as_ref().map(|r| {
+            json!({
+                "destDir": r.spec.dest_dir,
+                "files": r.spec.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+                "renderedFrom": s.rendered_from,
+                "lastRender": s.last_render.map(rfc3339),
+                "error": s.render_error,
+            })
+        });
         json!({
             "dir": self.dir,
             "startedAt": rfc3339(self.started),
@@ -88,9 +121,50 @@ impl Watch {
             "error": s.error,
             "changes": s.changes,
             "lastChange": s.last_change.map(rfc3339),
-            "onChange": self.record.action().to_string(),
-            "lastNotification": self.record.to_json(),
+            "onChange": self.record.as_ref().map(|r| r.action().to_string()),
+            "lastNotification": self.record.as_ref().map(|r| r.to_json()),
+            "render": render,
         })
+    }
+
+    /// Renders the files from the items now in `dir`. True when a new rendered set replaced
+    /// one the app may have read. A failure is recorded and logged when it is new.
+    fn render(&self, dir: &Path) -> bool {
+        let Some(r) = &self.render else { return false };
+        let result = render_dir(dir, &r.dest, &r.spec.files);
+        let mut s = self.seen();
+        match result {
+            Ok(done) => {
+                r.renders.get_or_create(&vec![("result".into(), "success".into())]).inc();
+                if s.render_error.take().is_some() {
+                    tracing::info!("rendered files written again");
+                }
+                if done.written {
+                    tracing::info!(
+                        generation = done.source_target.as_deref().unwrap_or("-"),
+                        files = r.spec.files.len(),
+                        "rendered files written"
+                    );
+                }
+                s.rendered_from = done.source_target;
+                s.last_render = Some(SystemTime::now());
+                done.written && done.replaced
+            }
+            Err(e) => {
+                r.renders.get_or_create(&vec![("result".into(), "failure".into())]).inc();
+                let file = e.file.clone().unwrap_or_else(|| "-".into());
+                r.failures.get_or_create(&vec![("file".into(), file)]).inc();
+                if s.render_error.as_deref() != Some(e.message.as_str()) {
+                    tracing::warn!(error = %crate::logging::printable::Printable(&e.message), "cannot render; keeping the previous rendered files");
+                }
+                s.render_error = Some(e.message);
+                false
+            }
+        }
+    }
+
+    fn render_failing(&self) -> bool {
+        self.render.is_some() && self.seen().render_error.is_some()
     }
 
     /// status.json, replaced atomically (temp file + rename) so a reader never sees half.
@@ -110,7 +184,21 @@ impl Watch {
             "..data swaps seen since start (the initial target is not one)",
             self.changes.clone(),
         );
-        self.record.register(&mut registry);
+        if let Some(r) = &self.render {
+            registry.register(
+                "renders",
+                "Renders of the rendered files, by result (success, failure)",
+                r.renders.clone(),
+            );
+            registry.register(
+                "render_failures",
+                "Failed renders by rendered file (-: the items could not be read); the previous rendered set is kept",
+                r.failures.clone(),
+            );
+        }
+        if let Some(record) = &self.record {
+            record.register(&mut registry);
+        }
         let mut out = String::new();
         if encode(&mut out, &registry).is_err() {
             return String::from("# metrics encoding failed\n");
@@ -141,10 +229,16 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     let watch = Arc::new(Watch {
         dir: spec.dir.clone(),
         started: SystemTime::now(),
-        record: Arc::new(Record::new(spec.on_change.clone())),
+        record: spec.on_change.clone().map(|a| Arc::new(Record::new(a))),
         state: Mutex::new(Seen::default()),
         changes: Counter::default(),
         status_file: status_dir.join(STATUS_FILE),
+        render: spec.render.clone().map(|r| Render {
+            dest: rooted(root, &r.dest_dir),
+            spec: r,
+            renders: Family::default(),
+            failures: Family::default(),
+        }),
     });
     let health = SocketAddr::new(args.health_address, spec.health_port);
     rt.block_on(async move {
@@ -164,13 +258,15 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
                 tracing::error!(error = %e, "health server stopped");
             }
         });
-        let notifier = {
+        let notifier = watch.record.clone().map(|record| {
             let w = watch.clone();
-            Notifier::spawn(watch.record.clone(), move || w.write_status())
-        };
-        tracing::info!(%health, dir = %spec.dir, action = %spec.on_change, "watcher started");
+            Notifier::spawn(record, move || w.write_status())
+        });
+        let action = spec.on_change.as_ref().map_or_else(|| "none".to_string(), ToString::to_string);
+        let rendered = spec.render.as_ref().map_or(0, |r| r.files.len());
+        tracing::info!(%health, dir = %spec.dir, %action, rendered, "watcher started");
         tokio::select! {
-            _ = poll(&watch, &dir, &notifier) => {}
+            _ = poll(&watch, &dir, notifier.as_ref()) => {}
             _ = stop => tracing::info!("SIGTERM: shutting down"),
         }
         Ok::<(), anyhow::Error>(())
@@ -182,29 +278,57 @@ async fn metrics(State(w): State<Arc<Watch>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], w.render_metrics())
 }
 
-/// Reads `..data` every [`POLL`]; a new target after the first one seen is a change.
-async fn poll(watch: &Watch, dir: &Path, notifier: &Notifier) {
+/// Reads `..data` every [`POLL`]; a new target after the first one seen is a change: the
+/// files are re-rendered first, then the action fires. At start the rendered files are made
+/// again from the items there (nothing written when they already match: the init step made
+/// them); a rendered set that did not match is a change for the app.
+async fn poll(watch: &Watch, dir: &Path, notifier: Option<&Notifier>) {
     let mut interval = tokio::time::interval(POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
+    let mut last_try = std::time::Instant::now();
+    let notify = || {
+        if let Some(n) = notifier {
+            n.changed();
+        }
+    };
     loop {
         interval.tick().await;
         let read = data_target(dir);
+        let s = watch.seen();
+        let swapped = matches!(&read, Ok(t) if s.target.as_deref() != Some(t.as_str()));
+        let is_first_target = s.target.is_none();
+        drop(s);
+        // Render before the swap is recorded and the action fires: the app is told once both
+        // its items and its rendered files are new.
+        let retry = watch.render_failing() && last_try.elapsed() >= RENDER_RETRY;
+        let mut rerendered = false;
+        if swapped || retry {
+            last_try = std::time::Instant::now();
+            rerendered = watch.render(dir);
+        }
         let mut s = watch.seen();
         let write = match read {
-            Ok(target) if s.target.as_deref() == Some(target.as_str()) => {
+            Ok(_) if !swapped => {
                 let recovered = s.error.take().is_some();
-                recovered || first
+                if rerendered {
+                    // A retried render succeeded: new rendered files for the same items.
+                    notify();
+                }
+                recovered || first || retry
             }
             Ok(target) => {
-                if s.target.is_some() {
+                if !is_first_target {
                     s.changes += 1;
                     s.last_change = Some(SystemTime::now());
                     watch.changes.inc();
-                    notifier.changed();
+                    notify();
                     tracing::info!(target = %target, "..data swapped: notification scheduled");
                 } else {
                     // The generation the app starts with (or the first one to appear).
+                    if rerendered {
+                        notify();
+                    }
                     tracing::info!(target = %target, "watching");
                 }
                 s.target = Some(target);

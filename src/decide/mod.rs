@@ -248,6 +248,10 @@ fn injected_note(plan: &Plan, defaulted: bool) -> String {
         }
         None => {}
     }
+    if !plan.rendered.is_empty() {
+        note.push_str(",rendered=");
+        note.push_str(itoa::Buffer::new().format(plan.rendered.len()));
+    }
     if defaulted {
         note.push_str(",mode-from=policy");
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::providers::ProviderConfig;
+use crate::render::RenderedFile;
 use crate::vocabulary::mode::Mode;
 use crate::vocabulary::on_change::OnChange;
 
@@ -31,6 +32,14 @@ pub struct PlannedItem {
     pub source: ItemSource,
 }
 
+/// A rendered file (`<prefix>/template.<file>` or `bundle.<file>`), its bundle's item list
+/// written out; it gets `<STEM>_FILE` (and `<STEM>` with env-values) like an item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedFile {
+    pub file: RenderedFile,
+    pub env_stem: String,
+}
+
 /// Everything the injector needs, resolved and validated against mode and config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -46,18 +55,35 @@ pub struct Plan {
     pub refresh_interval: Duration,
     pub max_staleness: Duration,
     /// `<prefix>/env-values: "true"`: `<ITEM>` holds the value too (`secretKeyRef` in `eso`,
-    /// the exec wrapper in the other modes).
+    /// the exec wrapper in the other modes, and for rendered files in `eso` too).
     pub env_values: bool,
     pub fallback_secret: Option<String>,
     /// `<prefix>/on-change`: what to do after the files change (never set in `init`).
     pub on_change: Option<OnChange>,
+    /// Rendered files, sorted by name (empty for most pods).
+    pub rendered: Vec<PlannedFile>,
+    /// `eso`/`csi` with rendered files: the directory they are rendered into,
+    /// `<mount-path>-rendered` (in `init`/`sidecar` they are in the mount path, with the items).
+    pub rendered_dir: Option<String>,
 }
 
 impl Plan {
     /// Whether the target containers' commands are wrapped by `secretmode-exec` (env values
     /// outside `eso`, where `secretKeyRef` does it).
     pub fn wraps_commands(&self) -> bool {
-        self.env_values && self.mode != Mode::Eso
+        self.env_values && (self.mode != Mode::Eso || !self.rendered.is_empty())
+    }
+
+    /// Whether `eso`/`csi` render files with the `secretmode-render` init step and the watcher
+    /// (in `init`/`sidecar` the agent renders them).
+    pub fn renders_beside(&self) -> bool {
+        self.rendered_dir.is_some()
+    }
+
+    /// Whether the `secretmode-watcher` is injected: `eso`/`csi` with `on-change` or rendered
+    /// files.
+    pub fn watches(&self) -> bool {
+        !self.mode.uses_agent() && (self.on_change.is_some() || self.renders_beside())
     }
 
     /// Whether the action is a signal (the pod's process namespace is shared for it).
@@ -80,6 +106,9 @@ impl fmt::Display for Plan {
         }
         if self.fallback_secret.is_some() {
             write!(f, " fallback=yes")?;
+        }
+        if !self.rendered.is_empty() {
+            write!(f, " rendered={}", self.rendered.len())?;
         }
         Ok(())
     }

@@ -4,14 +4,21 @@
 use super::plan::Plan;
 use crate::logging::printable::Printable;
 use crate::vocabulary::mode::Mode;
-use crate::vocabulary::names::WATCHER_CONTAINER;
+use crate::vocabulary::names::{RENDERED_VOLUME, RENDER_CONTAINER, WATCHER_CONTAINER};
 use crate::vocabulary::on_change::OnChange;
 
 /// What `<prefix>/env-values` and `<prefix>/on-change` cost, for the person applying the pod:
 /// values in env never rotate and are readable by every process of the container; a signal
-/// shares the pod's process namespace; in eso and csi a watcher container does the work.
-/// Nothing for a pod that uses neither (no allocation).
+/// shares the pod's process namespace; in eso and csi a watcher container does the work, and
+/// rendered files add a render step and the watcher. Nothing for a pod that uses none (no
+/// allocation).
 pub fn feature_warnings(plan: &Plan, prefix: &str, out: &mut Vec<String>) {
+    if let Some(dir) = &plan.rendered_dir {
+        out.push(format!(
+            "secretmode rendered files in mode {}: the {RENDER_CONTAINER} init container renders them before the app starts and the {WATCHER_CONTAINER} re-renders them after each change to the items; they are in {dir} ({RENDERED_VOLUME})",
+            plan.mode
+        ));
+    }
     if plan.env_values {
         out.push(format!(
             "secretmode {prefix}/env-values: values in env are fixed when the process starts (a rotation reaches the app only after a restart) and readable in /proc/<pid>/environ"

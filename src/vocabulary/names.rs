@@ -17,6 +17,11 @@ pub const EXEC_VOLUME: &str = "secretmode-bin";
 pub const WATCHER_CONTAINER: &str = "secretmode-watcher";
 /// The watcher's own status directory (an in-memory emptyDir, mounted in the watcher only).
 pub const WATCH_STATUS_VOLUME: &str = "secretmode-watch-status";
+/// The init container that renders `eso`/`csi` pods' rendered files once before the app
+/// starts (`secretmode render`), into [`RENDERED_VOLUME`], an in-memory emptyDir the app
+/// containers mount read-only at `<mount-path>-rendered`.
+pub const RENDER_CONTAINER: &str = "secretmode-render";
+pub const RENDERED_VOLUME: &str = "secretmode-rendered";
 /// Name of the sidecar's declared port (at most 15 characters).
 pub const PORT_NAME: &str = "secretmode";
 
@@ -49,12 +54,18 @@ pub mod keys {
     pub const ENV_VALUES: &str = "env-values";
     pub const FALLBACK_SECRET: &str = "fallback-secret";
     pub const ON_CHANGE: &str = "on-change";
+    /// `template.<file>`: a rendered file from a template over the pod's items.
+    pub const TEMPLATE: &str = "template.";
+    /// `bundle.<file>`: a rendered file holding items in a fixed format.
+    pub const BUNDLE: &str = "bundle.";
     /// Written by the webhook, never read to decide anything.
     pub const INJECTED: &str = "injected";
 
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         MODE,
         "item.<name>",
+        "template.<file>",
+        "bundle.<file>",
         PROVIDER,
         ESO_SECRET,
         CSI_CLASS,

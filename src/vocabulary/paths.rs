@@ -9,6 +9,9 @@ use std::borrow::Cow;
 pub const SPEC_ENV: &str = "SECRETMODE_AGENT_SPEC";
 /// Environment variable carrying the JSON watch spec (`agent::spec::WatchSpec`).
 pub const WATCH_SPEC_ENV: &str = "SECRETMODE_WATCH_SPEC";
+/// Environment variable carrying the JSON render spec (`agent::spec::RenderSpec`) of the
+/// `secretmode-render` init container (`secretmode render`).
+pub const RENDER_SPEC_ENV: &str = "SECRETMODE_RENDER_SPEC";
 
 /// Where things are mounted inside the agent container, all under [`AGENT_DIR`], which no
 /// `secrets/mount-path` may overlap (the agent container mounts the files directory too).

@@ -292,6 +292,7 @@ pub fn spec(provider: ProviderConfig, items: Vec<AgentItem>, health_port: u16) -
         start_deadline_seconds: 5,
         health_port,
         on_change: None,
+        render: Vec::new(),
     }
 }
 

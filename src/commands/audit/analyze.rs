@@ -186,6 +186,10 @@ pub struct WorkloadReport {
     /// Provider name (`init`/`sidecar`), `secret/<name>` (`eso`) or `spc/<class>` (`csi`).
     pub provider: Option<String>,
     pub items: Vec<String>,
+    /// Rendered files (`<prefix>/template.<file>`, `bundle.<file>`), each as `<file>
+    /// (template)` or `<file> (<format>)`; empty (and left out of JSON) for most workloads.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rendered: Vec<String>,
     pub outage: Option<Outage>,
     pub staleness: Option<String>,
     /// Whether the app reads secret values from env (`<prefix>/env-values`, or its own
@@ -787,6 +791,7 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         mode_source,
         provider,
         items: plan.as_ref().map(|p| p.items.iter().map(|i| i.name.clone()).collect()).unwrap_or_default(),
+        rendered: plan.as_ref().map(|p| p.rendered.iter().map(rendered_label).collect()).unwrap_or_default(),
         outage: mode.map(|m| m.outage(fallback)),
         staleness,
         env_values: plan.as_ref().is_some_and(|p| p.env_values) || !env_refs.is_empty(),
@@ -839,6 +844,15 @@ fn containers(spec: &Value) -> impl Iterator<Item = &Map<String, Value>> {
         .flatten()
         .filter_map(Value::as_object)
         .filter(|c| !c.get("name").and_then(Value::as_str).unwrap_or("").starts_with(RESERVED_PREFIX))
+}
+
+/// A rendered file as the audit shows it: `dsn (template)`, `app.env (dotenv)`.
+fn rendered_label(f: &crate::decide::plan::PlannedFile) -> String {
+    let kind = match &f.file.source {
+        crate::render::RenderSource::Template(_) => "template",
+        crate::render::RenderSource::Bundle { format, .. } => format.as_str(),
+    };
+    format!("{} ({kind})", f.file.name)
 }
 
 #[cfg(test)]

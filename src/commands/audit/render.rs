@@ -23,12 +23,13 @@ pub fn render(report: &Report, format: Format) -> String {
     }
 }
 
-const WORKLOAD_HEADER: [&str; 13] = [
+const WORKLOAD_HEADER: [&str; 14] = [
     "NAMESPACE",
     "WORKLOAD",
     "MODE",
     "PROVIDER",
     "ITEMS",
+    "RENDERED",
     "RUNNING PODS",
     "NEW PODS",
     "ROTATION",
@@ -75,6 +76,7 @@ fn workload_row(w: &WorkloadReport, cluster: bool) -> Vec<String> {
         mode,
         w.provider.clone().unwrap_or_else(dash),
         items,
+        if w.rendered.is_empty() { dash() } else { w.rendered.join(",") },
         outage(|o| o.running_pods),
         outage(|o| o.new_pods),
         outage(|o| o.rotation),

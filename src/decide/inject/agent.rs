@@ -112,6 +112,7 @@ fn agent_container<'a>(
         start_deadline_seconds: a.start_deadline.0.as_secs().max(1),
         health_port: a.health_port,
         on_change: plan.on_change.clone(),
+        render: plan.rendered.iter().map(|f| f.file.clone()).collect(),
     };
     let mut env = vec![EnvVar { name: SPEC_ENV.into(), value: Some(EnvValue::Spec(Box::new(spec))), value_from: None }];
     if let Some((name, secret_ref)) = provider.secret_env() {

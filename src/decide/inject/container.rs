@@ -474,6 +474,7 @@ mod tests {
             start_deadline_seconds: 5,
             health_port: 8099,
             on_change: None,
+            render: Vec::new(),
         }
     }
 

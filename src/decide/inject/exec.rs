@@ -1,4 +1,5 @@
-//! `<prefix>/env-values` outside mode `eso`: the `secretmode-exec` wrapper.
+//! `<prefix>/env-values` outside mode `eso` (and in `eso` for rendered files, which
+//! `secretKeyRef` cannot carry): the `secretmode-exec` wrapper.
 //!
 //! The `secretmode-exec` init container (agent image, restricted) copies the wrapper from the
 //! image into `secretmode-bin`, a small disk-backed emptyDir (not `Memory`: the wrapper must not
@@ -24,17 +25,21 @@ use super::{deny, InjectError};
 use crate::config::{AgentConfig, Resources};
 use crate::decide::plan::Plan;
 use crate::json::tree::JsonRef;
+use crate::vocabulary::mode::Mode;
 use crate::vocabulary::names::{EXEC_CONTAINER, EXEC_VOLUME};
 use crate::vocabulary::paths::{EXEC_DIR, EXEC_PATH};
 
-/// The `--env` list: the items' env stems in plan order, comma-separated.
+/// The `--env` list, comma-separated: the items' env stems in plan order (not in `eso`, whose
+/// items' values come from `secretKeyRef`), then the rendered files'.
 pub(super) fn stems(plan: &Plan) -> String {
+    let items = plan.items.iter().filter(|_| plan.mode != Mode::Eso).map(|i| i.env_stem.as_str());
+    let files = plan.rendered.iter().map(|f| f.env_stem.as_str());
     let mut out = String::new();
-    for (i, item) in plan.items.iter().enumerate() {
+    for (i, stem) in items.chain(files).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&item.env_stem);
+        out.push_str(stem);
     }
     out
 }
@@ -88,13 +93,14 @@ pub(super) enum Wrap<'p> {
 }
 
 /// The wrapped command for container `name`; `installed`: the installer is in the pod
-/// already (a reinvocation).
+/// already (a reinvocation); `eso`: the pod is in mode eso (wrapped for its rendered files).
 pub(super) fn wrap<'p>(
     name: &str,
     command: Option<&'p JsonRef<'_>>,
     stems: &'p str,
     prefix: &str,
     installed: bool,
+    eso: bool,
 ) -> Result<Wrap<'p>, InjectError> {
     let wrapped_already =
         command.and_then(JsonRef::as_array).and_then(<[_]>::first).is_some_and(|c| c.as_str() == Some(EXEC_PATH));
@@ -108,9 +114,15 @@ pub(super) fn wrap<'p>(
                 format!(
                     "{prefix}/env-values: container {name} sets no command, so the exec wrapper cannot start it (its entrypoint is in the image, which the webhook never looks up)"
                 ),
-                format!(
-                    "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or use mode eso, or remove {prefix}/env-values and read the <ITEM>_FILE files"
-                ),
+                if eso {
+                    format!(
+                        "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or remove {prefix}/env-values and read the rendered files through their <FILE>_FILE variables (in mode eso only rendered files need the wrapper)"
+                    )
+                } else {
+                    format!(
+                        "set command (and args) on container {name}, or list only the containers to wrap in {prefix}/containers, or use mode eso, or remove {prefix}/env-values and read the <ITEM>_FILE files"
+                    )
+                },
             )
         }
         Some(_) => return Err(InjectError::Malformed(format!("container {name}: command is not a list"))),

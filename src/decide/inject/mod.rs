@@ -11,7 +11,8 @@
 //! (here). What a mode adds besides is in its own file: `eso.rs`, `csi.rs`, `init.rs`,
 //! `sidecar.rs`; the two agent modes share `agent.rs`. The two features every mode offers have
 //! files of their own: `exec.rs` (`env-values` outside eso: the wrapper), `watcher.rs`
-//! (`on-change` in eso and csi) and `signal.rs` (what a `signal:` action needs). The shared
+//! (`on-change` in eso and csi), `render.rs` (rendered files in eso and csi: the render step
+//! and its volume) and `signal.rs` (what a `signal:` action needs). The shared
 //! machinery: `container.rs` and `volumes.rs` write what is injected, `owned.rs` compares an
 //! injection already in the pod.
 
@@ -26,7 +27,9 @@ use super::plan::Plan;
 use crate::config::Config;
 use crate::json::tree::{JsonRef, ObjectRef};
 use crate::vocabulary::mode::Mode;
-use crate::vocabulary::names::{is_reserved, EXEC_CONTAINER, EXEC_VOLUME, SECRETS_VOLUME, WATCHER_CONTAINER};
+use crate::vocabulary::names::{
+    is_reserved, EXEC_CONTAINER, EXEC_VOLUME, RENDERED_VOLUME, RENDER_CONTAINER, SECRETS_VOLUME, WATCHER_CONTAINER,
+};
 use crate::vocabulary::on_change::SIGNAL_TARGET_ENV;
 use crate::vocabulary::paths::{paths_overlap, EXEC_DIR};
 
@@ -55,17 +58,22 @@ struct Desired<'a> {
     volumes: Vec<Volume<'a>>,
     /// The agent container and whether it goes into `initContainers`.
     agent: Option<(AgentContainer<'a>, bool)>,
-    /// Our other containers (the exec installer, the watcher), only with `env-values` or
-    /// `on-change`: written as JSON trees, in the order they stand in their list.
+    /// Our other containers (the exec installer, the render step, the watcher), only with
+    /// `env-values`, `on-change` or rendered files in eso/csi: written as JSON trees, in the
+    /// order they stand in their list.
     others: Vec<Other>,
     mount: Mount<'a>,
     /// The exec wrapper's read-only mount, when commands are wrapped.
     exec_mount: Option<Mount<'static>>,
+    /// The rendered files' read-only mount (`eso`/`csi` with rendered files).
+    rendered_mount: Option<Mount<'a>>,
     env: Vec<EnvVar<'a>>,
     /// The wrapper's `--env` list, when commands are wrapped (`exec.rs`).
     wrap: Option<String>,
     /// The wrapper's installer is in the pod already: a reinvocation (`exec.rs`).
     installed: bool,
+    /// Mode `eso`, where only rendered files are wrapped (a denial's fix differs).
+    eso: bool,
     /// Each target container gets `SECRETMODE_SIGNAL_TARGET=<its name>` (`signal.rs`).
     signal: bool,
     /// The signal's sender is in the pod already (a reinvocation): a target without the
@@ -149,7 +157,7 @@ pub fn inject(pod: &JsonRef<'_>, plan: &Plan, config: &Config, ctx: &Context<'_>
 
 /// Inserts our containers that belong in `list` and are not `present` yet, first in the list
 /// and in their order: the agent (the init agent stays the first init container), then the
-/// exec installer, then the watcher.
+/// exec installer, then the render step, then the watcher.
 fn insert_first(
     ops: &mut Vec<PatchOp>,
     spec: &ObjectRef<'_>,
@@ -178,7 +186,7 @@ fn insert_first(
             texts.push(agent.to_json()?);
         }
     }
-    // `others` holds the installer before the watcher.
+    // `others` holds the installer, then the render step, then the watcher.
     for other in desired.others.iter().filter(|o| o.as_init == as_init && missing(o.name)) {
         texts.push(JsonText::of(&other.value)?);
     }
@@ -265,21 +273,24 @@ type ModeParts<'a> = (Vec<Volume<'a>>, Option<(AgentContainer<'a>, bool)>);
 /// Each mode's own checks of where the pod runs.
 fn check_platform(spec: &ObjectRef<'_>, plan: &Plan, config: &Config) -> Result<(), InjectError> {
     match plan.mode {
-        Mode::Eso => {}
-        Mode::Csi => {
+        Mode::Eso | Mode::Csi => {
             if plan.wraps_commands() {
                 let prefix = &config.annotation_prefix;
+                let mode = plan.mode;
                 agent::check_linux_for(
                     spec,
-                    &format!("{prefix}/env-values in mode csi injects the Linux secretmode-exec init container"),
-                    &format!("remove {prefix}/env-values (or use mode eso, whose env values need no wrapper) for Windows pods"),
+                    &format!("{prefix}/env-values in mode {mode} injects the Linux secretmode-exec init container"),
+                    &match mode {
+                        Mode::Csi => format!("remove {prefix}/env-values (or use mode eso, whose env values of items need no wrapper) for Windows pods"),
+                        _ => format!("remove {prefix}/env-values for Windows pods (the values of rendered files need the wrapper)"),
+                    },
                 )?;
             }
         }
         Mode::Init => init::check_platform(spec)?,
         Mode::Sidecar => sidecar::check_platform(spec, config)?,
     }
-    if plan.on_change.is_some() && !plan.mode.uses_agent() {
+    if plan.watches() {
         watcher::check_platform(spec, plan, config)?;
     }
     Ok(())
@@ -295,11 +306,20 @@ fn desired<'a>(
     sender_user: Option<i64>,
 ) -> Result<Desired<'a>, InjectError> {
     let mount_path = plan.mount_path.as_str();
-    let mut env = Vec::with_capacity(plan.items.len() * 2);
+    let mut env = Vec::with_capacity(plan.items.len() * 2 + plan.rendered.len());
     for item in &plan.items {
         env.push(EnvVar {
             name: [item.env_stem.as_str(), "_FILE"].concat().into(),
             value: Some(EnvValue::Text([mount_path, "/", item.file.as_str()].concat())),
+            value_from: None,
+        });
+    }
+    // Rendered files sit with the items in the agent modes, beside them in eso and csi.
+    let rendered_dir = plan.rendered_dir.as_deref().unwrap_or(mount_path);
+    for file in &plan.rendered {
+        env.push(EnvVar {
+            name: [file.env_stem.as_str(), "_FILE"].concat().into(),
+            value: Some(EnvValue::Text([rendered_dir, "/", file.file.name.as_str()].concat())),
             value_from: None,
         });
     }
@@ -326,24 +346,34 @@ fn desired<'a>(
     } else {
         None
     };
-    if let (Some(on_change), false) = (&plan.on_change, plan.mode.uses_agent()) {
+    if plan.watches() {
         let a = &config.agent;
         let group = agent::app_group(pod, plan).unwrap_or(a.run_as_group);
         let user = sender_user.unwrap_or(a.run_as_user);
-        let (volume, watcher, as_init) = watcher::desired(plan, config, on_change, user, group)?;
+        if let Some(dir) = plan.rendered_dir.as_deref() {
+            // Renders once before the app starts; the watcher re-renders on each swap.
+            volumes.push(render::volume(config));
+            let renderer = render::renderer(plan, config, dir, user, group)?;
+            others.push(Other { name: RENDER_CONTAINER, value: serde_json::to_value(&renderer)?, as_init: true });
+        }
+        let (volume, watcher, as_init) =
+            watcher::desired(plan, config, plan.on_change.as_ref(), plan.rendered_dir.as_deref(), user, group)?;
         volumes.push(volume);
         others.push(Other { name: WATCHER_CONTAINER, value: serde_json::to_value(&watcher)?, as_init });
     }
     let exec_mount = wrap.is_some().then(exec::app_mount);
+    let rendered_mount = plan.rendered_dir.as_deref().map(|dir| render::mount(dir, true));
     Ok(Desired {
         volumes,
         agent,
         others,
         mount,
         exec_mount,
+        rendered_mount,
         env,
         wrap,
         installed: false,
+        eso: plan.mode == Mode::Eso,
         signal: plan.signals(),
         sender_present: false,
     })
@@ -487,21 +517,24 @@ fn wire_container(
     let name = container.get("name").and_then(JsonRef::as_str).unwrap_or_default();
     // `command` is read only here: the webhook's pod view keeps it only for such pods.
     let wrap = match &desired.wrap {
-        Some(stems) => Some(exec::wrap(name, container.get("command"), stems, prefix, desired.installed)?),
+        Some(stems) => Some(exec::wrap(name, container.get("command"), stems, prefix, desired.installed, desired.eso)?),
         None => None,
     };
     let exec_mount = match wrap {
         Some(Wrap::Already | Wrap::New(_)) => desired.exec_mount.as_ref(),
         Some(Wrap::Later) | None => None,
     };
+    let rendered_mount = desired.rendered_mount.as_ref();
     let mut has_mount = false;
     let mut has_exec_mount = false;
+    let mut has_rendered_mount = false;
     for m in JsonRef::entries(container.get("volumeMounts")) {
         let m_name = m.get("name").and_then(JsonRef::as_str).unwrap_or_default();
         let m_path = m.get("mountPath").and_then(JsonRef::as_str).unwrap_or_default();
-        let ours = match exec_mount {
+        let ours = match (exec_mount, rendered_mount) {
             _ if m_name == SECRETS_VOLUME => Some(&desired.mount),
-            Some(exec) if m_name == EXEC_VOLUME => Some(exec),
+            (Some(exec), _) if m_name == EXEC_VOLUME => Some(exec),
+            (_, Some(rendered)) if m_name == RENDERED_VOLUME => Some(rendered),
             _ => None,
         };
         if let Some(ours) = ours {
@@ -515,10 +548,19 @@ fn wire_container(
             }
             has_mount |= m_name == SECRETS_VOLUME;
             has_exec_mount |= m_name == EXEC_VOLUME;
+            has_rendered_mount |= m_name == RENDERED_VOLUME;
         } else if paths_overlap(m_path, mount_path) {
             return deny(
                 format!("container {name} already mounts {m_name} at {m_path}, which overlaps the secrets directory {mount_path}"),
                 format!("set {prefix}/mount-path to a directory of its own"),
+            );
+        } else if let Some(rendered) = rendered_mount.filter(|r| paths_overlap(m_path, r.mount_path)) {
+            return deny(
+                format!(
+                    "container {name} already mounts {m_name} at {m_path}, which overlaps the rendered files' directory {}",
+                    rendered.mount_path
+                ),
+                format!("set {prefix}/mount-path to a directory of its own (rendered files go to <mount-path>-rendered)"),
             );
         } else if exec_mount.is_some() && paths_overlap(m_path, EXEC_DIR) {
             return deny(
@@ -527,17 +569,20 @@ fn wire_container(
             );
         }
     }
-    let mut mounts: [Option<&Mount>; 2] = [None, None];
+    let mut mounts: [Option<&Mount>; 3] = [None, None, None];
     if !has_mount {
         mounts[0] = Some(&desired.mount);
     }
     if !has_exec_mount {
         mounts[1] = exec_mount;
     }
+    if !has_rendered_mount {
+        mounts[2] = rendered_mount;
+    }
     let mounts: &[&Mount] = match mounts {
-        [Some(a), Some(b)] => &[a, b],
-        [Some(a), None] | [None, Some(a)] => &[a],
-        [None, None] => &[],
+        [Some(a), None, None] | [None, Some(a), None] | [None, None, Some(a)] => &[a],
+        [None, None, None] => &[],
+        _ => &mounts.iter().flatten().copied().collect::<Vec<_>>(),
     };
     if !mounts.is_empty() {
         append_all(ops, container_path(index, "volumeMounts"), container.get("volumeMounts"), mounts)?;
@@ -589,6 +634,7 @@ mod eso;
 mod exec;
 mod init;
 mod owned;
+mod render;
 mod sidecar;
 mod signal;
 #[cfg(test)]

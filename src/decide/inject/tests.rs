@@ -889,7 +889,8 @@ fn on_change_in_eso_and_csi_adds_the_watcher() {
         assert_eq!(w["livenessProbe"]["httpGet"]["path"], "/healthz");
         let spec = WatchSpec::from_json(env_value(w, WATCH_SPEC_ENV)["value"].as_str().unwrap()).unwrap();
         assert_eq!(spec.dir, "/var/run/secrets-cache");
-        assert_eq!(spec.on_change, "GET http://127.0.0.1:8080/reload".parse::<OnChange>().unwrap());
+        assert_eq!(spec.on_change, Some("GET http://127.0.0.1:8080/reload".parse::<OnChange>().unwrap()));
+        assert_eq!(spec.render, None, "no rendered files: nothing to render");
         let secrets = find(&w["volumeMounts"], SECRETS_VOLUME);
         assert_eq!((&secrets["mountPath"], &secrets["readOnly"]), (&json!("/var/run/secrets-cache"), &json!(true)));
         assert_eq!(find(&w["volumeMounts"], WATCH_STATUS_VOLUME)["mountPath"], WATCH_STATUS_DIR);
@@ -1081,4 +1082,185 @@ fn a_container_added_by_a_later_webhook_is_not_signalled_nor_decides_the_user() 
         let (_, third) = admit_with(&again, &c);
         assert!(matches!(third, Decision::Allow { outcome: Outcome::Unchanged, .. }), "{mode}: {third:?}");
     }
+}
+
+// Rendered files (`template.<file>`, `bundle.<file>`).
+
+use crate::agent::spec::RenderSpec;
+use crate::render::{Format, RenderSource, RenderedFile};
+use crate::vocabulary::names::{RENDERED_VOLUME, RENDER_CONTAINER};
+use crate::vocabulary::paths::RENDER_SPEC_ENV;
+
+const DSN: &str = "postgresql://app:{{ db-password | urlescape }}@db.internal:5432/app?sslmode=require";
+
+fn rendering(mode: &str, extra: Value) -> Value {
+    let mut a = with_mode(mode, json!({"secrets/template.db-dsn": DSN, "secrets/bundle.app.env": "dotenv:api-key"}));
+    if mode == "csi" {
+        // csi renders from the files of the items' names (an objectAlias each).
+        a["secrets/item.db-password"] = json!("db-password");
+        a["secrets/item.api-key"] = json!("api-key");
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        a[k] = v.clone();
+    }
+    a
+}
+
+fn rendered_files() -> Vec<RenderedFile> {
+    vec![
+        RenderedFile {
+            name: "app.env".into(),
+            source: RenderSource::Bundle { format: Format::Dotenv, items: vec!["api-key".into()] },
+        },
+        RenderedFile { name: "db-dsn".into(), source: RenderSource::Template(DSN.into()) },
+    ]
+}
+
+#[test]
+fn init_and_sidecar_agents_render_beside_the_items() {
+    for (mode, agent) in [("init", INIT_CONTAINER), ("sidecar", SIDECAR_CONTAINER)] {
+        let (out, d) = admit(&pod(rendering(mode, json!({})), commanded()));
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        assert!(
+            warnings.iter().all(|w| !w.contains("rendered")),
+            "the agent renders: nothing to announce {warnings:?}"
+        );
+        assert_eq!(
+            out["metadata"]["annotations"]["secrets/injected"],
+            format!("mode={mode},items=2,provider=vault,rendered=2")
+        );
+        let spec = &out["spec"];
+        let a = find(&spec["initContainers"], agent);
+        let agent_spec = AgentSpec::from_json(env_value(a, agent_paths::SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+        assert_eq!(agent_spec.render, rendered_files(), "{mode}");
+        for c in spec["containers"].as_array().unwrap() {
+            assert_eq!(env_value(c, "DB_DSN_FILE")["value"], "/var/run/secrets-cache/db-dsn");
+            assert_eq!(env_value(c, "APP_ENV_FILE")["value"], "/var/run/secrets-cache/app.env");
+            assert!(c["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != RENDERED_VOLUME));
+        }
+        // Nothing of eso/csi's render step.
+        assert!(spec["initContainers"].as_array().unwrap().iter().all(|c| c["name"] != RENDER_CONTAINER));
+        assert!(spec["volumes"].as_array().unwrap().iter().all(|v| v["name"] != RENDERED_VOLUME));
+        assert!(spec["containers"].as_array().unwrap().iter().all(|c| c["name"] != WATCHER_CONTAINER));
+        assert!(!a.to_string().contains("p@ss"));
+        idempotent(&out);
+    }
+}
+
+#[test]
+fn eso_and_csi_render_with_an_init_step_and_the_watcher() {
+    for (mode, native) in [("eso", true), ("csi", true), ("eso", false), ("csi", false)] {
+        let mut c = config();
+        c.agent.native_sidecar = native;
+        let p = pod(rendering(mode, json!({})), commanded());
+        let (out, d) = admit_with(&p, &c);
+        let Decision::Allow { warnings, outcome: Outcome::Injected, .. } = &d else { panic!("{mode}: {d:?}") };
+        let w = warnings.iter().find(|w| w.contains(RENDER_CONTAINER)).expect("the render step is announced");
+        assert!(
+            w.contains(WATCHER_CONTAINER) && w.contains("/var/run/secrets-cache-rendered") && w.chars().count() <= 256,
+            "{w}"
+        );
+        assert_eq!(out["metadata"]["annotations"]["secrets/injected"], format!("mode={mode},items=2,rendered=2"),);
+        let spec = &out["spec"];
+        let dir = "/var/run/secrets-cache-rendered";
+        assert_eq!(
+            find(&spec["volumes"], RENDERED_VOLUME)["emptyDir"],
+            json!({"medium": "Memory", "sizeLimit": c.agent.memory_volume_size_limit})
+        );
+        // The render step runs before the app (and before a native watcher).
+        let r = &spec["initContainers"][0];
+        assert_eq!(r["name"], RENDER_CONTAINER, "{mode} native={native}");
+        assert_eq!((&r["command"], &r["args"]), (&json!(["/secretmode"]), &json!(["render"])));
+        assert!(r.get("restartPolicy").is_none());
+        assert_restricted(r);
+        let want = RenderSpec {
+            version: 1,
+            source_dir: "/var/run/secrets-cache".into(),
+            dest_dir: dir.into(),
+            files: rendered_files(),
+        };
+        assert_eq!(RenderSpec::from_json(env_value(r, RENDER_SPEC_ENV)["value"].as_str().unwrap()).unwrap(), want);
+        let m = find(&r["volumeMounts"], SECRETS_VOLUME);
+        assert_eq!((&m["mountPath"], &m["readOnly"]), (&json!("/var/run/secrets-cache"), &json!(true)));
+        let m = find(&r["volumeMounts"], RENDERED_VOLUME);
+        assert_eq!((&m["mountPath"], m.get("readOnly")), (&json!(dir), None));
+        // The watcher always, re-rendering on each swap; no on-change.
+        let list = if native { &spec["initContainers"] } else { &spec["containers"] };
+        let w = find(list, WATCHER_CONTAINER);
+        if native {
+            assert_eq!(spec["initContainers"][1]["name"], WATCHER_CONTAINER);
+        }
+        let watch = WatchSpec::from_json(env_value(w, WATCH_SPEC_ENV)["value"].as_str().unwrap()).unwrap();
+        assert_eq!((watch.on_change, watch.render), (None, Some(want)));
+        let m = find(&w["volumeMounts"], RENDERED_VOLUME);
+        assert_eq!((&m["mountPath"], m.get("readOnly")), (&json!(dir), None));
+        assert_eq!(r["securityContext"]["runAsUser"], w["securityContext"]["runAsUser"]);
+        assert_eq!(r["securityContext"]["runAsGroup"], 3000, "the app's group reads the files");
+        // The apps: read-only at <mount-path>-rendered, one _FILE per rendered file.
+        for app in spec["containers"].as_array().unwrap().iter().filter(|c| c["name"] != WATCHER_CONTAINER) {
+            let m = find(&app["volumeMounts"], RENDERED_VOLUME);
+            assert_eq!((&m["mountPath"], &m["readOnly"]), (&json!(dir), &json!(true)));
+            assert_eq!(env_value(app, "DB_DSN_FILE")["value"], format!("{dir}/db-dsn"));
+            assert_eq!(env_value(app, "APP_ENV_FILE")["value"], format!("{dir}/app.env"));
+            assert!(app["command"][0] != EXEC_PATH, "no env-values: no wrapper");
+        }
+        let (_, again) = admit_with(&out, &c);
+        assert!(
+            matches!(again, Decision::Allow { ref patch, outcome: Outcome::Unchanged, .. } if patch.is_empty()),
+            "{mode}: {again:?}"
+        );
+    }
+}
+
+#[test]
+fn env_values_wrap_rendered_files_in_every_mode_and_in_eso_only_those() {
+    for mode in ["eso", "csi", "init", "sidecar"] {
+        let out = injected(&pod(rendering(mode, json!({"secrets/env-values": "true"})), commanded()));
+        let spec = &out["spec"];
+        let stems = if mode == "eso" { "APP_ENV,DB_DSN" } else { "API_KEY,DB_PASSWORD,APP_ENV,DB_DSN" };
+        let app = find(&spec["containers"], "app");
+        assert_eq!(app["command"], json!([EXEC_PATH, "--env", stems, "--", "/app", "--serve"]), "{mode}");
+        find(&spec["initContainers"], EXEC_CONTAINER);
+        if mode == "eso" {
+            // The items' values still come from the Secret.
+            assert_eq!(env_value(app, "DB_PASSWORD")["valueFrom"]["secretKeyRef"]["key"], "password");
+        }
+        idempotent(&out);
+    }
+    // eso pods with env-values but no rendered files stay unwrapped (env_values_in_eso_need_no_wrapper);
+    // with rendered files a container without command is denied, without sending it to eso.
+    let m = denied(&pod(rendering("eso", json!({"secrets/env-values": "true"})), app()));
+    assert!(m.contains("container app sets no command") && m.contains("rendered files"), "{m}");
+    assert!(!m.contains("use mode eso"), "{m}");
+}
+
+#[test]
+fn rendered_files_in_eso_and_csi_are_checked_like_the_watcher() {
+    let ann = rendering("csi", json!({}));
+    let mut spec = commanded();
+    spec["hostNetwork"] = json!(true);
+    let m = denied(&pod(ann.clone(), spec));
+    assert!(m.contains("the rendered file app.env") && m.contains("hostNetwork"), "{m}");
+    assert!(m.contains("remove the secrets/template.<file> and secrets/bundle.<file> annotations"), "{m}");
+    let mut spec = commanded();
+    spec["nodeSelector"] = json!({"kubernetes.io/os": "windows"});
+    assert!(denied(&pod(ann.clone(), spec)).contains("Linux watcher"));
+    // A mount of the app's own over <mount-path>-rendered.
+    let mut spec = commanded();
+    spec["containers"][0]["volumeMounts"] = json!([{"name": "x", "mountPath": "/var/run/secrets-cache-rendered/sub"}]);
+    let m = denied(&pod(ann.clone(), spec));
+    assert!(m.contains("overlaps the rendered files' directory /var/run/secrets-cache-rendered"), "{m}");
+    // A tampered render step is an owned-field change.
+    let out = injected(&pod(ann.clone(), commanded()));
+    let mut tampered = out.clone();
+    tampered["spec"]["initContainers"][0]["args"] = json!(["agent"]);
+    let m = denied(&tampered);
+    assert!(m.contains(&format!("spec.initContainers entry {RENDER_CONTAINER}")) && m.contains("field args"), "{m}");
+    // A render step left behind after the rendered files were removed.
+    let mut other = out.clone();
+    let a = other["metadata"]["annotations"].as_object_mut().unwrap();
+    a.remove("secrets/template.db-dsn");
+    a.remove("secrets/bundle.app.env");
+    let m = denied(&other);
+    assert!(m.contains(RENDERED_VOLUME) || m.contains(RENDER_CONTAINER), "{m}");
 }

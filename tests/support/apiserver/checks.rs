@@ -83,6 +83,45 @@ pub fn contract(pod: &Value, prefix: &str, default_mount: &str) -> Vec<String> {
             }
         }
     }
+    // Rendered files: <STEM>_FILE beside the items (init, sidecar) or in <mount>-rendered,
+    // mounted read-only from secretmode-rendered and filled by secretmode-render (eso, csi).
+    let rendered: Vec<&str> = annotations
+        .keys()
+        .filter_map(|k| k.strip_prefix(&format!("{prefix}/"))?.split_once('.'))
+        .filter(|(kind, _)| matches!(*kind, "template" | "bundle"))
+        .map(|(_, file)| file)
+        .collect();
+    let beside = matches!(mode, "eso" | "csi");
+    let dir = if beside { format!("{mount}-rendered") } else { mount.clone() };
+    for c in containers.iter().filter(|c| {
+        let name = c["name"].as_str().unwrap_or_default();
+        wanted.as_ref().map_or(!name.starts_with("secretmode-"), |w| w.iter().any(|n| n == name))
+    }) {
+        let name = c["name"].as_str().unwrap_or_default();
+        for file in &rendered {
+            let var = format!("{}_FILE", file.replace(['-', '.'], "_").to_ascii_uppercase());
+            let env = c["env"].as_array().into_iter().flatten().find(|e| e["name"] == var.as_str());
+            if env.map(|e| &e["value"]) != Some(&Value::String(format!("{dir}/{file}"))) {
+                errors.push(format!("container {name}: {var} is not {dir}/{file}"));
+            }
+        }
+        let mounted = c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == "secretmode-rendered" && m["mountPath"] == dir.as_str() && m["readOnly"] == true);
+        if beside && !rendered.is_empty() && !mounted {
+            errors.push(format!("container {name}: no read-only secretmode-rendered mount at {dir}"));
+        }
+    }
+    let render_step = spec["initContainers"].as_array().into_iter().flatten().any(|c| c["name"] == "secretmode-render");
+    if render_step != (beside && !rendered.is_empty()) {
+        errors.push(format!(
+            "secretmode-render is {} in mode {mode} with {} rendered files",
+            if render_step { "there" } else { "missing" },
+            rendered.len()
+        ));
+    }
     let volume = spec["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == "secretmode-secrets");
     let kind = match mode {
         "eso" => "secret",
