@@ -4,7 +4,8 @@
 //! against a real OpenBao. The files must appear where the app container's `_FILE` env vars
 //! point. The same for issue 24's parts: the `secretmode-exec` installer and the app's wrapped
 //! command (env values), and the on-change action from the injected spec reaching a real
-//! app, from the sidecar and from the `secretmode-watcher`.
+//! app, from the sidecar and from the `secretmode-watcher`; and issue 25's rendered files,
+//! written by the injected sidecar, and by the injected `secretmode-render` step and watcher.
 
 mod agent_common;
 
@@ -89,6 +90,7 @@ fn command_for(c: &Value, binary: &str, root: &Path) -> Command {
     }
     cmd.env("SECRETMODE_AGENT_ROOT", root).env("SECRETMODE_AGENT_HEALTH_ADDRESS", "127.0.0.1");
     cmd.env("SECRETMODE_WATCH_ROOT", root).env("SECRETMODE_WATCH_HEALTH_ADDRESS", "127.0.0.1");
+    cmd.env("SECRETMODE_RENDER_ROOT", root);
     cmd
 }
 
@@ -506,4 +508,82 @@ fn on_change_from_the_watcher_as_injected_is_one_request_or_one_signal_per_swap(
     wait_for("one signal", Duration::from_secs(30), || (!target.hups().is_empty()).then_some(()));
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(target.hups(), vec!["main"], "one SIGHUP, to the main process only");
+}
+
+// ---- issue 25, as injected: rendered files ----
+
+const DSN: &str = "postgresql://app:{{ db-password | urlescape }}@db:5432/app?key={{ api-key }}";
+
+/// The rendered file `name` as the app reads it: through its `<STEM>_FILE` variable.
+fn read_rendered(patched: &Value, root: &Path, var: &str) -> Option<String> {
+    let app = container(patched, "containers", "app");
+    let path = app["env"].as_array().unwrap().iter().find(|e| e["name"] == var)?["value"].as_str()?.to_string();
+    std::fs::read_to_string(under(root, &path)).ok()
+}
+
+#[test]
+fn rendered_files_as_injected_in_sidecar_and_eso() {
+    // sidecar: the agent renders the template from the spec the webhook wrote.
+    let (bao, signer) = setup();
+    bao.put("app/db", json!({"password": "p@ss/1"}));
+    let port = free_port();
+    let config = config(&bao, port, true);
+    let mut p = pod("sidecar");
+    p["metadata"]["annotations"]["secrets/template.db-url"] = json!(DSN);
+    let patched = mutate(&p, &config);
+    let root = tempfile::tempdir().unwrap();
+    let sidecar = container(&patched, "initContainers", "secretmode-sidecar");
+    place_token(sidecar, root.path(), &signer.token("vault"));
+    let child = command_for(sidecar, &config.agent.binary, root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = KillGuard(child);
+    wait_for("sidecar startup", Duration::from_secs(30), || {
+        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(
+        read_rendered(&patched, root.path(), "DB_URL_FILE").as_deref(),
+        Some("postgresql://app:p%40ss%2F1@db:5432/app?key=wh-key")
+    );
+    bao.put("app/db", json!({"password": "second"}));
+    wait_for("the rendered file follows a rotation", Duration::from_secs(20), || {
+        (read_rendered(&patched, root.path(), "DB_URL_FILE")?.contains(":second@")).then_some(())
+    });
+
+    // eso: the render step renders from the mounted Secret before the app starts, the watcher
+    // re-renders on each swap of it.
+    let mut config = Config::builtin().unwrap();
+    config.agent.health_port = free_port();
+    let mut eso = pod("eso");
+    let a = eso["metadata"]["annotations"].as_object_mut().unwrap();
+    a.insert("secrets/eso-secret".into(), json!("web-secrets"));
+    a.insert("secrets/item.db-password".into(), json!("password"));
+    a.insert("secrets/item.api-key".into(), json!("key"));
+    a.insert("secrets/template.db-url".into(), json!(DSN));
+    a.insert("secrets/bundle.app.json".into(), json!("json"));
+    let patched = mutate(&eso, &config);
+    let root = tempfile::tempdir().unwrap();
+    let dir = under(root.path(), &app_dir(&patched));
+    // The kubelet writes each declared key under the item's name (the volume's `items`).
+    let mut volume = Volume::create(&dir, &[("db-password", "s1"), ("api-key", "k1")]);
+    let step = container(&patched, "initContainers", "secretmode-render");
+    assert_eq!(step["args"], json!(["render"]));
+    let out = command_for(step, &config.agent.binary, root.path()).output().unwrap();
+    assert!(out.status.success(), "render step: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        read_rendered(&patched, root.path(), "DB_URL_FILE").as_deref(),
+        Some("postgresql://app:s1@db:5432/app?key=k1")
+    );
+    let bundle: Value = serde_json::from_str(&read_rendered(&patched, root.path(), "APP_JSON_FILE").unwrap()).unwrap();
+    assert_eq!(bundle, json!({"api-key": "k1", "db-password": "s1"}));
+
+    let (_watcher, _) = start_watcher(&patched, &config, root.path());
+    volume.swap(&[("db-password", "s2"), ("api-key", "k1")]);
+    wait_for("the watcher re-renders", Duration::from_secs(30), || {
+        (read_rendered(&patched, root.path(), "DB_URL_FILE")? == "postgresql://app:s2@db:5432/app?key=k1").then_some(())
+    });
+    let bundle: Value = serde_json::from_str(&read_rendered(&patched, root.path(), "APP_JSON_FILE").unwrap()).unwrap();
+    assert_eq!(bundle, json!({"api-key": "k1", "db-password": "s2"}));
 }
