@@ -254,6 +254,19 @@ fn max_staleness_is_for_the_sidecar_and_denied_for_init() {
     assert!(matches!(admit_pod(&sidecar, NS, &c), Decision::Allow { .. }));
 }
 
+/// The injected native sidecar as a process, started and past its startup probe.
+fn start_sidecar(patched: &Value, config: &Config, root: &Path, signer: &Signer, port: u16) -> KillGuard {
+    let sidecar = container(patched, "initContainers", "secretmode-sidecar");
+    place_token(sidecar, root, &signer.token("vault"));
+    let child =
+        command_for(sidecar, &config.agent.binary, root).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let guard = KillGuard(child);
+    wait_for("sidecar startup", Duration::from_secs(30), || {
+        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
+    });
+    guard
+}
+
 // ---- issue 24, as injected: env values through the wrapper, on-change from the spec ----
 
 /// Checks the values inside the app (never prints them): exit 0 only if every variable holds
@@ -361,17 +374,7 @@ fn env_values_as_injected_reach_the_app_in_init_sidecar_and_csi() {
     let config = self::config(&bao, port, true);
     let patched = mutate(&with_env_values(pod("sidecar")), &config);
     let root = tempfile::tempdir().unwrap();
-    let sidecar = container(&patched, "initContainers", "secretmode-sidecar");
-    place_token(sidecar, root.path(), &signer.token("vault"));
-    let child = command_for(sidecar, &config.agent.binary, root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = KillGuard(child);
-    wait_for("sidecar startup", Duration::from_secs(30), || {
-        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
-    });
+    let _guard = start_sidecar(&patched, &config, root.path(), &signer, port);
     run_installer(&patched, &config, root.path());
     let out = run_app(&patched, root.path(), want);
     assert!(out.status.success(), "sidecar: the app saw other values: {}", String::from_utf8_lossy(&out.stderr));
@@ -423,17 +426,7 @@ fn on_change_from_the_sidecar_as_injected_is_one_request_per_rotation() {
     p["metadata"]["annotations"]["secrets/on-change"] = json!(format!("http://127.0.0.1:{}/-/reload", app.port));
     let patched = mutate(&p, &config);
     let root = tempfile::tempdir().unwrap();
-    let sidecar = container(&patched, "initContainers", "secretmode-sidecar");
-    place_token(sidecar, root.path(), &signer.token("vault"));
-    let child = command_for(sidecar, &config.agent.binary, root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = KillGuard(child);
-    wait_for("sidecar startup", Duration::from_secs(30), || {
-        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
-    });
+    let _guard = start_sidecar(&patched, &config, root.path(), &signer, port);
     std::thread::sleep(Duration::from_secs(5));
     assert!(app.requests().is_empty(), "no notification for the first generation: {:?}", app.requests());
 
@@ -532,17 +525,7 @@ fn rendered_files_as_injected_in_sidecar_and_eso() {
     p["metadata"]["annotations"]["secrets/template.db-url"] = json!(DSN);
     let patched = mutate(&p, &config);
     let root = tempfile::tempdir().unwrap();
-    let sidecar = container(&patched, "initContainers", "secretmode-sidecar");
-    place_token(sidecar, root.path(), &signer.token("vault"));
-    let child = command_for(sidecar, &config.agent.binary, root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = KillGuard(child);
-    wait_for("sidecar startup", Duration::from_secs(30), || {
-        http("GET", &format!("http://127.0.0.1:{port}/startup"), &[], None).ok().filter(|(c, _)| *c == 200)
-    });
+    let _guard = start_sidecar(&patched, &config, root.path(), &signer, port);
     assert_eq!(
         read_rendered(&patched, root.path(), "DB_URL_FILE").as_deref(),
         Some("postgresql://app:p%40ss%2F1@db:5432/app?key=wh-key")
