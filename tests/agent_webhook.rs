@@ -296,6 +296,19 @@ fn csi_pod(annotations: &[(&str, &str)]) -> Value {
     p
 }
 
+/// The eso form of [`pod`]: the Secret ESO syncs, the two items as its keys.
+fn eso_pod(annotations: &[(&str, &str)]) -> Value {
+    let mut p = pod("eso");
+    let a = p["metadata"]["annotations"].as_object_mut().unwrap();
+    a.insert("secrets/eso-secret".into(), json!("web-secrets"));
+    a.insert("secrets/item.db-password".into(), json!("password"));
+    a.insert("secrets/item.api-key".into(), json!("key"));
+    for (k, v) in annotations {
+        a.insert(k.to_string(), json!(v));
+    }
+    p
+}
+
 fn under(root: &Path, path: &str) -> std::path::PathBuf {
     root.join(path.trim_start_matches('/'))
 }
@@ -390,11 +403,7 @@ fn env_values_as_injected_reach_the_app_in_init_sidecar_and_csi() {
     assert!(out.status.success(), "csi: the app saw other values: {}", String::from_utf8_lossy(&out.stderr));
 
     // eso: the kubelet sets the values from the Secret; nothing is wrapped.
-    let mut eso = with_env_values(pod("eso"));
-    eso["metadata"]["annotations"]["secrets/eso-secret"] = json!("web-secrets");
-    eso["metadata"]["annotations"]["secrets/item.db-password"] = json!("password");
-    eso["metadata"]["annotations"]["secrets/item.api-key"] = json!("key");
-    let patched = mutate(&eso, &config);
+    let patched = mutate(&with_env_values(eso_pod(&[])), &config);
     let app = container(&patched, "containers", "app");
     assert_eq!(app["command"], json!(["sh", "-c", CHECK_VALUES]));
     let db = app["env"].as_array().unwrap().iter().find(|e| e["name"] == "DB_PASSWORD").unwrap();
@@ -458,13 +467,8 @@ fn on_change_from_the_watcher_as_injected_is_one_request_or_one_signal_per_swap(
     let app = App::start(0);
     let mut config = Config::builtin().unwrap();
     config.agent.health_port = free_port();
-    let mut eso = pod("eso");
-    let a = eso["metadata"]["annotations"].as_object_mut().unwrap();
-    a.insert("secrets/eso-secret".into(), json!("web-secrets"));
-    a.insert("secrets/item.db-password".into(), json!("password"));
-    a.insert("secrets/item.api-key".into(), json!("key"));
-    a.insert("secrets/on-change".into(), json!(format!("PUT http://localhost:{}/reload", app.port)));
-    let patched = mutate(&eso, &config);
+    let action = format!("PUT http://localhost:{}/reload", app.port);
+    let patched = mutate(&eso_pod(&[("secrets/on-change", &action)]), &config);
     let root = tempfile::tempdir().unwrap();
     let dir = under(root.path(), &app_dir(&patched));
     let mut volume = Volume::create(&dir, &[("password", "p1"), ("key", "k1")]);
@@ -539,14 +543,7 @@ fn rendered_files_as_injected_in_sidecar_and_eso() {
     // re-renders on each swap of it.
     let mut config = Config::builtin().unwrap();
     config.agent.health_port = free_port();
-    let mut eso = pod("eso");
-    let a = eso["metadata"]["annotations"].as_object_mut().unwrap();
-    a.insert("secrets/eso-secret".into(), json!("web-secrets"));
-    a.insert("secrets/item.db-password".into(), json!("password"));
-    a.insert("secrets/item.api-key".into(), json!("key"));
-    a.insert("secrets/template.db-url".into(), json!(DSN));
-    a.insert("secrets/bundle.app.json".into(), json!("json"));
-    let patched = mutate(&eso, &config);
+    let patched = mutate(&eso_pod(&[("secrets/template.db-url", DSN), ("secrets/bundle.app.json", "json")]), &config);
     let root = tempfile::tempdir().unwrap();
     let dir = under(root.path(), &app_dir(&patched));
     // The kubelet writes each declared key under the item's name (the volume's `items`).
