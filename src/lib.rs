@@ -11,6 +11,8 @@
 //!   Imports nothing else of the crate.
 //! - [`render`]: rendered files: the template language and the bundle formats (dotenv, JSON,
 //!   YAML, properties). Pure; imports nothing else of the crate.
+//! - [`timing`]: one timing model per mode (outage, staleness, rotation latency), shared by
+//!   `audit` and the README failure table. Imports only the vocabulary.
 //! - [`providers`]: one file per provider (its config section, what the webhook derives from
 //!   it, the agent's client) and their registration.
 //! - [`config`]: the webhook's configuration file and its default.
@@ -30,5 +32,6 @@ pub mod json;
 pub mod logging;
 pub mod providers;
 pub mod render;
+pub mod timing;
 pub mod vocabulary;
 pub mod webhook;

@@ -59,11 +59,12 @@ async fn serve(
     }
 }
 
-const ALL: [(&str, &str, u16); 4] = [
+const ALL: [(&str, &str, u16); 5] = [
     ("/api/v1/pods", "pods-page1.json", 200),
     ("/api/v1/pods", "pods-page2.json", 200),
     ("/apis/external-secrets.io/v1/externalsecrets", "externalsecrets.json", 200),
     ("/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses", "secretproviderclasses.json", 200),
+    ("/apis/external-secrets.io/v1/clustersecretstores", "clustersecretstores.json", 200),
 ];
 
 async fn run(
@@ -90,7 +91,8 @@ async fn cluster_audit_reads_pods_externalsecrets_and_classes() {
     let report = report.expect("audit succeeds");
     // Read-only, paged, cluster-wide.
     assert!(seen.iter().all(|r| r.starts_with("GET ")), "{seen:?}");
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    // Pods (two pages), ExternalSecrets, SecretProviderClasses, SecretStores, ClusterSecretStores.
+    assert_eq!(seen.len(), 6, "{seen:?}");
     assert!(seen[0].starts_with("GET /api/v1/pods?") && seen[0].contains("limit=500"), "{seen:?}");
     assert!(seen[1].contains("continue=eyJ2Ijoi"), "second page requested with the token: {seen:?}");
 
@@ -128,7 +130,10 @@ async fn namespace_scoped_and_missing_crds_are_notes() {
     let routes = vec![("/api/v1/namespaces/team-a/pods", "pods-page2.json", 200)];
     let (report, seen) = run(routes, Some("team-a")).await;
     let report = report.expect("missing CRDs are not fatal");
-    assert!(seen.iter().all(|r| r.contains("/namespaces/team-a/")), "{seen:?}");
+    // Everything in the namespace, except ClusterSecretStores, which are cluster-scoped.
+    let cluster_scoped = |r: &&String| r.contains("/clustersecretstores?");
+    assert!(seen.iter().filter(|r| !cluster_scoped(r)).all(|r| r.contains("/namespaces/team-a/")), "{seen:?}");
+    assert_eq!(seen.iter().filter(cluster_scoped).count(), 1, "{seen:?}");
     let notes: Vec<&str> =
         report.findings.iter().filter(|f| f.check.id == "SM013").map(|f| f.message.as_str()).collect();
     assert_eq!(notes.len(), 2, "{notes:?}");

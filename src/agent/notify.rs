@@ -32,7 +32,7 @@ use crate::vocabulary::time::rfc3339;
 /// up in a row, a sidecar whose items change across two refreshes a few seconds apart is
 /// *not* folded: those are two changes); short next to any refresh interval or kubelet sync
 /// period (a minute or more), so the app hears about a change within seconds.
-pub const DEBOUNCE: Duration = Duration::from_secs(2);
+pub const DEBOUNCE: Duration = crate::timing::NOTIFY_DEBOUNCE;
 /// A storm of changes that never goes quiet still notifies at least this often.
 pub const MAX_HOLD: Duration = Duration::from_secs(30);
 /// Retry backoff while the app is not up: 500 ms doubling to 10 s, full jitter.

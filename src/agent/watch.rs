@@ -41,7 +41,7 @@ use crate::vocabulary::paths::{HEALTH_PATH, METRICS_PATH, READY_PATH, STARTUP_PA
 use crate::vocabulary::time::rfc3339;
 
 /// How often `..data` is read.
-pub const POLL: Duration = Duration::from_secs(1);
+pub const POLL: Duration = crate::timing::WATCH_POLL;
 /// The symlink both writers swap.
 pub const DATA_LINK: &str = "..data";
 pub const STATUS_FILE: &str = "status.json";

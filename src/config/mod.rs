@@ -55,6 +55,84 @@ pub struct Config {
     pub warnings: WarningsConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// What the cluster around the pods does (kubelet sync, CSI rotation): the timing model's
+    /// inputs for `eso` and `csi`, which the webhook does not control.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Per provider name: its rate limit and cost, and which ESO stores and CSI classes read
+    /// from it. Only `audit` reads this (`--assume-down`, the load report).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provider_load: BTreeMap<String, ProviderLoad>,
+}
+
+/// The cluster facts of `crate::timing`, as the config states them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The kubelet's `syncFrequency`: how often it re-syncs a pod (and rewrites its Secret volumes).
+    #[serde(default = "default_kubelet_sync")]
+    pub kubelet_sync_frequency: HumanDuration,
+    /// The Secrets Store CSI driver's `--enable-secret-rotation` and `--rotation-poll-interval`.
+    #[serde(default)]
+    pub csi_rotation: CsiRotation,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { kubelet_sync_frequency: default_kubelet_sync(), csi_rotation: CsiRotation::default() }
+    }
+}
+
+impl ClusterConfig {
+    pub fn facts(&self) -> crate::timing::ClusterFacts {
+        crate::timing::ClusterFacts { kubelet_sync_frequency: self.kubelet_sync_frequency.0 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsiRotation {
+    /// Off by default, as in the driver. A SecretProviderClass annotated
+    /// `<prefix>/rotation-poll-interval` (`2m`, or `off`) overrides this for its pods.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_csi_poll")]
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for CsiRotation {
+    fn default() -> Self {
+        CsiRotation { enabled: false, poll_interval: default_csi_poll() }
+    }
+}
+
+fn default_kubelet_sync() -> HumanDuration {
+    HumanDuration(crate::timing::ClusterFacts::default().kubelet_sync_frequency)
+}
+fn default_csi_poll() -> HumanDuration {
+    HumanDuration(crate::timing::CSI_DEFAULT_ROTATION_POLL)
+}
+
+/// What `audit` knows about one provider besides how to reach it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderLoad {
+    /// Requests per second the provider accepts from this cluster (its rate limit or quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    /// Price of 10,000 requests (AWS Secrets Manager bills per 10,000 API calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_10k_requests: Option<f64>,
+    /// Currency of the cost, for the report (default `USD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// ESO stores that read from this provider: `SecretStore/<name>` (any namespace) or
+    /// `ClusterSecretStore/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_stores: Vec<String>,
+    /// SecretProviderClass `spec.provider` values that read from this provider (`vault`, `aws`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub csi_providers: Vec<String>,
 }
 
 fn default_max_items() -> usize {
@@ -297,6 +375,43 @@ impl Config {
             if let Some(aud) = provider.token_audience() {
                 if aud.is_empty() {
                     return err(&format!("providers.{name}.auth.audience"), "must not be empty".into());
+                }
+            }
+        }
+        if self.cluster.kubelet_sync_frequency.0.is_zero() {
+            return err("cluster.kubeletSyncFrequency", "must be positive (the kubelet's default is 1m)".into());
+        }
+        if self.cluster.csi_rotation.poll_interval.0.is_zero() {
+            return err("cluster.csiRotation.pollInterval", "must be positive (the driver's default is 2m)".into());
+        }
+        for (name, load) in &self.provider_load {
+            let at = |f: &str| format!("providerLoad.{name}{f}");
+            if !self.providers.contains_key(name) {
+                return err(&at(""), format!("{name:?} is not defined under providers ({})", self.provider_names()));
+            }
+            for (f, v) in [(".rateLimit", load.rate_limit), (".costPer10kRequests", load.cost_per_10k_requests)] {
+                if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    return err(&at(f), "must be a number of at least 0".into());
+                }
+            }
+            if let Some(bad) = load.secret_stores.iter().find(|s| {
+                let (kind, store) = s.split_once('/').unwrap_or(("", ""));
+                !matches!(kind, "SecretStore" | "ClusterSecretStore") || !is_dns_subdomain(store)
+            }) {
+                return err(
+                    &at(".secretStores"),
+                    format!("{bad:?} is not SecretStore/<name> or ClusterSecretStore/<name>"),
+                );
+            }
+            for (other, o) in &self.provider_load {
+                if other == name {
+                    continue;
+                }
+                if let Some(s) = load.secret_stores.iter().find(|s| o.secret_stores.contains(s)) {
+                    return err(&at(".secretStores"), format!("{s} is also listed under providerLoad.{other}"));
+                }
+                if let Some(p) = load.csi_providers.iter().find(|p| o.csi_providers.contains(p)) {
+                    return err(&at(".csiProviders"), format!("{p} is also listed under providerLoad.{other}"));
                 }
             }
         }

@@ -20,6 +20,9 @@ use crate::vocabulary::mode::{Mode, Outage};
 use crate::vocabulary::names::{CSI_DRIVER, RESERVED_PREFIX};
 
 use super::manifests::Object;
+use super::sources::{Attribution, Sources};
+use crate::decide::plan::ItemSource;
+use crate::timing::{Choice, Delivery, EsoRefresh};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -204,6 +207,32 @@ pub struct WorkloadReport {
     /// `--cluster` only: `injected`, `not injected`, or `-` for pods that did not opt in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub injection: Option<String>,
+    /// What `--assume-down`, `--path` and the load report compute from (not in the JSON as such).
+    #[serde(skip)]
+    pub facts: WorkloadFacts,
+}
+
+/// A workload's timing, replicas, provider and provider-side reads, for the questions
+/// `--assume-down`, `--path` and the load report answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkloadFacts {
+    /// The timing model's input; `None` without a mode (or a denied plan).
+    pub choice: Option<Choice>,
+    /// Pods it runs: `spec.replicas` (default 1), a Job's `parallelism`; one per pod in `--cluster`.
+    pub replicas: u32,
+    /// A DaemonSet: `replicas` is per node.
+    pub per_node: bool,
+    /// The config provider it depends on; `None` without a mode.
+    pub provider: Option<Attribution>,
+    /// Provider-side names it reads: `path` (init/sidecar), the ExternalSecret's remote keys
+    /// (eso), the SecretProviderClass's objects (csi).
+    pub reads: Vec<String>,
+    /// Provider requests per fetch of one pod (init/sidecar: distinct paths; csi: distinct
+    /// objects). `eso` pods cost the provider nothing themselves: see `eso`.
+    pub requests_per_fetch: usize,
+    /// `eso`: the ExternalSecret writing its Secret, whose refreshes load the provider once for
+    /// all replicas.
+    pub external_secret: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -288,6 +317,21 @@ struct Workload<'a> {
     line: Option<usize>,
     metadata: &'a Value,
     spec: &'a Value,
+    /// Pods it runs, and whether that is per node (a DaemonSet).
+    replicas: (u32, bool),
+}
+
+/// Pods a workload object runs: `spec.replicas` (Kubernetes' default 1), a Job's or CronJob's
+/// `parallelism` (default 1), one per node for a DaemonSet, one for a Pod or PodTemplate.
+fn replicas(kind: &str, object: &Value) -> (u32, bool) {
+    let count = |p: &str| object.pointer(p).and_then(Value::as_u64).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    match kind {
+        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController" => (count("/spec/replicas"), false),
+        "Job" => (count("/spec/parallelism"), false),
+        "CronJob" => (count("/spec/jobTemplate/spec/parallelism"), false),
+        "DaemonSet" => (1, true),
+        _ => (1, false),
+    }
 }
 
 /// Where a kind keeps its pod template.
@@ -304,8 +348,8 @@ fn template_path(kind: &str) -> Option<&'static str> {
 /// What the audit knows besides the workloads themselves.
 #[derive(Default)]
 struct Context {
-    /// `(namespace, target Secret)` → ExternalSecret refresh interval (and whether it is unhealthy).
-    eso_targets: BTreeMap<(String, String), (String, bool)>,
+    /// ExternalSecrets, ESO stores and SecretProviderClasses, with their providers.
+    sources: Sources,
     /// `Some` in `--cluster` mode when the SecretProviderClass API is served.
     provider_classes: Option<BTreeSet<(String, String)>>,
     cluster: bool,
@@ -323,12 +367,7 @@ pub fn analyze_manifests(objects: &[Object], default_namespace: &str, config: &C
             .unwrap_or(default_namespace)
             .to_string()
     };
-    for o in objects {
-        if is_external_secret(&o.value) {
-            let (target, interval) = eso_target(&o.value);
-            ctx.eso_targets.insert((namespace_of(&o.value), target), (interval, false));
-        }
-    }
+    ctx.sources = Sources::read(objects.iter().map(|o| &o.value), namespace_of, config);
     let mut errors = Vec::new();
     for o in objects {
         let kind = o.value.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -351,6 +390,7 @@ pub fn analyze_manifests(objects: &[Object], default_namespace: &str, config: &C
             line: Some(o.line),
             metadata: template.get("metadata").unwrap_or(&Value::Null),
             spec: &template["spec"],
+            replicas: replicas(kind, &o.value),
         };
         judge(&w, config, &ctx, &mut report);
     }
@@ -367,6 +407,9 @@ pub struct ClusterState {
     pub pods: Vec<Value>,
     pub external_secrets: Option<Vec<Value>>,
     pub secret_provider_classes: Option<Vec<Value>>,
+    /// SecretStores and ClusterSecretStores (`None`: not served), to tell which provider an
+    /// ExternalSecret reads from.
+    pub secret_stores: Option<Vec<Value>>,
 }
 
 pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>) -> Report {
@@ -374,14 +417,16 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
     let mut ctx = Context { cluster: true, ..Context::default() };
     let ns = |v: &Value| v.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
 
+    let read = state.external_secrets.iter().chain(&state.secret_stores).chain(&state.secret_provider_classes);
+    ctx.sources = Sources::read(read.flatten(), ns, config);
     match &state.external_secrets {
         Some(list) => {
             for es in list {
                 let (row, findings) = external_secret(es, now);
-                ctx.eso_targets.insert(
-                    (row.namespace.clone(), row.target.clone()),
-                    (row.refresh_interval.clone(), row.stale || row.ready != "True" || row.pending.is_some()),
-                );
+                if let Some(source) = ctx.sources.external_secrets.get_mut(&(row.namespace.clone(), row.target.clone()))
+                {
+                    source.unhealthy = row.stale || row.ready != "True" || row.pending.is_some();
+                }
                 report.findings.extend(findings);
                 report.external_secrets.push(row);
             }
@@ -411,6 +456,7 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
             line: None,
             metadata: pod.get("metadata").unwrap_or(&Value::Null),
             spec: pod.get("spec").unwrap_or(&Value::Null),
+            replicas: (1, false),
         };
         judge(&w, config, &ctx, &mut report);
     }
@@ -448,37 +494,11 @@ fn object_name(v: &Value) -> String {
         .to_string()
 }
 
-fn is_external_secret(v: &Value) -> bool {
-    v.get("kind").and_then(Value::as_str) == Some("ExternalSecret")
-        && v.get("apiVersion").and_then(Value::as_str).is_some_and(|a| a.starts_with("external-secrets.io/"))
-}
-
-/// ESO's default refresh interval when `spec.refreshInterval` is absent.
-const ESO_DEFAULT_REFRESH: &str = "1h";
-
-/// `(target Secret name, refreshInterval)`; the target defaults to the ExternalSecret's name.
-fn eso_target(es: &Value) -> (String, String) {
-    let target = es
-        .pointer("/spec/target/name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| object_name(es));
-    let interval = es.pointer("/spec/refreshInterval").and_then(Value::as_str).unwrap_or(ESO_DEFAULT_REFRESH);
-    (target, interval.to_string())
-}
-
-/// `refreshInterval` as ESO reads it (Go's `time.ParseDuration`: `1h0m0s`, `1.5h`, `500ms`). ESO
-/// refreshes periodically only when it is positive; zero or negative means "sync once", so
-/// both read as zero here.
-fn go_duration(s: &str) -> Option<Duration> {
-    duration::parse_go(s).ok().map(|nanos| Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
-}
-
 fn external_secret(es: &Value, now: DateTime<Utc>) -> (ExternalSecretReport, Vec<Finding>) {
     let namespace = es.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_string();
     let name = object_name(es);
-    let (target, refresh_interval) = eso_target(es);
+    let target = super::sources::eso_target_name(es);
+    let (refresh_interval, refresh) = super::sources::eso_refresh(es);
     let ready_condition = es
         .pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -511,7 +531,11 @@ fn external_secret(es: &Value, now: DateTime<Utc>) -> (ExternalSecretReport, Vec
             ),
         );
     }
-    let interval = go_duration(&refresh_interval);
+    // ESO refreshes periodically only for a positive interval; "once" reads as zero here.
+    let interval = refresh.map(|r| match r {
+        EsoRefresh::Every(d) => d,
+        EsoRefresh::Once | EsoRefresh::Unknown => Duration::ZERO,
+    });
     let refreshed = refresh_time.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok());
     let age = refreshed.map(|t| (now - t.with_timezone(&Utc)).to_std().unwrap_or(Duration::ZERO));
     let mut stale = false;
@@ -771,9 +795,9 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         (Mode::Init, Some(p)) => format!("max {} (fetched at start only)", duration::format(p.max_staleness)),
         (Mode::Eso, Some(p)) => {
             let secret = p.eso_secret.clone().unwrap_or_default();
-            match ctx.eso_targets.get(&(w.namespace.clone(), secret)) {
-                Some((interval, false)) => format!("ESO refresh {interval}"),
-                Some((interval, true)) => format!("ESO refresh {interval} (ExternalSecret unhealthy)"),
+            match ctx.sources.external_secrets.get(&(w.namespace.clone(), secret)) {
+                Some(es) if !es.unhealthy => format!("ESO refresh {}", es.interval),
+                Some(es) => format!("ESO refresh {} (ExternalSecret unhealthy)", es.interval),
                 None => "ESO refresh (no ExternalSecret found)".to_string(),
             }
         }
@@ -799,8 +823,73 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         policy: PolicyResult { rule: verdict.rule, enforcement: verdict.enforcement, violations: verdict.violations },
         webhook: webhook.to_string(),
         injection,
+        facts: facts(w, plan.as_ref(), mode, &csi, !env_refs.is_empty(), ctx, config),
     });
     report.findings.extend(findings);
+}
+
+/// The timing model's input, the provider and the provider-side reads of one workload.
+fn facts(
+    w: &Workload<'_>,
+    plan: Option<&Plan>,
+    mode: Option<Mode>,
+    csi: &[CsiVolume],
+    own_env_refs: bool,
+    ctx: &Context,
+    config: &Config,
+) -> WorkloadFacts {
+    let (replicas, per_node) = w.replicas;
+    let mut f = WorkloadFacts { replicas, per_node, ..WorkloadFacts::default() };
+    let Some(mode) = mode else { return f };
+    let ns = w.namespace.as_str();
+    // A hand-built CSI pod has no plan: its classes come from its volumes.
+    let class = plan.and_then(|p| p.csi_class.clone()).or_else(|| csi.iter().find_map(|v| v.class.clone()));
+    let delivery = match (mode, plan) {
+        (Mode::Sidecar, Some(p)) => Delivery::Sidecar { refresh: p.refresh_interval, max_staleness: p.max_staleness },
+        (Mode::Sidecar, None) => return f,
+        (Mode::Init, _) => Delivery::Init,
+        (Mode::Eso, p) => {
+            let secret = p.and_then(|p| p.eso_secret.clone()).unwrap_or_default();
+            let es = ctx.sources.external_secrets.get(&(ns.to_string(), secret.clone()));
+            f.provider = Some(ctx.sources.eso_provider(ns, &secret, config));
+            if let Some(es) = es {
+                f.reads = es.remote_keys.clone();
+                f.external_secret = Some(es.name.clone());
+            }
+            Delivery::Eso { refresh: es.map_or(EsoRefresh::Unknown, |es| es.refresh) }
+        }
+        (Mode::Csi, _) => {
+            let class = class.unwrap_or_default();
+            let spc = ctx.sources.classes.get(&(ns.to_string(), class.clone()));
+            f.provider = Some(ctx.sources.csi_provider(ns, &class, config));
+            let global = config.cluster.csi_rotation.enabled.then_some(config.cluster.csi_rotation.poll_interval.0);
+            if let Some(spc) = spc {
+                f.reads = spc.objects.clone();
+                f.requests_per_fetch = spc.reads_per_mount;
+            }
+            Delivery::Csi { rotation: spc.map_or(global, |s| s.rotation) }
+        }
+    };
+    if let (true, Some(p)) = (mode.uses_agent(), plan) {
+        f.provider = p.provider.clone().map(Attribution::Provider);
+        let paths: BTreeSet<&str> = p
+            .items
+            .iter()
+            .filter_map(|i| match &i.source {
+                ItemSource::Provider { path, .. } => Some(path.as_str()),
+                ItemSource::SecretKey(_) | ItemSource::CsiObject(_) => None,
+            })
+            .collect();
+        f.requests_per_fetch = paths.len();
+        f.reads = paths.into_iter().map(str::to_string).collect();
+    }
+    f.choice = Some(Choice {
+        delivery,
+        fallback: plan.is_some_and(|p| p.fallback_secret.is_some()),
+        env_values: plan.is_some_and(|p| p.env_values) || own_env_refs,
+        on_change: plan.is_some_and(|p| p.on_change.is_some()),
+    });
+    f
 }
 
 fn csi_classes(csi: &[CsiVolume]) -> String {

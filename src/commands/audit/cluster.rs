@@ -35,7 +35,17 @@ pub async fn fetch(client: Client, namespace: Option<&str>) -> Result<ClusterSta
         "secretproviderclasses",
     )
     .await?;
-    Ok(ClusterState { pods, external_secrets, secret_provider_classes })
+    // Stores only tell which provider an ExternalSecret reads from: a reader allowed to list
+    // ExternalSecrets but not stores still gets its audit (attribution then needs the config's
+    // providerLoad.<name>.secretStores). ClusterSecretStores are cluster-scoped.
+    let eso = |kind| gvk("external-secrets.io", "v1", kind);
+    let stores = list(&client, namespace, &eso("SecretStore"), "secretstores").await.unwrap_or(None);
+    let cluster_stores = list(&client, None, &eso("ClusterSecretStore"), "clustersecretstores").await.unwrap_or(None);
+    let secret_stores = match (stores, cluster_stores) {
+        (None, None) => None,
+        (a, b) => Some(a.into_iter().chain(b).flatten().collect()),
+    };
+    Ok(ClusterState { pods, external_secrets, secret_provider_classes, secret_stores })
 }
 
 fn gvk(group: &str, version: &str, kind: &str) -> GroupVersionKind {

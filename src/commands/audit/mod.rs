@@ -9,6 +9,7 @@ mod analyze;
 mod cluster;
 mod manifests;
 mod render;
+pub mod sources;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
