@@ -31,8 +31,10 @@ use secretmode::agent::spec::{RenderSpec, WatchSpec, SPEC_VERSION};
 use secretmode::render::{RenderSource, RenderedFile};
 use serde_json::{json, Value};
 
+// `serve` from tests/support (agent_common keeps its copy of support private); its
+// `super::free_port` is agent_common's, so both hand out ports from one counter.
 #[path = "support/serve.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)]
 mod serve;
 
 const NS: &str = "platform";
