@@ -634,6 +634,21 @@ scrape_configs:
         any,
     );
 
+    // While healthy, the agent, watcher and webhook alerts return nothing: the expressions
+    // are not true of any running component.
+    for name in [
+        "SecretmodeAgentRefreshesFailing",
+        "SecretmodeAgentReportsStale",
+        "SecretmodeAgentStale",
+        "SecretmodeAgentOnFallback",
+        "SecretmodeWatcherRenderFailing",
+        "SecretmodeWebhookErrors",
+        "SecretmodeWebhookDown",
+    ] {
+        let found = prom.query(&alerts[name]);
+        assert!(found.is_empty(), "{name} while healthy: {found:?}");
+    }
+
     // A volume swap the watcher cannot render (not base64), retried every 10 s.
     let t = SystemTime::now();
     volume.swap(&[("cert-b64", "not base64: two!")]);
@@ -655,7 +670,12 @@ scrape_configs:
     let agent_b = start_sidecar(b_root.path(), &b, None, Some(&fallback), &[("VAULT_TOKEN", &token)]);
     prom.eventually("api-2 on its fallback", &alerts["SecretmodeAgentOnFallback"], t, pod_is("api-2"));
 
-    // A burst of denials well above the baseline, and unreadable reviews (HTTP 400).
+    // A burst of denials well above the baseline, and unreadable reviews (HTTP 400); before
+    // it, the two early denials are the baseline and nothing fires.
+    for name in ["SecretmodeWebhookDenialsHigh", "SecretmodeWebhookErrors"] {
+        let found = prom.query(&alerts[name]);
+        assert!(found.is_empty(), "{name} before the burst: {found:?}");
+    }
     let t = SystemTime::now();
     assert_eq!(send_reviews(&rt, &webhook, &tls.ca_pem, &denied, 60), BTreeSet::from([200]));
     // The first failed request creates the counter's series; Prometheus sees a rate once a
