@@ -108,12 +108,15 @@ impl Chart {
         out
     }
 
-    fn dashboard(&self) -> Value {
-        let cm = self
-            .objects
+    fn dashboard_config_map(&self) -> &Value {
+        self.objects
             .iter()
             .find(|o| o["kind"] == "ConfigMap" && o["data"]["secretmode.json"].is_string())
-            .expect("dashboard ConfigMap");
+            .expect("dashboard ConfigMap")
+    }
+
+    fn dashboard(&self) -> Value {
+        let cm = self.dashboard_config_map();
         serde_json::from_str(cm["data"]["secretmode.json"].as_str().unwrap()).expect("the dashboard is JSON")
     }
 }
@@ -242,10 +245,16 @@ fn rules_pass_promtool_and_every_alert_fires_in_its_unit_test() {
         }
     }
 
-    // Grafana's sidecar: a ConfigMap with its label, holding the dashboard file unchanged.
-    let cm =
-        chart.objects.iter().find(|o| o["kind"] == "ConfigMap" && o["data"]["secretmode.json"].is_string()).unwrap();
+    // Grafana's sidecar: a ConfigMap with its label (and its folder annotation, when set),
+    // holding the dashboard file unchanged.
+    let cm = chart.dashboard_config_map();
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert!(cm["metadata"].get("annotations").is_none(), "{cm}");
+    let mut values = all_on(json!({}));
+    values["metrics"]["grafanaDashboard"] = json!({"enabled": true, "annotations": {"grafana_folder": "secretmode"}});
+    let foldered = Chart::render(&values);
+    assert_eq!(foldered.dashboard_config_map()["metadata"]["annotations"], json!({"grafana_folder": "secretmode"}));
+    assert_eq!(foldered.dashboard_config_map()["metadata"]["labels"]["grafana_dashboard"], "1");
     let file: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("charts/secretmode/files/dashboard.json")).unwrap())
             .unwrap();
