@@ -19,6 +19,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::status::Status;
+use crate::vocabulary::exposition;
 use crate::vocabulary::paths::{HEALTH_PATH, METRICS_PATH, READY_PATH, STARTUP_PATH};
 
 pub fn router(status: Arc<Status>) -> Router {
@@ -43,8 +44,11 @@ async fn ready(State(s): State<Arc<Status>>) -> impl IntoResponse {
     (code, format!("{}\n", s.state().as_str()))
 }
 
-async fn metrics(State(s): State<Arc<Status>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.render_metrics())
+/// OpenMetrics for Prometheus, the text format for anything else (`vocabulary::exposition`).
+async fn metrics(State(s): State<Arc<Status>>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (kind, body) = exposition::negotiate(accept, s.render_metrics());
+    ([(header::CONTENT_TYPE, kind)], body)
 }
 
 /// Binds first (so a port clash fails start-up loudly), then serves in the background.

@@ -77,6 +77,8 @@ pub struct Metrics {
     state: Family<Vec<(String, String)>, Gauge>,
     credentials_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
     credentials_expiring: Gauge,
+    /// The pod's max-staleness, so dashboards can show the cache age against the budget.
+    max_staleness: Gauge,
     /// Refreshes whose rendering failed, by rendered file (registered when the spec has any).
     render_failures: Family<Vec<(String, String)>, Counter>,
 }
@@ -353,6 +355,7 @@ impl Status {
         self.metrics.credentials_expiring.set(i64::from(credentials.is_some_and(|c| c.expiring)));
         let age_secs = self.cache_age().map(|d| d.as_secs_f64()).unwrap_or(-1.0);
         self.metrics.cache_age.set(age_secs);
+        self.metrics.max_staleness.set(i64::try_from(self.max_staleness.as_secs()).unwrap_or(i64::MAX));
         let last_ts = last_success.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64());
         self.metrics.last_success.set(last_ts.unwrap_or(0.0));
         for s in State::ALL {
@@ -369,6 +372,11 @@ impl Status {
             "cache_age_seconds",
             "Seconds since the files on disk were fetched (-1: no files yet)",
             self.metrics.cache_age.clone(),
+        );
+        sub.register(
+            "max_staleness_seconds",
+            "The pod's max-staleness: past this age without a successful refresh the state is stale",
+            self.metrics.max_staleness.clone(),
         );
         sub.register(
             "last_success_timestamp_seconds",

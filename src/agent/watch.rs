@@ -37,6 +37,7 @@ use super::notify::{Notifier, Record};
 use super::render::render_dir;
 use super::spec::{RenderSpec, WatchSpec};
 use super::{rooted, stop_signal};
+use crate::vocabulary::exposition;
 use crate::vocabulary::paths::{HEALTH_PATH, METRICS_PATH, READY_PATH, STARTUP_PATH, WATCH_SPEC_ENV, WATCH_STATUS_DIR};
 use crate::vocabulary::time::rfc3339;
 
@@ -274,8 +275,11 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn metrics(State(w): State<Arc<Watch>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], w.render_metrics())
+/// OpenMetrics for Prometheus, the text format for anything else (`vocabulary::exposition`).
+async fn metrics(State(w): State<Arc<Watch>>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (kind, body) = exposition::negotiate(accept, w.render_metrics());
+    ([(header::CONTENT_TYPE, kind)], body)
 }
 
 /// Reads `..data` every [`POLL`]; a new target after the first one seen is a change: the

@@ -6,6 +6,7 @@
 //! without creating a cycle; a constant two modules must agree on belongs here.
 
 pub mod duration;
+pub mod exposition;
 pub mod mode;
 pub mod names;
 pub mod on_change;

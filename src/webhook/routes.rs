@@ -20,6 +20,7 @@ use super::review;
 use super::tls::CertResolver;
 use crate::config::Config;
 use crate::logging::printable::Printable;
+use crate::vocabulary::exposition;
 
 pub struct WebhookState {
     pub config: Arc<Config>,
@@ -170,15 +171,11 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+/// OpenMetrics for Prometheus, the text format for anything else (`vocabulary::exposition`).
+async fn metrics(State(state): State<Arc<AdminState>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (kind, body) = exposition::negotiate(accept, state.metrics.render());
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(kind))], body).into_response()
 }
 
 #[cfg(test)]
