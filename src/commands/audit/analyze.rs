@@ -233,6 +233,9 @@ pub struct WorkloadFacts {
     /// `eso`: the ExternalSecret writing its Secret, whose refreshes load the provider once for
     /// all replicas.
     pub external_secret: Option<String>,
+    /// `eso` through a Vault store in the input: its KV mount and version (`--path` reads the
+    /// remote keys relative to it).
+    pub eso_vault_store: Option<super::sources::VaultStore>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -277,6 +280,9 @@ pub struct Report {
     pub external_secrets: Vec<ExternalSecretReport>,
     pub findings: Vec<Finding>,
     pub summary: Summary,
+    /// `--path`: who sees a rotation of those paths, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<super::rotation::RotationReport>,
 }
 
 impl Report {
@@ -470,6 +476,7 @@ fn empty(source: &'static str) -> Report {
         external_secrets: Vec::new(),
         findings: Vec::new(),
         summary: Summary::default(),
+        rotation: None,
     }
 }
 
@@ -856,6 +863,7 @@ fn facts(
                 f.reads = es.remote_keys.clone();
                 f.external_secret = Some(es.name.clone());
             }
+            f.eso_vault_store = ctx.sources.eso_vault_store(ns, &secret).cloned();
             Delivery::Eso { refresh: es.map_or(EsoRefresh::Unknown, |es| es.refresh) }
         }
         (Mode::Csi, _) => {

@@ -71,6 +71,17 @@ pub struct Sources {
     pub external_secrets: BTreeMap<(String, String), EsoSource>,
     pub classes: BTreeMap<(String, String), CsiSource>,
     pub stores: BTreeMap<(String, String, String), String>,
+    /// Vault stores' KV location (`spec.provider.vault.path` and `version`), same keys as
+    /// `stores`: ESO reads remote keys relative to it (`--path` normalises them with it).
+    pub vault_stores: BTreeMap<(String, String, String), VaultStore>,
+}
+
+/// Where a Vault SecretStore reads: its KV mount (`path`, optional) and KV version
+/// (`v2` when unset, as ESO defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultStore {
+    pub path: Option<String>,
+    pub v2: bool,
 }
 
 impl Sources {
@@ -95,6 +106,12 @@ impl Sources {
                     }
                     "SecretStore" | "ClusterSecretStore" => {
                         let ns = if kind == "SecretStore" { namespace_of(o) } else { String::new() };
+                        if let Some(vault) = o.pointer("/spec/provider/vault") {
+                            let path = vault.get("path").and_then(Value::as_str).map(|p| p.trim_matches('/'));
+                            let v2 = vault.get("version").and_then(Value::as_str) != Some("v1");
+                            let store = VaultStore { path: path.filter(|p| !p.is_empty()).map(str::to_string), v2 };
+                            s.vault_stores.insert((kind.to_string(), ns.clone(), name.clone()), store);
+                        }
                         if let Some(provider) = store_provider(o) {
                             s.stores.insert((kind.to_string(), ns, name), provider);
                         }
@@ -129,6 +146,15 @@ impl Sources {
                 "{listed} is not in the input; list it in providerLoad.<provider>.secretStores"
             )),
         }
+    }
+
+    /// The Vault store (KV mount and version) of the ExternalSecret writing Secret `secret`, when
+    /// that store is a Vault store in the input.
+    pub fn eso_vault_store(&self, namespace: &str, secret: &str) -> Option<&VaultStore> {
+        let es = self.external_secrets.get(&(namespace.to_string(), secret.to_string()))?;
+        let (kind, store) = &es.store;
+        let ns = if kind == "ClusterSecretStore" { "" } else { namespace };
+        self.vault_stores.get(&(kind.clone(), ns.to_string(), store.clone()))
     }
 
     /// The provider a `csi` pod mounting class `class` in `namespace` depends on.
