@@ -340,10 +340,21 @@ async fn cluster_pods_reading_a_path() {
     let mut report = report.expect("audit succeeds");
     let query = rotation::parse_path("prod/payments/db", &config).unwrap();
     let impact = rotation::impact(&report, &[query], &config);
-    let pods: Vec<&str> = impact.workloads.iter().map(|r| r.workload.as_str()).collect();
-    assert_eq!(pods, ["Pod/api-7f9c6d8b5-old01", "Pod/api-7f9c6d8b5-x2k4q", "Pod/ledger-0", "Pod/agent-9xq2z"]);
+    let rows: Vec<(&str, u32)> = impact.workloads.iter().map(|r| (r.workload.as_str(), r.pods)).collect();
+    // The two api pods differ (one was created without the injection: default refresh), so
+    // each keeps its own row under the Deployment, naming its pod.
+    assert_eq!(
+        rows,
+        [
+            ("Deployment/api [api-7f9c6d8b5-old01]", 1),
+            ("Deployment/api [api-7f9c6d8b5-x2k4q]", 1),
+            ("StatefulSet/ledger", 1),
+            ("DaemonSet/agent", 1)
+        ]
+    );
     assert_eq!(impact.total.pods, 4);
-    let agent = impact.workloads.iter().find(|r| r.workload == "Pod/agent-9xq2z").unwrap();
+    let agent = impact.workloads.iter().find(|r| r.workload == "DaemonSet/agent").unwrap();
+    assert_eq!(agent.pod_names, ["agent-9xq2z"]);
     assert_eq!(
         (agent.via.as_str(), agent.compared_as[0].as_str()),
         ("ExternalSecret/agent-creds", "secret/prod/payments/db")

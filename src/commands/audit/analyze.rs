@@ -236,6 +236,9 @@ pub struct WorkloadFacts {
     /// `eso` through a Vault store in the input: its KV mount and version (`--path` reads the
     /// remote keys relative to it).
     pub eso_vault_store: Option<super::sources::VaultStore>,
+    /// `--cluster`: the pod's controller as `Kind/name` (a ReplicaSet as its Deployment), so
+    /// `--path` lists a workload once with its pod count.
+    pub controller: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -465,6 +468,9 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
             replicas: (1, false),
         };
         judge(&w, config, &ctx, &mut report);
+        if let Some(last) = report.workloads.last_mut() {
+            last.facts.controller = super::rotation::controller_of(pod);
+        }
     }
     report.finish()
 }

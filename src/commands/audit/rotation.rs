@@ -131,6 +131,12 @@ pub struct RotationRow {
     /// An assumption the comparison made (e.g. a store not in the input).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `--cluster`: the pods of the row, grouped by their controller.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pod_names: Vec<String>,
+    /// The pod's controller, to group by (`--cluster`).
+    #[serde(skip)]
+    pub controller: Option<String>,
 }
 
 /// Per namespace (`namespace` set) or in total (`namespace` empty).
@@ -196,6 +202,9 @@ pub fn impact(report: &Report, queries: &[PathQuery], config: &Config) -> Rotati
             note,
             &facts,
         ));
+    }
+    if report.source == "cluster" {
+        rows = by_controller(rows);
     }
     let mut namespaces: BTreeMap<&str, Vec<&RotationRow>> = BTreeMap::new();
     for r in &rows {
@@ -464,7 +473,70 @@ fn row(
         why: t.why,
         action,
         note,
+        pod_names: Vec::new(),
+        controller: w.facts.controller.clone(),
     }
+}
+
+/// A live pod's controller, `Kind/name`: the `controller: true` owner reference; a ReplicaSet
+/// named `<deployment>-<pod-template-hash>` is shown as its Deployment.
+pub fn controller_of(pod: &serde_json::Value) -> Option<String> {
+    let owners = pod.pointer("/metadata/ownerReferences")?.as_array()?;
+    let owner = owners.iter().find(|o| o.get("controller").and_then(serde_json::Value::as_bool) == Some(true))?;
+    let kind = owner.get("kind")?.as_str()?;
+    let name = owner.get("name")?.as_str()?;
+    let label = pod.pointer("/metadata/labels/pod-template-hash").and_then(serde_json::Value::as_str);
+    // Without the label: the Deployment controller's hash suffix, in the alphabet Kubernetes
+    // encodes it with (`rand.SafeEncodeString`).
+    let looks_hashed =
+        |h: &str| (6..=10).contains(&h.len()) && h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c));
+    let deployment = match label {
+        Some(h) => name.strip_suffix(h).and_then(|n| n.strip_suffix('-')),
+        None => name.rsplit_once('-').filter(|(_, h)| looks_hashed(h)).map(|(n, _)| n),
+    };
+    match (kind, deployment) {
+        ("ReplicaSet", Some(d)) if !d.is_empty() => Some(format!("Deployment/{d}")),
+        _ => Some(format!("{kind}/{name}")),
+    }
+}
+
+/// `--cluster` rows, one per pod, merged per controller when everything but the pod is the same.
+fn by_controller(rows: Vec<RotationRow>) -> Vec<RotationRow> {
+    let mut out: Vec<RotationRow> = Vec::new();
+    for mut r in rows {
+        let pod = r.workload.strip_prefix("Pod/").unwrap_or(&r.workload).to_string();
+        let controller = r.controller.take();
+        let Some(controller) = controller else {
+            out.push(r);
+            continue;
+        };
+        r.workload = controller;
+        let same =
+            |o: &RotationRow| RotationRow { pods: r.pods, pod_names: Vec::new(), controller: None, ..o.clone() } == r;
+        match out.iter_mut().find(|o| same(o)) {
+            Some(o) => {
+                o.pods += r.pods;
+                o.pod_names.push(pod);
+            }
+            None => {
+                r.pod_names.push(pod);
+                out.push(r);
+            }
+        }
+    }
+    // Pods of one controller that differ (a rollout half done, an uninjected pod) keep their
+    // own rows, each naming its pods.
+    let mut per_controller: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in out.iter().filter(|r| !r.pod_names.is_empty()) {
+        *per_controller.entry((r.namespace.clone(), r.workload.clone())).or_default() += 1;
+    }
+    for r in out.iter_mut() {
+        if per_controller.get(&(r.namespace.clone(), r.workload.clone())).is_some_and(|n| *n > 1) {
+            r.workload = format!("{} [{}]", r.workload, r.pod_names.join(", "));
+        }
+    }
+    out.sort_by(|a, b| (&a.namespace, &a.workload).cmp(&(&b.namespace, &b.workload)));
+    out
 }
 
 fn totals(rows: &[&RotationRow], qualified: bool) -> RotationTotals {
@@ -731,6 +803,67 @@ mod tests {
         assert_eq!((q.provider, q.path.as_str()), (None, "payments/db"));
         let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/api-AbCdEf";
         assert_eq!(parse_path(arn, &c).unwrap().path, arn);
+    }
+
+    #[test]
+    fn pods_are_grouped_by_their_controller() {
+        let pod = |owner: serde_json::Value, labels: serde_json::Value| serde_json::json!({"metadata": {"ownerReferences": [owner], "labels": labels}});
+        let rs = serde_json::json!({"kind": "ReplicaSet", "name": "api-7f9c6d8b5", "controller": true});
+        let by_label = pod(rs.clone(), serde_json::json!({"pod-template-hash": "7f9c6d8b5"}));
+        assert_eq!(controller_of(&by_label).as_deref(), Some("Deployment/api"));
+        assert_eq!(controller_of(&pod(rs, serde_json::json!({}))).as_deref(), Some("Deployment/api"));
+        let plain_rs = serde_json::json!({"kind": "ReplicaSet", "name": "web-blue", "controller": true});
+        assert_eq!(controller_of(&pod(plain_rs, serde_json::json!({}))).as_deref(), Some("ReplicaSet/web-blue"));
+        let sts = serde_json::json!({"kind": "StatefulSet", "name": "ledger", "controller": true});
+        assert_eq!(controller_of(&pod(sts, serde_json::json!({}))).as_deref(), Some("StatefulSet/ledger"));
+        let not_controller = serde_json::json!({"kind": "Node", "name": "n1"});
+        assert_eq!(controller_of(&pod(not_controller, serde_json::json!({}))), None);
+    }
+
+    fn pod_row(pod: &str, controller: &str, app: &str) -> RotationRow {
+        RotationRow {
+            namespace: "shop".into(),
+            workload: format!("Pod/{pod}"),
+            mode: Mode::Sidecar,
+            via: "direct".into(),
+            provider: "vault".into(),
+            reads: vec!["payments/db".into()],
+            compared_as: vec!["secret/payments/db".into()],
+            paths: vec!["payments".into()],
+            pods: 1,
+            per_node: false,
+            files: app.into(),
+            files_seconds: None,
+            app: app.into(),
+            app_seconds: None,
+            told: false,
+            told_within_seconds: None,
+            why: String::new(),
+            action: String::new(),
+            note: None,
+            pod_names: Vec::new(),
+            controller: Some(controller.into()),
+        }
+    }
+
+    #[test]
+    fn identical_pods_of_a_controller_are_one_row() {
+        let rows = by_controller(vec![
+            pod_row("api-1", "Deployment/api", "≤ 1m"),
+            pod_row("api-2", "Deployment/api", "≤ 1m"),
+            pod_row("api-3", "Deployment/api", "≤ 5m"),
+            pod_row("db-0", "StatefulSet/db", "≤ 1m"),
+        ]);
+        let got: Vec<(&str, u32, Vec<String>)> =
+            rows.iter().map(|r| (r.workload.as_str(), r.pods, r.pod_names.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("Deployment/api [api-1, api-2]", 2, vec!["api-1".to_string(), "api-2".to_string()]),
+                ("Deployment/api [api-3]", 1, vec!["api-3".to_string()]),
+                ("StatefulSet/db", 1, vec!["db-0".to_string()]),
+            ]
+        );
     }
 
     #[test]
