@@ -347,6 +347,36 @@ mod tests {
     }
 
     #[test]
+    fn vault_stores_give_their_mount_and_version() {
+        let es = |store: &str| {
+            json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": store, "namespace": "shop"},
+                "spec": {"secretStoreRef": {"name": store}, "data": []}
+            })
+        };
+        let store = |name: &str, vault: Value| {
+            json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"provider": {"vault": vault}}
+            })
+        };
+        let c = config("");
+        let objects = [
+            es("kv1"),
+            store("kv1", json!({"path": "/legacy/", "version": "v1"})),
+            es("bare"),
+            store("bare", json!({"server": "https://vault:8200"})),
+            es("absent"),
+        ];
+        let s = index(&objects, &c);
+        assert_eq!(s.eso_vault_store("shop", "kv1"), Some(&VaultStore { path: Some("legacy".into()), v2: false }));
+        assert_eq!(s.eso_vault_store("shop", "bare"), Some(&VaultStore { path: None, v2: true }), "ESO's default: v2");
+        assert_eq!(s.eso_vault_store("shop", "absent"), None);
+    }
+
+    #[test]
     fn classes_give_objects_provider_and_rotation() {
         let spc = |annotations: Value| {
             json!({
