@@ -233,6 +233,12 @@ pub struct WorkloadFacts {
     /// `eso`: the ExternalSecret writing its Secret, whose refreshes load the provider once for
     /// all replicas.
     pub external_secret: Option<String>,
+    /// `eso` through a Vault store in the input: its KV mount and version (`--path` reads the
+    /// remote keys relative to it).
+    pub eso_vault_store: Option<super::sources::VaultStore>,
+    /// `--cluster`: the pod's controller as `Kind/name` (a ReplicaSet as its Deployment), so
+    /// `--path` lists a workload once with its pod count.
+    pub controller: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -277,6 +283,9 @@ pub struct Report {
     pub external_secrets: Vec<ExternalSecretReport>,
     pub findings: Vec<Finding>,
     pub summary: Summary,
+    /// `--path`: who sees a rotation of those paths, and when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<super::rotation::RotationReport>,
 }
 
 impl Report {
@@ -459,6 +468,9 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
             replicas: (1, false),
         };
         judge(&w, config, &ctx, &mut report);
+        if let Some(last) = report.workloads.last_mut() {
+            last.facts.controller = super::rotation::controller_of(pod);
+        }
     }
     report.finish()
 }
@@ -470,6 +482,7 @@ fn empty(source: &'static str) -> Report {
         external_secrets: Vec::new(),
         findings: Vec::new(),
         summary: Summary::default(),
+        rotation: None,
     }
 }
 
@@ -856,6 +869,7 @@ fn facts(
                 f.reads = es.remote_keys.clone();
                 f.external_secret = Some(es.name.clone());
             }
+            f.eso_vault_store = ctx.sources.eso_vault_store(ns, &secret).cloned();
             Delivery::Eso { refresh: es.map_or(EsoRefresh::Unknown, |es| es.refresh) }
         }
         (Mode::Csi, _) => {

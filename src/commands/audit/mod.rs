@@ -9,6 +9,7 @@ mod analyze;
 mod cluster;
 mod manifests;
 mod render;
+pub mod rotation;
 pub mod sources;
 
 use std::path::PathBuf;
@@ -61,11 +62,20 @@ pub struct AuditArgs {
     /// kubeconfig context to use with --cluster (default: the current context).
     #[arg(long, requires = "cluster")]
     pub context: Option<String>,
+    /// Rotation impact: who reads this provider path or prefix (repeatable; `PROVIDER:PATH`
+    /// for one provider) and how long until each sees a new value.
+    #[arg(long = "path", value_name = "PATH")]
+    pub rotation_paths: Vec<String>,
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load_or_builtin(args.config.as_deref())?;
-    let report = if args.cluster {
+    let queries: Result<Vec<_>, _> = args.rotation_paths.iter().map(|p| rotation::parse_path(p, &config)).collect();
+    let queries = match queries {
+        Ok(q) => q,
+        Err(e) => return Ok(unreadable(std::iter::once(e))),
+    };
+    let mut report = if args.cluster {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(cluster_report(&args, &config))?
     } else {
@@ -85,6 +95,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             Err(errors) => return Ok(unreadable(errors.into_iter())),
         }
     };
+    if !queries.is_empty() {
+        report.rotation = Some(rotation::impact(&report, &queries, &config));
+    }
     print!("{}", render(&report, args.format));
     Ok(ExitCode::from(report.exit_code()))
 }

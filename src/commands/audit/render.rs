@@ -192,6 +192,9 @@ fn table(report: &Report) -> String {
     out.push('\n');
     out.push_str(&summary_line(report));
     out.push('\n');
+    if let Some(r) = &report.rotation {
+        out.push_str(&super::rotation::table(r, aligned));
+    }
     out
 }
 
@@ -238,6 +241,9 @@ fn markdown(report: &Report) -> String {
             .collect();
         out.push_str(&md_table(["level", "check", "where", "message"].map(String::from).to_vec(), rows));
     }
+    if let Some(r) = &report.rotation {
+        out.push_str(&super::rotation::markdown(r, md_table));
+    }
     out
 }
 
@@ -279,7 +285,11 @@ fn sarif(report: &Report) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut run_properties = serde_json::Map::new();
+    if let Some(r) = &report.rotation {
+        run_properties.insert("rotation".into(), json!(r));
+    }
+    let mut doc = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
@@ -291,7 +301,11 @@ fn sarif(report: &Report) -> Value {
             "columnKind": "unicodeCodePoints",
             "results": results,
         }],
-    })
+    });
+    if !run_properties.is_empty() {
+        doc["runs"][0]["properties"] = Value::Object(run_properties);
+    }
+    doc
 }
 
 fn location_name(f: &Finding) -> String {

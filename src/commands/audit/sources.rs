@@ -71,6 +71,17 @@ pub struct Sources {
     pub external_secrets: BTreeMap<(String, String), EsoSource>,
     pub classes: BTreeMap<(String, String), CsiSource>,
     pub stores: BTreeMap<(String, String, String), String>,
+    /// Vault stores' KV location (`spec.provider.vault.path` and `version`), same keys as
+    /// `stores`: ESO reads remote keys relative to it (`--path` normalises them with it).
+    pub vault_stores: BTreeMap<(String, String, String), VaultStore>,
+}
+
+/// Where a Vault SecretStore reads: its KV mount (`path`, optional) and KV version
+/// (`v2` when unset, as ESO defaults).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultStore {
+    pub path: Option<String>,
+    pub v2: bool,
 }
 
 impl Sources {
@@ -95,6 +106,12 @@ impl Sources {
                     }
                     "SecretStore" | "ClusterSecretStore" => {
                         let ns = if kind == "SecretStore" { namespace_of(o) } else { String::new() };
+                        if let Some(vault) = o.pointer("/spec/provider/vault") {
+                            let path = vault.get("path").and_then(Value::as_str).map(|p| p.trim_matches('/'));
+                            let v2 = vault.get("version").and_then(Value::as_str) != Some("v1");
+                            let store = VaultStore { path: path.filter(|p| !p.is_empty()).map(str::to_string), v2 };
+                            s.vault_stores.insert((kind.to_string(), ns.clone(), name.clone()), store);
+                        }
                         if let Some(provider) = store_provider(o) {
                             s.stores.insert((kind.to_string(), ns, name), provider);
                         }
@@ -129,6 +146,15 @@ impl Sources {
                 "{listed} is not in the input; list it in providerLoad.<provider>.secretStores"
             )),
         }
+    }
+
+    /// The Vault store (KV mount and version) of the ExternalSecret writing Secret `secret`, when
+    /// that store is a Vault store in the input.
+    pub fn eso_vault_store(&self, namespace: &str, secret: &str) -> Option<&VaultStore> {
+        let es = self.external_secrets.get(&(namespace.to_string(), secret.to_string()))?;
+        let (kind, store) = &es.store;
+        let ns = if kind == "ClusterSecretStore" { "" } else { namespace };
+        self.vault_stores.get(&(kind.clone(), ns.to_string(), store.clone()))
     }
 
     /// The provider a `csi` pod mounting class `class` in `namespace` depends on.
@@ -318,6 +344,36 @@ mod tests {
         let c = config("");
         let Attribution::Unknown(why) = s.eso_provider("shop", "db", &c) else { panic!() };
         assert!(why.contains("SecretStore/aws-store is not in the input"), "{why}");
+    }
+
+    #[test]
+    fn vault_stores_give_their_mount_and_version() {
+        let es = |store: &str| {
+            json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+                "metadata": {"name": store, "namespace": "shop"},
+                "spec": {"secretStoreRef": {"name": store}, "data": []}
+            })
+        };
+        let store = |name: &str, vault: Value| {
+            json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"provider": {"vault": vault}}
+            })
+        };
+        let c = config("");
+        let objects = [
+            es("kv1"),
+            store("kv1", json!({"path": "/legacy/", "version": "v1"})),
+            es("bare"),
+            store("bare", json!({"server": "https://vault:8200"})),
+            es("absent"),
+        ];
+        let s = index(&objects, &c);
+        assert_eq!(s.eso_vault_store("shop", "kv1"), Some(&VaultStore { path: Some("legacy".into()), v2: false }));
+        assert_eq!(s.eso_vault_store("shop", "bare"), Some(&VaultStore { path: None, v2: true }), "ESO's default: v2");
+        assert_eq!(s.eso_vault_store("shop", "absent"), None);
     }
 
     #[test]
