@@ -7,6 +7,7 @@
 
 mod analyze;
 mod cluster;
+pub mod load;
 mod manifests;
 mod render;
 pub mod sources;
@@ -61,6 +62,22 @@ pub struct AuditArgs {
     /// kubeconfig context to use with --cluster (default: the current context).
     #[arg(long, requires = "cluster")]
     pub context: Option<String>,
+    /// Report the requests per second each provider takes, per namespace and in total,
+    /// beside its rate limit and cost (config `providerLoad`).
+    #[arg(long)]
+    pub load: bool,
+    /// Nodes each DaemonSet runs on, for manifests (default 1); `--cluster` counts live pods.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes)]
+    pub nodes: u32,
+}
+
+fn parse_nodes(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of nodes; fix: give a whole number of at least 1 (the nodes a DaemonSet runs on)"
+        )),
+    }
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
@@ -85,6 +102,8 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             Err(errors) => return Ok(unreadable(errors.into_iter())),
         }
     };
+    let mut report = report;
+    load::apply(&mut report, &config, load::LoadOptions { report: args.load, nodes: args.nodes });
     print!("{}", render(&report, args.format));
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -173,6 +173,10 @@ fn table(report: &Report) -> String {
         out.push('\n');
         out.push_str(&aligned(es_header(), es_rows(report)));
     }
+    if let Some(load) = &report.load {
+        out.push('\n');
+        out.push_str(&super::load::table(load, aligned));
+    }
     if !report.findings.is_empty() {
         out.push('\n');
         let rows = report
@@ -219,6 +223,9 @@ fn markdown(report: &Report) -> String {
     if !report.external_secrets.is_empty() {
         out.push_str("\n## ExternalSecrets\n\n");
         out.push_str(&md_table(es_header().iter().map(|h| h.to_lowercase()).collect(), es_rows(report)));
+    }
+    if let Some(load) = &report.load {
+        out.push_str(&super::load::markdown(load, md_table));
     }
     out.push_str("\n## Findings\n\n");
     if report.findings.is_empty() {
@@ -279,7 +286,7 @@ fn sarif(report: &Report) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut sarif = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
@@ -291,7 +298,11 @@ fn sarif(report: &Report) -> Value {
             "columnKind": "unicodeCodePoints",
             "results": results,
         }],
-    })
+    });
+    if let Some(load) = &report.load {
+        sarif["runs"][0]["properties"] = json!({"providerLoad": load});
+    }
+    sarif
 }
 
 fn location_name(f: &Finding) -> String {
