@@ -110,7 +110,7 @@ pub struct Reader {
     pub object: String,
     pub mode: Mode,
     pub provider: String,
-    /// Why the provider is [`UNKNOWN`].
+    /// What is unknown about this reader: why its provider is [`UNKNOWN`], or its requests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown_because: Option<String>,
     /// Pods (replicas, × nodes for a DaemonSet); 1 for an ExternalSecret.
@@ -189,7 +189,12 @@ pub fn compute(report: &Report, config: &Config, nodes: u32) -> LoadReport {
             continue; // ESO's controller reads, once per ExternalSecret: below.
         }
         let pods = u64::from(f.replicas) * if f.per_node && !cluster { u64::from(nodes) } else { 1 };
-        let (provider, unknown_because) = attributed(f.provider.as_ref());
+        let (provider, mut unknown_because) = attributed(f.provider.as_ref());
+        if f.requests_per_fetch == 0 {
+            // A csi pod whose class is not in the input: how many objects it reads is unknown.
+            let why = unknown_because.take().map_or(String::new(), |w| format!("{w}; "));
+            unknown_because = Some(format!("{why}its requests per poll are unknown and not counted"));
+        }
         readers.push(reader(
             &w.namespace,
             format!("{}/{}", w.kind, w.name),
@@ -407,7 +412,7 @@ fn reader_rows(load: &LoadReport) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Why some load is [`UNKNOWN`]: one line per reader.
+/// What is unknown (a provider, a class's objects): one line per reader.
 fn unknown_lines(load: &LoadReport) -> Vec<String> {
     load.readers
         .iter()
@@ -426,7 +431,7 @@ pub fn table(load: &LoadReport, aligned: impl Fn(Vec<String>, Vec<Vec<String>>) 
     out.push_str(&aligned(header(&READER_HEADER), reader_rows(load)));
     out.push('\n');
     for line in unknown_lines(load) {
-        out.push_str(&format!("unknown provider: {line}\n"));
+        out.push_str(&format!("unknown: {line}\n"));
     }
     for note in &load.notes {
         out.push_str(&format!("note: {note}\n"));
@@ -479,7 +484,7 @@ pub fn markdown(load: &LoadReport, md_table: impl Fn(Vec<String>, Vec<Vec<String
     out.push_str(&md_table(lower(&READER_HEADER), reader_rows(load)));
     out.push('\n');
     for line in unknown_lines(load) {
-        out.push_str(&format!("- unknown provider: {line}\n"));
+        out.push_str(&format!("- unknown: {line}\n"));
     }
     for note in &load.notes {
         out.push_str(&format!("- {note}\n"));

@@ -67,7 +67,7 @@ pub struct AuditArgs {
     #[arg(long)]
     pub load: bool,
     /// Nodes each DaemonSet runs on, for manifests (default 1); `--cluster` counts live pods.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes, allow_negative_numbers = true)]
     pub nodes: u32,
 }
 
