@@ -121,6 +121,9 @@ pub struct Reader {
     pub polls: String,
     pub requests_per_second: f64,
     pub requests_per_rollout: u64,
+    /// `requests_per_second` before rounding: what the totals add up.
+    #[serde(skip)]
+    exact: f64,
 }
 
 /// Computes the load, adds SM016 for every namespace over its budget (at the rule's
@@ -134,9 +137,9 @@ pub fn apply(report: &mut Report, config: &Config, options: LoadOptions) {
         let mut top: Vec<&Reader> = load
             .readers
             .iter()
-            .filter(|r| r.namespace == ns.namespace && r.provider == ns.provider && r.requests_per_second > 0.0)
+            .filter(|r| r.namespace == ns.namespace && r.provider == ns.provider && r.exact > 0.0)
             .collect();
-        top.sort_by(|a, b| b.requests_per_second.total_cmp(&a.requests_per_second).then(a.object.cmp(&b.object)));
+        top.sort_by(|a, b| b.exact.total_cmp(&a.exact).then(a.object.cmp(&b.object)));
         let most: Vec<String> =
             top.iter().take(3).map(|r| format!("{} {}/s", r.object, rate(r.requests_per_second))).collect();
         report.findings.push(Finding {
@@ -224,7 +227,7 @@ pub fn compute(report: &Report, config: &Config, nodes: u32) -> LoadReport {
             per_ns.entry((r.namespace.clone(), r.provider.clone())).or_default(),
             per_provider.entry(r.provider.clone()).or_default(),
         ] {
-            entry.0 += r.requests_per_second;
+            entry.0 += r.exact;
             entry.1 += r.requests_per_rollout;
         }
     }
@@ -304,6 +307,7 @@ fn reader(
 ) -> Reader {
     let polls = timing::polls(&delivery);
     let all = readers.saturating_mul(requests_per_poll);
+    let exact = polls.per_second(all as f64).unwrap_or(0.0);
     Reader {
         namespace: namespace.to_string(),
         object,
@@ -318,8 +322,9 @@ fn reader(
             Polls::Once => "once".into(),
             Polls::Unknown => "unknown".into(),
         },
-        requests_per_second: round(polls.per_second(all as f64).unwrap_or(0.0)),
+        requests_per_second: round(exact),
         requests_per_rollout: if timing::reads_at_start(&delivery) { all } else { 0 },
+        exact,
     }
 }
 
