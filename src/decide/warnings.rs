@@ -50,10 +50,13 @@ pub fn feature_warnings(plan: &Plan, prefix: &str, out: &mut Vec<String>) {
 /// and only when the pod alone is over the budget. Only a sidecar pod sets its own rate (its
 /// paths and `refresh-interval`); `csi` rates are the SecretProviderClass's and the driver's,
 /// `eso` rates the ExternalSecret's, `init` reads once per start. Rules at `audit`
-/// enforcement get no kubectl warning. Without a budget this costs one rule lookup and
-/// allocates nothing.
+/// enforcement get no kubectl warning. Where no budget applies this allocates nothing: a
+/// pass over the rules, then (if some rule has a budget) one allocation-free rule lookup
+/// (tests/budget_alloc.rs counts).
 pub fn budget_warning(plan: &Plan, namespace: &str, config: &Config, out: &mut Vec<String>) {
-    if plan.mode != crate::vocabulary::mode::Mode::Sidecar {
+    if plan.mode != crate::vocabulary::mode::Mode::Sidecar
+        || !config.policy.rules.iter().any(|r| r.max_provider_requests_per_second.is_some())
+    {
         return;
     }
     let Some(rule) = config.policy.rule_for(namespace) else { return };
