@@ -173,7 +173,7 @@ fn namespace_over_its_budget_is_a_finding_at_the_rules_level() {
         let message = f["message"].as_str().unwrap();
         for part in [
             "takes 0.111/s from vault",
-            "rule prod's maxProviderRequestsPerSecond 0.1/s",
+            "over maxProviderRequestsPerSecond 0.1/s of policy rule prod",
             "Deployment/api 0.111/s",
             "fix: a longer refresh-interval",
         ] {

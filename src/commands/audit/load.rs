@@ -152,7 +152,7 @@ pub fn apply(report: &mut Report, config: &Config, options: LoadOptions) {
                 Enforcement::Audit => Level::Note,
             },
             message: format!(
-                "takes {}/s from {}, over policy rule {rule_name}'s maxProviderRequestsPerSecond {}/s (most: {}); fix: a longer refresh-interval (sidecar), ESO refreshInterval or CSI rotation poll, or fewer paths",
+                "takes {}/s from {}, over maxProviderRequestsPerSecond {}/s of policy rule {rule_name} (most: {}); fix: a longer refresh-interval (sidecar), ESO refreshInterval or CSI rotation poll, or fewer paths",
                 rate(ns.requests_per_second),
                 ns.provider,
                 rate(budget),
@@ -185,9 +185,15 @@ fn recount(report: &mut Report) {
 pub fn compute(report: &Report, config: &Config, nodes: u32) -> LoadReport {
     let cluster = report.source == "cluster";
     let mut readers = Vec::new();
+    let mut not_injected = Vec::new();
     for w in &report.workloads {
         let f = &w.facts;
         let Some(choice) = &f.choice else { continue };
+        if w.injection.as_deref() == Some("not injected") {
+            // A live pod the webhook never saw has no agent: it reads nothing until restarted.
+            not_injected.push(format!("{}/{}/{}", w.namespace, w.kind, w.name));
+            continue;
+        }
         if matches!(choice.delivery, Delivery::Eso { .. }) {
             continue; // ESO's controller reads, once per ExternalSecret: below.
         }
@@ -279,6 +285,9 @@ pub fn compute(report: &Report, config: &Config, nodes: u32) -> LoadReport {
             "DaemonSets are counted on {nodes} node{} (--nodes; default 1)",
             if nodes == 1 { "" } else { "s" }
         ));
+    }
+    if !not_injected.is_empty() {
+        notes.push(format!("not counted, not injected (no agent until restarted): {}", not_injected.join(", ")));
     }
     notes.push("sidecars at their worst case: a refresh comes up to 10 % early".to_string());
     notes.push(
