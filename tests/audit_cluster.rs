@@ -149,3 +149,45 @@ async fn forbidden_names_the_resource_and_the_fix() {
     let err = report.expect_err("403 is an error").to_string();
     assert!(err.contains("listing pods: forbidden") && err.contains("docs/AUDIT.md"), "{err}");
 }
+
+/// `--load` over a cluster: each live pod counts once (a DaemonSet's pods are its nodes), the
+/// ExternalSecrets once each; the payments budget (SM016) is judged on the live pods.
+#[tokio::test]
+async fn cluster_load_counts_live_pods() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit/config.yaml"))
+        .unwrap()
+        .replace(
+            "      requireFallback: true\n",
+            "      requireFallback: true\n      maxProviderRequestsPerSecond: 0.005\n",
+        );
+    let text = format!("{text}\nproviderLoad:\n  vault:\n    rateLimit: 20\n  aws:\n    costPer10kRequests: 0.05\n");
+    let config = Config::from_yaml(&text, "load.yaml").unwrap();
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, ALL.to_vec(), Arc::new(Mutex::new(Vec::new()))));
+    let client = kube::Client::new(service, "default");
+    let report = audit::audit_cluster(client, None, &config, now()).await;
+    server.abort();
+    let mut report = report.expect("audit succeeds");
+    audit::load::apply(&mut report, &config, audit::load::LoadOptions { report: true, nodes: 7 });
+    golden("load.txt", &audit::render(&report, Format::Table));
+    golden("load.json", &audit::render(&report, Format::Json));
+
+    let load = report.load.as_ref().expect("load section");
+    assert_eq!(load.nodes, None, "--nodes does not apply to live pods");
+    let api: Vec<_> = load.readers.iter().filter(|r| r.object.starts_with("Pod/api-")).collect();
+    assert_eq!(api.len(), 1, "each injected pod once: {api:?}");
+    assert!(api.iter().all(|r| r.readers == 1 && r.provider == "vault"), "{api:?}");
+    assert!(
+        load.notes
+            .iter()
+            .any(|n| n.contains("not injected (no agent until restarted): payments/Pod/api-7f9c6d8b5-old01")),
+        "a pod without its agent reads nothing: {:?}",
+        load.notes
+    );
+    let es: Vec<&str> =
+        load.readers.iter().filter(|r| r.object.starts_with("ExternalSecret/")).map(|r| r.object.as_str()).collect();
+    assert_eq!(es, ["ExternalSecret/api-fallback", "ExternalSecret/ledger-rotation", "ExternalSecret/agent-creds"]);
+    let budget = report.findings.iter().find(|f| f.check.id == "SM016").expect("payments over its budget");
+    assert_eq!((budget.namespace.as_str(), budget.level.as_str()), ("payments", "error"));
+    assert!(budget.message.contains("maxProviderRequestsPerSecond 0.005/s"), "{}", budget.message);
+}

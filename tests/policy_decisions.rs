@@ -661,3 +661,93 @@ fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
     let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).to_string();
     (out, text)
 }
+
+const BUDGET_RULES: &str = r#"
+  rules:
+    - name: tight
+      namespaces: [tight]
+      maxProviderRequestsPerSecond: 0.05
+      enforcement: warn
+    - name: strict
+      namespaces: [strict]
+      maxProviderRequestsPerSecond: 0.05
+      enforcement: enforce
+    - name: quiet
+      namespaces: [quiet]
+      maxProviderRequestsPerSecond: 0.05
+      enforcement: audit
+    - name: default
+      namespaces: ["*"]
+      enforcement: warn
+"#;
+
+/// A sidecar reading `paths` distinct paths every `refresh`.
+fn sidecar(namespace: &str, paths: usize, refresh: &str) -> Value {
+    let mut a = json!({"secrets/mode": "sidecar", "secrets/refresh-interval": refresh});
+    for i in 0..paths {
+        a[format!("secrets/item.i{i}")] = json!(format!("apps/p{i}#k"));
+    }
+    // Two items from one path cost one read.
+    a["secrets/item.again"] = json!("apps/p0#other");
+    pod(namespace, a)
+}
+
+fn budget_warnings(d: &Decision) -> Vec<String> {
+    match d {
+        Decision::Allow { warnings, .. } => {
+            warnings.iter().filter(|w| w.contains("maxProviderRequestsPerSecond")).cloned().collect()
+        }
+        other => panic!("expected allow, got {other:?}"),
+    }
+}
+
+/// The webhook sees one pod: it warns (never denies, whatever the enforcement) when that pod
+/// alone takes more than its namespace's budget, naming the rule, the rate, the budget and the fix.
+#[test]
+fn a_sidecar_alone_over_its_namespace_budget_is_warned_about() {
+    let config = config_with(BUDGET_RULES, false);
+    // 2 paths every 30s less 10 %: 2/27 = 0.0741/s > 0.05/s.
+    for namespace in ["tight", "strict"] {
+        let d = admit_pod(&sidecar(namespace, 2, "30s"), namespace, &config);
+        let w = budget_warnings(&d);
+        assert_eq!(w.len(), 1, "{namespace}: {d:?}");
+        let rule = if namespace == "tight" { "tight" } else { "strict" };
+        assert_eq!(
+            w[0],
+            format!("secretmode policy {rule}: this pod alone takes 0.0741/s from vault (2 paths every 27s at worst), over the namespace's maxProviderRequestsPerSecond 0.05/s; fix: a longer secrets/refresh-interval or fewer paths")
+        );
+        assert!(w[0].chars().count() <= 256, "kept whole by the API server");
+    }
+    // Under the budget: 2 paths every 1m (2/54 = 0.037/s); one path every 30s (0.037/s).
+    assert!(budget_warnings(&admit_pod(&sidecar("tight", 2, "1m"), "tight", &config)).is_empty());
+    assert!(budget_warnings(&admit_pod(&sidecar("tight", 1, "30s"), "tight", &config)).is_empty());
+    // Audit enforcement: no kubectl warning (secretmode audit reports it, SM016).
+    assert!(budget_warnings(&admit_pod(&sidecar("quiet", 2, "30s"), "quiet", &config)).is_empty());
+    // No budget in the namespace's rule: nothing.
+    assert!(budget_warnings(&admit_pod(&sidecar("other", 9, "30s"), "other", &config)).is_empty());
+    // Modes whose rate the pod does not set: not judged by the webhook.
+    let eso = pod("tight", json!({"secrets/mode": "eso", "secrets/eso-secret": "s", "secrets/item.a": "a"}));
+    assert!(budget_warnings(&admit_pod(&eso, "tight", &config)).is_empty());
+    let init =
+        pod("tight", json!({"secrets/mode": "init", "secrets/item.a": "apps/a#k", "secrets/item.b": "apps/b#k"}));
+    assert!(budget_warnings(&admit_pod(&init, "tight", &config)).is_empty());
+}
+
+/// The same warning through the AdmissionReview wire layer the webhook serves.
+#[test]
+fn the_budget_warning_reaches_kubectl_through_the_admission_answer() {
+    let config = config_with(BUDGET_RULES, false);
+    let review =
+        support::review::create(&sidecar("strict", 3, "30s"), "strict", &Requester::User("alice".into()), false);
+    let out = review::review(&serde_json::to_vec(&review).unwrap(), &config).unwrap();
+    let body: Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(body["response"]["allowed"], json!(true), "{body}");
+    let warnings = body["response"]["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with("secretmode policy strict: this pod alone takes 0.111/s from vault (3 paths")),
+        "{warnings:?}"
+    );
+}

@@ -90,6 +90,11 @@ pub struct Rule {
     /// process namespace (containers see each other's processes). Off unless a rule allows it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_signals: bool,
+    /// Budget of provider requests per second for the namespace, per provider: `audit`
+    /// reports a namespace whose workloads together take more (SM016, at this rule's
+    /// enforcement); the webhook warns when one sidecar pod alone takes more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_provider_requests_per_second: Option<f64>,
     #[serde(default)]
     pub enforcement: Enforcement,
 }
@@ -183,6 +188,14 @@ impl PolicyConfig {
             ] {
                 if value.is_some_and(|d| d.0.is_zero()) {
                     return Err((at(field), "must be a positive duration".into()));
+                }
+            }
+            if let Some(budget) = rule.max_provider_requests_per_second {
+                if !(budget.is_finite() && budget > 0.0) {
+                    return Err((
+                        at("maxProviderRequestsPerSecond"),
+                        format!("{budget} must be a positive number of requests per second (e.g. 0.5)"),
+                    ));
                 }
             }
             if let (Some(min), Some(max)) = (rule.min_refresh_interval, rule.max_refresh_interval) {

@@ -207,6 +207,7 @@ fn decide_unfitted(pod: &JsonRef<'_>, namespace: &str, config: &Config) -> Decis
         note.push(',');
         note.push_str(&verdict.audit_note());
     }
+    warnings::budget_warning(&plan, namespace, config, &mut warnings);
     if config.warnings.failure_mode {
         warnings.push(mode.failure_warning(plan.fallback_secret.is_some()));
     }

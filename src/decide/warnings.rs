@@ -1,8 +1,13 @@
 //! The warnings of an answer: what the pod's optional features cost ([`feature_warnings`]),
-//! and all of them fitted to what the API server passes on to kubectl.
+//! a sidecar pod that alone exceeds its namespace's provider budget ([`budget_warning`]), and
+//! all of them fitted to what the API server passes on to kubectl.
 
-use super::plan::Plan;
+use super::plan::{ItemSource, Plan};
+use crate::config::policy::Enforcement;
+use crate::config::Config;
 use crate::logging::printable::Printable;
+use crate::timing::{self, Delivery};
+use crate::vocabulary::duration;
 use crate::vocabulary::mode::Mode;
 use crate::vocabulary::names::{RENDERED_VOLUME, RENDER_CONTAINER, WATCHER_CONTAINER};
 use crate::vocabulary::on_change::OnChange;
@@ -37,6 +42,74 @@ pub fn feature_warnings(plan: &Plan, prefix: &str, out: &mut Vec<String>) {
             if plan.mode == Mode::Eso { "kubelet" } else { "CSI driver" }
         )),
         Mode::Sidecar | Mode::Init => {}
+    }
+}
+
+/// The policy rule's `maxProviderRequestsPerSecond` against this one pod. The webhook sees one
+/// pod, not the namespace's total (`secretmode audit` judges that, SM016), so it only warns,
+/// and only when the pod alone is over the budget. Only a sidecar pod sets its own rate (its
+/// paths and `refresh-interval`); `csi` rates are the SecretProviderClass's and the driver's,
+/// `eso` rates the ExternalSecret's, `init` reads once per start. Rules at `audit`
+/// enforcement get no kubectl warning. Where no budget applies this allocates nothing: a
+/// pass over the rules, then (if some rule has a budget) one allocation-free rule lookup
+/// (tests/budget_alloc.rs counts).
+pub fn budget_warning(plan: &Plan, namespace: &str, config: &Config, out: &mut Vec<String>) {
+    if plan.mode != crate::vocabulary::mode::Mode::Sidecar
+        || !config.policy.rules.iter().any(|r| r.max_provider_requests_per_second.is_some())
+    {
+        return;
+    }
+    let Some(rule) = config.policy.rule_for(namespace) else { return };
+    let (Some(budget), false) = (rule.max_provider_requests_per_second, rule.enforcement == Enforcement::Audit) else {
+        return;
+    };
+    let polls = timing::polls(&Delivery::Sidecar { refresh: plan.refresh_interval, max_staleness: plan.max_staleness });
+    let timing::Polls::Every(every) = polls else { return };
+    let paths = distinct_paths(plan);
+    let Some(rate) = polls.per_second(paths as f64) else { return };
+    if rate <= budget {
+        return;
+    }
+    let prefix = &config.annotation_prefix;
+    out.push(format!(
+        "secretmode policy {}: this pod alone takes {}/s from {} ({paths} path{} every {} at worst), over the namespace's maxProviderRequestsPerSecond {}/s; fix: a longer {prefix}/refresh-interval or fewer paths",
+        rule.name,
+        requests_per_second(rate),
+        plan.provider.as_deref().unwrap_or("its provider"),
+        if paths == 1 { "" } else { "s" },
+        duration::format(every),
+        requests_per_second(budget),
+    ));
+}
+
+/// Distinct provider paths of a plan: the agent reads each once per refresh. Counted without
+/// allocating (plans hold at most `maxItems` items).
+pub fn distinct_paths(plan: &Plan) -> usize {
+    fn path(i: &super::plan::PlannedItem) -> Option<&str> {
+        match &i.source {
+            ItemSource::Provider { path, .. } => Some(path.as_str()),
+            ItemSource::SecretKey(_) | ItemSource::CsiObject(_) => None,
+        }
+    }
+    plan.items
+        .iter()
+        .enumerate()
+        .filter(|(n, item)| path(item).is_some_and(|p| !plan.items[..*n].iter().any(|e| path(e) == Some(p))))
+        .count()
+}
+
+/// A request rate for people: three significant digits, no trailing zeros (`0.0556`, `12.3`,
+/// `1234`). Used by the webhook's warning and the audit's load report alike.
+pub fn requests_per_second(rate: f64) -> String {
+    if !rate.is_finite() || rate <= 0.0 {
+        return "0".into();
+    }
+    let digits = (2 - rate.log10().floor() as i32).clamp(0, 8) as usize;
+    let s = format!("{rate:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }
 
@@ -102,6 +175,21 @@ mod tests {
 
     fn total(ws: &[String]) -> usize {
         ws.iter().map(|w| w.chars().count()).sum()
+    }
+
+    #[test]
+    fn rates_print_with_three_significant_digits() {
+        for (rate, want) in [
+            (1.0 / 18.0, "0.0556"),
+            (1.0 / 3600.0, "0.000278"),
+            (0.5, "0.5"),
+            (12.34, "12.3"),
+            (1234.4, "1234"),
+            (0.0, "0"),
+            (f64::NAN, "0"),
+        ] {
+            assert_eq!(requests_per_second(rate), want, "{rate}");
+        }
     }
 
     #[test]

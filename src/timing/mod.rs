@@ -2,7 +2,8 @@
 //! go stale, and how long a new value takes to reach the files and the app. `audit`
 //! (`--assume-down`, `--path`, the load report) and the README's failure table are both made
 //! from it ([`readme_table`], checked against the README by a test), so docs and tool cannot
-//! disagree. Pure: durations in, answers out; imports only the vocabulary.
+//! disagree. [`polls`] says how often each reader polls its provider (the load report).
+//! Pure: durations in, answers out; imports only the vocabulary.
 //!
 //! Sources of the cluster-side numbers: the kubelet re-syncs each pod every `syncFrequency`
 //! (1m) plus up to 50 % jitter (`workerResyncIntervalJitterFactor`, pkg/kubelet/pod_workers.go),
@@ -269,6 +270,65 @@ pub fn rotation(choice: &Choice, facts: &ClusterFacts) -> RotationTiming {
     RotationTiming { files, app, told, told_within, why }
 }
 
+/// How much earlier than its `refresh-interval` a sidecar may refresh: up to 10 % early,
+/// never late (`agent::run`), which spreads the pods' reads apart.
+pub const SIDECAR_EARLY_PERCENT: u32 = 10;
+
+/// How often one reader polls its provider: a sidecar pod, a CSI pod whose class rotates, or
+/// (for `eso`) the ExternalSecret, which ESO's controller reads once for all the pods mounting
+/// its Secret. The load report multiplies this by the reads per poll and the readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polls {
+    /// At worst this often: a sidecar's refresh less its early jitter, the CSI rotation poll,
+    /// the ExternalSecret's `refreshInterval`.
+    Every(Duration),
+    /// Only at pod start (init, CSI without rotation): a rollout's burst, no steady rate.
+    AtStart,
+    /// ESO syncs once (zero `refreshInterval`), again only when the ExternalSecret changes.
+    Once,
+    /// No ExternalSecret writes the Secret in the input.
+    Unknown,
+}
+
+/// The polling model of each mode (worst case: the shortest gap between two polls).
+pub fn polls(delivery: &Delivery) -> Polls {
+    match *delivery {
+        Delivery::Sidecar { refresh, .. } => {
+            Polls::Every(refresh - refresh * SIDECAR_EARLY_PERCENT / 100).filter_zero()
+        }
+        Delivery::Csi { rotation: Some(poll) } => Polls::Every(poll).filter_zero(),
+        Delivery::Csi { rotation: None } | Delivery::Init => Polls::AtStart,
+        Delivery::Eso { refresh: EsoRefresh::Every(d) } => Polls::Every(d).filter_zero(),
+        Delivery::Eso { refresh: EsoRefresh::Once } => Polls::Once,
+        Delivery::Eso { refresh: EsoRefresh::Unknown } => Polls::Unknown,
+    }
+}
+
+impl Polls {
+    /// A zero interval cannot be a rate; the config and parsers never produce one, but a
+    /// division by zero must not be reachable from input.
+    fn filter_zero(self) -> Polls {
+        match self {
+            Polls::Every(d) if d.is_zero() => Polls::Unknown,
+            other => other,
+        }
+    }
+
+    /// Requests per second of one reader making `requests` per poll; `None` without a rate.
+    pub fn per_second(&self, requests: f64) -> Option<f64> {
+        match self {
+            Polls::Every(d) => Some(requests / d.as_secs_f64()),
+            Polls::AtStart | Polls::Once | Polls::Unknown => None,
+        }
+    }
+}
+
+/// Whether each new pod reads the provider when it starts (the agent's first fetch, the CSI
+/// mount); an `eso` pod reads the Secret ESO already wrote.
+pub fn reads_at_start(delivery: &Delivery) -> bool {
+    !matches!(delivery, Delivery::Eso { .. })
+}
+
 /// The delivery each mode has with the built-in defaults: sidecar refresh 5m and max-staleness
 /// 1h, ESO's default refresh, CSI rotation off (the driver's default).
 pub fn defaults(mode: Mode) -> Delivery {
@@ -367,6 +427,23 @@ mod tests {
     }
 
     const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn polls_are_the_worst_case_gap() {
+        let sidecar = Delivery::Sidecar { refresh: MIN, max_staleness: 10 * MIN };
+        assert_eq!(polls(&sidecar), Polls::Every(Duration::from_secs(54)), "10 % early at worst");
+        assert_eq!(polls(&Delivery::Csi { rotation: Some(2 * MIN) }), Polls::Every(2 * MIN));
+        assert_eq!(polls(&defaults(Mode::Csi)), Polls::AtStart);
+        assert_eq!(polls(&Delivery::Init), Polls::AtStart);
+        assert_eq!(polls(&defaults(Mode::Eso)), Polls::Every(ESO_DEFAULT_REFRESH));
+        assert_eq!(polls(&Delivery::Eso { refresh: EsoRefresh::Once }), Polls::Once);
+        assert_eq!(polls(&Delivery::Eso { refresh: EsoRefresh::Unknown }), Polls::Unknown);
+        assert_eq!(polls(&Delivery::Csi { rotation: Some(Duration::ZERO) }), Polls::Unknown, "no division by zero");
+        let rate = polls(&sidecar).per_second(3.0).unwrap();
+        assert!((rate - 3.0 / 54.0).abs() < 1e-12, "{rate}");
+        assert_eq!(Polls::AtStart.per_second(3.0), None);
+        assert!(reads_at_start(&Delivery::Init) && !reads_at_start(&defaults(Mode::Eso)));
+    }
 
     #[test]
     fn new_pods_by_mode_and_fallback() {

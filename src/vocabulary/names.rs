@@ -94,15 +94,24 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 }
 
 /// `*` matches any run of characters, `?` exactly one (namespace patterns in policy rules).
+/// Runs on every admission (`PolicyConfig::rule_for`): ASCII input (every namespace and
+/// every valid pattern) is matched byte by byte without allocating.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob(&p, &t, '*', '?')
+}
+
+fn glob<T: PartialEq + Copy>(p: &[T], t: &[T], any_run: T, any_one: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == any_one || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any_run {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -114,7 +123,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == any_run)
 }
 
 #[cfg(test)]
@@ -138,6 +147,8 @@ mod tests {
         assert!(glob_match("pay?", "pay1"));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("payments", "payments-evil"));
+        // Outside ASCII, `?` is one character, not one byte.
+        assert!(glob_match("caf?", "café") && !glob_match("caf??", "café"));
     }
 
     #[test]

@@ -123,7 +123,13 @@ pub const FILES_UNREADABLE: Check = Check {
     description: "The app runs as a non-root user whose group cannot read the injected files (mode 0440).",
 };
 
-pub const CHECKS: [Check; 14] = [
+pub const PROVIDER_BUDGET: Check = Check {
+    id: "SM016",
+    name: "provider-budget",
+    description: "A namespace's workloads together take more provider requests per second than its policy rule's maxProviderRequestsPerSecond (level follows the rule's enforcement).",
+};
+
+pub const CHECKS: [Check; 15] = [
     POLICY_VIOLATION,
     WEBHOOK_DENIAL,
     CSI_EXTRA_ATTRIBUTES,
@@ -138,6 +144,7 @@ pub const CHECKS: [Check; 14] = [
     ES_PENDING,
     API_MISSING,
     FILES_UNREADABLE,
+    PROVIDER_BUDGET,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -286,6 +293,13 @@ pub struct Report {
     /// `--path`: who sees a rotation of those paths, and when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation: Option<super::rotation::RotationReport>,
+    /// `--load`: the requests each provider takes (`load.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<super::load::LoadReport>,
+    /// ExternalSecrets, stores and classes the audit read (the load report counts every
+    /// ExternalSecret, mounted or not).
+    #[serde(skip)]
+    pub sources: Sources,
 }
 
 impl Report {
@@ -403,6 +417,7 @@ pub fn analyze_manifests(objects: &[Object], default_namespace: &str, config: &C
         };
         judge(&w, config, &ctx, &mut report);
     }
+    report.sources = ctx.sources;
     if errors.is_empty() {
         Ok(report.finish())
     } else {
@@ -472,6 +487,7 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
             last.facts.controller = super::rotation::controller_of(pod);
         }
     }
+    report.sources = ctx.sources;
     report.finish()
 }
 
@@ -483,6 +499,8 @@ fn empty(source: &'static str) -> Report {
         findings: Vec::new(),
         summary: Summary::default(),
         rotation: None,
+        load: None,
+        sources: Sources::default(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod analyze;
 mod cluster;
+pub mod load;
 mod manifests;
 mod render;
 pub mod rotation;
@@ -66,6 +67,22 @@ pub struct AuditArgs {
     /// for one provider) and how long until each sees a new value.
     #[arg(long = "path", value_name = "PATH")]
     pub rotation_paths: Vec<String>,
+    /// Report the requests per second each provider takes, per namespace and in total,
+    /// beside its rate limit and cost (config `providerLoad`).
+    #[arg(long)]
+    pub load: bool,
+    /// Nodes each DaemonSet runs on, for manifests (default 1); `--cluster` counts live pods.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes, allow_negative_numbers = true)]
+    pub nodes: u32,
+}
+
+fn parse_nodes(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of nodes; fix: give a whole number of at least 1 (the nodes a DaemonSet runs on)"
+        )),
+    }
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
@@ -95,6 +112,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             Err(errors) => return Ok(unreadable(errors.into_iter())),
         }
     };
+    load::apply(&mut report, &config, load::LoadOptions { report: args.load, nodes: args.nodes });
     if !queries.is_empty() {
         report.rotation = Some(rotation::impact(&report, &queries, &config));
     }

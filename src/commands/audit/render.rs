@@ -173,6 +173,10 @@ fn table(report: &Report) -> String {
         out.push('\n');
         out.push_str(&aligned(es_header(), es_rows(report)));
     }
+    if let Some(load) = &report.load {
+        out.push('\n');
+        out.push_str(&super::load::table(load, aligned));
+    }
     if !report.findings.is_empty() {
         out.push('\n');
         let rows = report
@@ -222,6 +226,9 @@ fn markdown(report: &Report) -> String {
     if !report.external_secrets.is_empty() {
         out.push_str("\n## ExternalSecrets\n\n");
         out.push_str(&md_table(es_header().iter().map(|h| h.to_lowercase()).collect(), es_rows(report)));
+    }
+    if let Some(load) = &report.load {
+        out.push_str(&super::load::markdown(load, md_table));
     }
     out.push_str("\n## Findings\n\n");
     if report.findings.is_empty() {
@@ -288,6 +295,9 @@ fn sarif(report: &Report) -> Value {
     let mut run_properties = serde_json::Map::new();
     if let Some(r) = &report.rotation {
         run_properties.insert("rotation".into(), json!(r));
+    }
+    if let Some(load) = &report.load {
+        run_properties.insert("providerLoad".into(), json!(load));
     }
     let mut doc = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",

@@ -66,7 +66,7 @@ impl Attribution {
 
 /// ExternalSecrets by `(namespace, target Secret)`, SecretProviderClasses by `(namespace,
 /// name)`, ESO stores by `(kind, namespace or "" for cluster stores, name)` → provider type.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sources {
     pub external_secrets: BTreeMap<(String, String), EsoSource>,
     pub classes: BTreeMap<(String, String), CsiSource>,
