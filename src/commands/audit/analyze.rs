@@ -123,7 +123,14 @@ pub const FILES_UNREADABLE: Check = Check {
     description: "The app runs as a non-root user whose group cannot read the injected files (mode 0440).",
 };
 
-pub const CHECKS: [Check; 14] = [
+pub const BLAST_GATE: Check = Check {
+    id: "SM015",
+    name: "blast-radius-gate",
+    description:
+        "With --assume-down, a workload meets a --fail-on condition (blocked, fallback, stale-within, unknown).",
+};
+
+pub const CHECKS: [Check; 15] = [
     POLICY_VIOLATION,
     WEBHOOK_DENIAL,
     CSI_EXTRA_ATTRIBUTES,
@@ -138,6 +145,7 @@ pub const CHECKS: [Check; 14] = [
     ES_PENDING,
     API_MISSING,
     FILES_UNREADABLE,
+    BLAST_GATE,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -277,6 +285,9 @@ pub struct Report {
     pub external_secrets: Vec<ExternalSecretReport>,
     pub findings: Vec<Finding>,
     pub summary: Summary,
+    /// `--assume-down`: what breaks while those providers are down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<super::blast::BlastRadius>,
 }
 
 impl Report {
@@ -470,6 +481,7 @@ fn empty(source: &'static str) -> Report {
         external_secrets: Vec::new(),
         findings: Vec::new(),
         summary: Summary::default(),
+        blast_radius: None,
     }
 }
 

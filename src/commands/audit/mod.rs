@@ -6,6 +6,7 @@
 //! pods the webhook denies, broken references), 2 on unreadable input or config.
 
 mod analyze;
+pub mod blast;
 mod cluster;
 mod manifests;
 mod render;
@@ -61,11 +62,24 @@ pub struct AuditArgs {
     /// kubeconfig context to use with --cluster (default: the current context).
     #[arg(long, requires = "cluster")]
     pub context: Option<String>,
+    /// Blast radius: what breaks while this provider (of the config's `providers`) is down.
+    /// Repeatable, or a comma list.
+    #[arg(long, value_name = "PROVIDER")]
+    pub assume_down: Vec<String>,
+    /// With --assume-down, fail (SM015, exit 1) when a workload meets CONDITION: `blocked`,
+    /// `fallback`, `stale-within=DURATION` or `unknown`, optionally `CONDITION@NAMESPACE_GLOB`.
+    /// Repeatable.
+    #[arg(long, value_name = "CONDITION", requires = "assume_down")]
+    pub fail_on: Vec<blast::FailOn>,
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load_or_builtin(args.config.as_deref())?;
-    let report = if args.cluster {
+    let down = match blast::providers(&args.assume_down, &config) {
+        Ok(down) => down,
+        Err(e) => return Ok(unreadable(std::iter::once(e))),
+    };
+    let mut report = if args.cluster {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(cluster_report(&args, &config))?
     } else {
@@ -85,6 +99,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             Err(errors) => return Ok(unreadable(errors.into_iter())),
         }
     };
+    if !down.is_empty() {
+        blast::apply(&mut report, &down, &args.fail_on);
+    }
     print!("{}", render(&report, args.format));
     Ok(ExitCode::from(report.exit_code()))
 }

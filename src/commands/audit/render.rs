@@ -189,6 +189,10 @@ fn table(report: &Report) -> String {
             .collect();
         out.push_str(&aligned(["LEVEL", "CHECK", "WHERE", "MESSAGE"].map(String::from).to_vec(), rows));
     }
+    if let Some(b) = &report.blast_radius {
+        out.push('\n');
+        out.push_str(&super::blast::table(b, aligned));
+    }
     out.push('\n');
     out.push_str(&summary_line(report));
     out.push('\n');
@@ -238,6 +242,9 @@ fn markdown(report: &Report) -> String {
             .collect();
         out.push_str(&md_table(["level", "check", "where", "message"].map(String::from).to_vec(), rows));
     }
+    if let Some(b) = &report.blast_radius {
+        out.push_str(&super::blast::markdown(b, md_table));
+    }
     out
 }
 
@@ -279,7 +286,7 @@ fn sarif(report: &Report) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
         "runs": [{
@@ -291,7 +298,11 @@ fn sarif(report: &Report) -> Value {
             "columnKind": "unicodeCodePoints",
             "results": results,
         }],
-    })
+    });
+    if let Some(b) = &report.blast_radius {
+        doc["runs"][0]["properties"] = json!({"blastRadius": super::blast::sarif_properties(b)});
+    }
+    doc
 }
 
 fn location_name(f: &Finding) -> String {
