@@ -277,8 +277,13 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
     for w in &report.workloads {
         let f = &w.facts;
         let (Some(mode), Some(choice), Some(provider)) = (w.mode, f.choice, &f.provider) else {
-            let why =
-                if w.mode.is_none() { "no mode".to_string() } else { format!("no plan (webhook: {})", w.webhook) };
+            let why = if w.webhook == "deny" {
+                "the webhook denies it: no pod starts, provider or not".to_string()
+            } else if w.mode.is_none() {
+                "no mode".to_string()
+            } else {
+                format!("no delivery plan (webhook: {})", w.webhook)
+            };
             unaffected.push(Unaffected {
                 namespace: w.namespace.clone(),
                 kind: w.kind.clone(),
@@ -398,16 +403,23 @@ fn met(gate: &FailOn, a: &Affected, delivery: &Delivery, down: &BTreeSet<String>
                     duration::format(limit)
                 )),
                 Stale::Unknown => Some(format!(
-                    "when running {what} pods go stale is not known ({}); fix: include the ExternalSecret that writes its Secret in the input",
-                    a.stale
+                    "when running {what} pods go stale is not known: no ExternalSecret writes its Secret in the \
+                     input; fix: include that ExternalSecret in the input"
                 )),
                 Stale::Between(..) | Stale::Never => None,
             }
         }
-        Condition::Unknown if !a.known => Some(format!(
-            "{}; fix: name its store or CSI provider under providerLoad.<provider> (secretStores, csiProviders), or include its ExternalSecret and store or SecretProviderClass in the input",
-            a.provider
-        )),
+        Condition::Unknown if !a.known => {
+            // The attribution's reason may end in its own fix ("...; list it in providerLoad...").
+            let (problem, fix) = match a.provider.split_once("; list it in ") {
+                Some((problem, hint)) => (problem.to_string(), format!("list it in {hint}")),
+                None => (
+                    a.provider.clone(),
+                    "include its ExternalSecret (and store) or SecretProviderClass in the input".to_string(),
+                ),
+            };
+            Some(format!("{problem}; fix: {fix}"))
+        }
         Condition::Blocked | Condition::Fallback | Condition::Unknown => None,
     }
 }
@@ -546,4 +558,69 @@ pub fn sarif_properties(b: &BlastRadius) -> serde_json::Value {
         "total": b.total,
         "namespaces": b.namespaces,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_on_values_parse_and_print_back() {
+        for text in
+            ["blocked", "fallback", "unknown", "stale-within=30m", "blocked@prod-*", "stale-within=1h30m@team-?"]
+        {
+            let parsed: FailOn = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(parsed.to_string(), text);
+        }
+        let scoped: FailOn = "fallback@prod-*".parse().unwrap();
+        assert_eq!(scoped.condition, Condition::Fallback);
+        assert!(scoped.covers("prod-payments") && !scoped.covers("dev-tools") && !scoped.covers("prod"));
+        assert!("blocked".parse::<FailOn>().unwrap().covers("anything"));
+        assert_eq!(
+            "stale-within=90s".parse::<FailOn>().unwrap().condition,
+            Condition::StaleWithin(Duration::from_secs(90))
+        );
+    }
+
+    #[test]
+    fn bad_fail_on_values_name_the_fix() {
+        for (text, says) in [
+            ("blockd", "\"blockd\" is not a condition; fix: use blocked, fallback"),
+            ("stale-within", "\"stale-within\" is not a condition"),
+            ("stale-within=soon", "stale-within: \"soon\" is not a duration"),
+            ("stale-within=0s", "can never be met; fix: a positive duration"),
+            ("blocked@Prod", "\"Prod\" is not a namespace name or glob"),
+            ("blocked@", "\"\" is not a namespace name or glob"),
+        ] {
+            let err = text.parse::<FailOn>().expect_err(text);
+            assert!(err.contains(says) && err.contains("fix:"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn pods_print_daemonsets_per_node() {
+        assert_eq!(Pods { pods: 0, per_node: 0 }.to_string(), "0");
+        assert_eq!(Pods { pods: 4, per_node: 0 }.to_string(), "4");
+        assert_eq!(Pods { pods: 0, per_node: 2 }.to_string(), "2 per node");
+        assert_eq!(Pods { pods: 5, per_node: 1 }.to_string(), "5 + 1 per node");
+    }
+
+    #[test]
+    fn running_pods_say_until_when_they_are_fresh() {
+        let m = |s: u64| Duration::from_secs(60 * s);
+        assert_eq!(running_pods(&Stale::Between(Duration::ZERO, m(15))), "keep serving, fresh for up to 15m");
+        assert_eq!(running_pods(&Stale::Between(m(9), m(10))), "keep serving, fresh for 9m–10m");
+        assert_eq!(running_pods(&Stale::Never), "keep serving, values fixed at start");
+        assert_eq!(running_pods(&Stale::Unknown), "keep serving, freshness unknown");
+    }
+
+    #[test]
+    fn assume_down_names_the_defined_providers() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit/mixed-config.yaml");
+        let config = Config::load(&path).expect("mixed config");
+        let err = providers(&["vault,nope".to_string()], &config).unwrap_err();
+        assert_eq!(err, "--assume-down \"nope\" is not a provider of the config; fix: use one of aws, vault");
+        let down = providers(&["vault, aws".to_string(), "vault".to_string()], &config).unwrap();
+        assert_eq!(down.into_iter().collect::<Vec<_>>(), ["aws", "vault"]);
+    }
 }
