@@ -149,3 +149,30 @@ async fn forbidden_names_the_resource_and_the_fix() {
     let err = report.expect_err("403 is an error").to_string();
     assert!(err.contains("listing pods: forbidden") && err.contains("docs/AUDIT.md"), "{err}");
 }
+
+/// `--assume-down` over a live cluster: each pod counts once; golden table and JSON.
+#[tokio::test]
+async fn blast_radius_counts_each_pod_once() {
+    let (report, _) = run(ALL.to_vec(), None).await;
+    let mut report = report.expect("audit succeeds");
+    let errors_before = report.summary.errors;
+    let down = audit::blast::providers(&["vault".to_string()], &config()).unwrap();
+    let fail_on: Vec<audit::blast::FailOn> =
+        ["blocked@payments", "fallback"].iter().map(|f| f.parse().unwrap()).collect();
+    audit::blast::apply(&mut report, &down, &fail_on);
+    golden("blast.txt", &audit::render(&report, Format::Table));
+    golden("blast.json", &audit::render(&report, Format::Json));
+
+    let b = report.blast_radius.as_ref().expect("blast radius");
+    let pods = |name: &str| b.affected.iter().find(|a| a.name == name).unwrap_or_else(|| panic!("{name}"));
+    // Both api pods of one ReplicaSet count once each; none is per node in a cluster.
+    assert_eq!((pods("api-7f9c6d8b5-x2k4q").pods, pods("api-7f9c6d8b5-old01").pods), (1, 1));
+    assert!(b.affected.iter().all(|a| !a.per_node));
+    assert_eq!(b.total.from_fallback.pods, 2);
+    // ledger-0 is a hand-built csi pod of class ledger-db: blocked while Vault is down.
+    assert_eq!(pods("ledger-0").new_pods, secretmode::timing::NewPods::Blocked);
+    let sm015: Vec<&str> =
+        report.findings.iter().filter(|f| f.check.id == "SM015").map(|f| f.object.as_str()).collect();
+    assert!(sm015.contains(&"Pod/ledger-0") && sm015.contains(&"Pod/api-7f9c6d8b5-x2k4q"), "{sm015:?}");
+    assert_eq!(report.summary.errors, errors_before + sm015.len());
+}
