@@ -230,6 +230,8 @@ pub struct WorkloadFacts {
     pub replicas: u32,
     /// A DaemonSet: `replicas` is per node.
     pub per_node: bool,
+    /// `--cluster`: the pod's controller (`ReplicaSet/api-7f9c6d8b5`), from its ownerReferences.
+    pub owner: Option<String>,
     /// The config provider it depends on; `None` without a mode.
     pub provider: Option<Attribution>,
     /// Provider-side names it reads: `path` (init/sidecar), the ExternalSecret's remote keys
@@ -470,8 +472,20 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
             replicas: (1, false),
         };
         judge(&w, config, &ctx, &mut report);
+        // judge() adds exactly one row per workload.
+        if let Some(row) = report.workloads.last_mut() {
+            row.facts.owner = controller(pod);
+        }
     }
     report.finish()
+}
+
+/// A pod's controller as `Kind/name` (the ownerReference with `controller: true`).
+fn controller(pod: &Value) -> Option<String> {
+    let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array)?;
+    let owner = owners.iter().find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))?;
+    let (kind, name) = (owner.get("kind")?.as_str()?, owner.get("name")?.as_str()?);
+    Some(format!("{kind}/{name}"))
 }
 
 fn empty(source: &'static str) -> Report {

@@ -165,7 +165,7 @@ pub struct Affected {
     known: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Unaffected {
     pub namespace: String,
@@ -276,6 +276,11 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
     let mut findings = Vec::new();
     for w in &report.workloads {
         let f = &w.facts;
+        // `--cluster`: the pods of one controller count as one workload (when they agree).
+        let (kind, name) = match f.owner.as_deref().and_then(|o| o.split_once('/')) {
+            Some((kind, name)) => (kind.to_string(), name.to_string()),
+            None => (w.kind.clone(), w.name.clone()),
+        };
         let (Some(mode), Some(choice), Some(provider)) = (w.mode, f.choice, &f.provider) else {
             let why = if w.webhook == "deny" {
                 "the webhook denies it: no pod starts, provider or not".to_string()
@@ -284,12 +289,7 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
             } else {
                 format!("no delivery plan (webhook: {})", w.webhook)
             };
-            unaffected.push(Unaffected {
-                namespace: w.namespace.clone(),
-                kind: w.kind.clone(),
-                name: w.name.clone(),
-                why,
-            });
+            unaffected.push(Unaffected { namespace: w.namespace.clone(), kind, name, why });
             continue;
         };
         let label = match provider {
@@ -297,8 +297,8 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
             Attribution::Provider(p) => {
                 unaffected.push(Unaffected {
                     namespace: w.namespace.clone(),
-                    kind: w.kind.clone(),
-                    name: w.name.clone(),
+                    kind,
+                    name,
                     why: format!("provider {p}"),
                 });
                 continue;
@@ -313,8 +313,8 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
         };
         let a = Affected {
             namespace: w.namespace.clone(),
-            kind: w.kind.clone(),
-            name: w.name.clone(),
+            kind,
+            name,
             mode,
             provider: label,
             pods: f.replicas,
@@ -329,12 +329,19 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
         };
         for gate in fail_on.iter().filter(|g| g.covers(&w.namespace)) {
             if let Some(problem) = met(gate, &a, &choice.delivery, down) {
-                findings.push(finding(w, format!("{gate}: {problem}")));
+                findings.push(finding(w, &a, format!("{gate}: {problem}")));
             }
         }
-        affected.push(a);
+        let same = |b: &&mut Affected| Affected { pods: b.pods, ..a.clone() } == **b;
+        match affected.iter_mut().find(|b| f.owner.is_some() && same(b)) {
+            Some(group) => group.pods = group.pods.saturating_add(a.pods),
+            None => affected.push(a),
+        }
     }
 
+    affected.sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
+    unaffected.sort();
+    unaffected.dedup();
     let mut namespaces: BTreeMap<String, Totals> = BTreeMap::new();
     let mut total = Totals::default();
     for a in &affected {
@@ -347,6 +354,8 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
     }
     let namespaces = namespaces.into_iter().map(|(namespace, t)| Totals { namespace, ..t }).collect();
 
+    findings.sort();
+    findings.dedup();
     let failed = findings.len();
     report.summary.errors += failed;
     report.findings.extend(findings);
@@ -424,10 +433,11 @@ fn met(gate: &FailOn, a: &Affected, delivery: &Delivery, down: &BTreeSet<String>
     }
 }
 
-fn finding(w: &WorkloadReport, message: String) -> Finding {
+/// An SM015 finding on the workload (its controller's row in `--cluster`), at its file and line.
+fn finding(w: &WorkloadReport, a: &Affected, message: String) -> Finding {
     Finding {
         namespace: w.namespace.clone(),
-        object: format!("{}/{}", w.kind, w.name),
+        object: format!("{}/{}", a.kind, a.name),
         check: BLAST_GATE,
         level: Level::Error,
         message,
