@@ -373,10 +373,18 @@ pub fn apply(report: &mut Report, down: &BTreeSet<String>, fail_on: &[FailOn]) {
 
 /// Whether `gate` is met by workload `a`, as `{problem}; fix: {fix}`.
 fn met(gate: &FailOn, a: &Affected, delivery: &Delivery, down: &BTreeSet<String>) -> Option<String> {
-    let down: Vec<&str> = down.iter().map(String::as_str).collect();
-    let down = down.join(", ");
     let what = a.mode;
-    let when = if a.known { "is down" } else { "is down (if it depends on it: its provider is not known)" };
+    // "while vault is down"; a provider not known may be any of the down ones.
+    let (down, when) = if a.known {
+        (a.provider.clone(), "is down")
+    } else if down.len() == 1 {
+        (down.iter().cloned().collect(), "is down (if it depends on it: its provider is not known)")
+    } else {
+        (
+            down.iter().cloned().collect::<Vec<_>>().join(", "),
+            "are down (if it depends on one: its provider is not known)",
+        )
+    };
     match gate.condition {
         Condition::Blocked if a.new_pods == NewPods::Blocked => {
             let fix = match a.mode {
