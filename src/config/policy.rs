@@ -242,7 +242,7 @@ fn is_true(b: &bool) -> bool {
 }
 
 /// Namespace names are DNS labels; patterns add `*` and `?`.
-fn is_namespace_pattern(p: &str) -> bool {
+pub(crate) fn is_namespace_pattern(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 63
         && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-*?".contains(&b))

@@ -123,13 +123,20 @@ pub const FILES_UNREADABLE: Check = Check {
     description: "The app runs as a non-root user whose group cannot read the injected files (mode 0440).",
 };
 
+pub const BLAST_GATE: Check = Check {
+    id: "SM015",
+    name: "blast-radius-gate",
+    description:
+        "With --assume-down, a workload meets a --fail-on condition (blocked, fallback, stale-within, unknown).",
+};
+
 pub const PROVIDER_BUDGET: Check = Check {
     id: "SM016",
     name: "provider-budget",
     description: "A namespace's workloads together take more provider requests per second than its policy rule's maxProviderRequestsPerSecond (level follows the rule's enforcement).",
 };
 
-pub const CHECKS: [Check; 15] = [
+pub const CHECKS: [Check; 16] = [
     POLICY_VIOLATION,
     WEBHOOK_DENIAL,
     CSI_EXTRA_ATTRIBUTES,
@@ -144,6 +151,7 @@ pub const CHECKS: [Check; 15] = [
     ES_PENDING,
     API_MISSING,
     FILES_UNREADABLE,
+    BLAST_GATE,
     PROVIDER_BUDGET,
 ];
 
@@ -300,6 +308,9 @@ pub struct Report {
     /// ExternalSecret, mounted or not).
     #[serde(skip)]
     pub sources: Sources,
+    /// `--assume-down`: what breaks while those providers are down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<super::blast::BlastRadius>,
 }
 
 impl Report {
@@ -484,11 +495,33 @@ pub fn analyze_cluster(state: &ClusterState, config: &Config, now: DateTime<Utc>
         };
         judge(&w, config, &ctx, &mut report);
         if let Some(last) = report.workloads.last_mut() {
-            last.facts.controller = super::rotation::controller_of(pod);
+            last.facts.controller = controller_of(pod);
         }
     }
     report.sources = ctx.sources;
     report.finish()
+}
+
+/// A live pod's controller, `Kind/name`: the `controller: true` owner reference; a ReplicaSet
+/// named `<deployment>-<pod-template-hash>` is shown as its Deployment.
+fn controller_of(pod: &Value) -> Option<String> {
+    let owners = pod.pointer("/metadata/ownerReferences")?.as_array()?;
+    let owner = owners.iter().find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))?;
+    let kind = owner.get("kind")?.as_str()?;
+    let name = owner.get("name")?.as_str()?;
+    let label = pod.pointer("/metadata/labels/pod-template-hash").and_then(Value::as_str);
+    // Without the label: the Deployment controller's hash suffix, in the alphabet Kubernetes
+    // encodes it with (`rand.SafeEncodeString`).
+    let looks_hashed =
+        |h: &str| (6..=10).contains(&h.len()) && h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c));
+    let deployment = match label {
+        Some(h) => name.strip_suffix(h).and_then(|n| n.strip_suffix('-')),
+        None => name.rsplit_once('-').filter(|(_, h)| looks_hashed(h)).map(|(n, _)| n),
+    };
+    match (kind, deployment) {
+        ("ReplicaSet", Some(d)) if !d.is_empty() => Some(format!("Deployment/{d}")),
+        _ => Some(format!("{kind}/{name}")),
+    }
 }
 
 fn empty(source: &'static str) -> Report {
@@ -501,6 +534,7 @@ fn empty(source: &'static str) -> Report {
         rotation: None,
         load: None,
         sources: Sources::default(),
+        blast_radius: None,
     }
 }
 

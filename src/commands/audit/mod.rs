@@ -6,6 +6,7 @@
 //! pods the webhook denies, broken references), 2 on unreadable input or config.
 
 mod analyze;
+pub mod blast;
 mod cluster;
 pub mod load;
 mod manifests;
@@ -74,6 +75,15 @@ pub struct AuditArgs {
     /// Nodes each DaemonSet runs on, for manifests (default 1); `--cluster` counts live pods.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_nodes, allow_negative_numbers = true)]
     pub nodes: u32,
+    /// Blast radius: what breaks while this provider (of the config's `providers`) is down.
+    /// Repeatable, or a comma list.
+    #[arg(long, value_name = "PROVIDER")]
+    pub assume_down: Vec<String>,
+    /// With --assume-down, fail (SM015, exit 1) when a workload meets CONDITION: `blocked`,
+    /// `fallback`, `stale-within=DURATION` or `unknown`, optionally `CONDITION@NAMESPACE_GLOB`.
+    /// Repeatable.
+    #[arg(long, value_name = "CONDITION", requires = "assume_down")]
+    pub fail_on: Vec<blast::FailOn>,
 }
 
 fn parse_nodes(text: &str) -> Result<u32, String> {
@@ -87,6 +97,10 @@ fn parse_nodes(text: &str) -> Result<u32, String> {
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load_or_builtin(args.config.as_deref())?;
+    let down = match blast::providers(&args.assume_down, &config) {
+        Ok(down) => down,
+        Err(e) => return Ok(unreadable(std::iter::once(e))),
+    };
     let queries: Result<Vec<_>, _> = args.rotation_paths.iter().map(|p| rotation::parse_path(p, &config)).collect();
     let queries = match queries {
         Ok(q) => q,
@@ -115,6 +129,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     load::apply(&mut report, &config, load::LoadOptions { report: args.load, nodes: args.nodes });
     if !queries.is_empty() {
         report.rotation = Some(rotation::impact(&report, &queries, &config));
+    }
+    if !down.is_empty() {
+        blast::apply(&mut report, &down, &args.fail_on);
     }
     print!("{}", render(&report, args.format));
     Ok(ExitCode::from(report.exit_code()))

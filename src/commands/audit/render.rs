@@ -173,10 +173,6 @@ fn table(report: &Report) -> String {
         out.push('\n');
         out.push_str(&aligned(es_header(), es_rows(report)));
     }
-    if let Some(load) = &report.load {
-        out.push('\n');
-        out.push_str(&super::load::table(load, aligned));
-    }
     if !report.findings.is_empty() {
         out.push('\n');
         let rows = report
@@ -193,12 +189,22 @@ fn table(report: &Report) -> String {
             .collect();
         out.push_str(&aligned(["LEVEL", "CHECK", "WHERE", "MESSAGE"].map(String::from).to_vec(), rows));
     }
+    // The questions' sections (`--assume-down`, `--path`, `--load`), then the summary.
+    if let Some(b) = &report.blast_radius {
+        out.push('\n');
+        out.push_str(&super::blast::table(b, aligned));
+    }
+    if let Some(r) = &report.rotation {
+        out.push('\n');
+        out.push_str(&super::rotation::table(r, aligned));
+    }
+    if let Some(load) = &report.load {
+        out.push('\n');
+        out.push_str(&super::load::table(load, aligned));
+    }
     out.push('\n');
     out.push_str(&summary_line(report));
     out.push('\n');
-    if let Some(r) = &report.rotation {
-        out.push_str(&super::rotation::table(r, aligned));
-    }
     out
 }
 
@@ -217,7 +223,18 @@ fn md_table(header: Vec<String>, rows: Vec<Vec<String>>) -> String {
 
 fn markdown(report: &Report) -> String {
     let cluster = report.source == "cluster";
-    let mut out = format!("# secretmode audit ({})\n\n{}\n\n## Workloads\n\n", report.source, summary_line(report));
+    let mut out = format!("# secretmode audit ({})\n\n{}\n", report.source, summary_line(report));
+    // A pull-request comment leads with the answers to the questions asked.
+    if let Some(b) = &report.blast_radius {
+        out.push_str(&super::blast::markdown(b, md_table));
+    }
+    if let Some(r) = &report.rotation {
+        out.push_str(&super::rotation::markdown(r, md_table));
+    }
+    if let Some(load) = &report.load {
+        out.push_str(&super::load::markdown(load, md_table));
+    }
+    out.push_str("\n## Workloads\n\n");
     let mut header: Vec<String> = WORKLOAD_HEADER.iter().map(|h| h.to_lowercase()).collect();
     if cluster {
         header[POLICY_COLUMN] = "policy; injection".into();
@@ -226,9 +243,6 @@ fn markdown(report: &Report) -> String {
     if !report.external_secrets.is_empty() {
         out.push_str("\n## ExternalSecrets\n\n");
         out.push_str(&md_table(es_header().iter().map(|h| h.to_lowercase()).collect(), es_rows(report)));
-    }
-    if let Some(load) = &report.load {
-        out.push_str(&super::load::markdown(load, md_table));
     }
     out.push_str("\n## Findings\n\n");
     if report.findings.is_empty() {
@@ -247,9 +261,6 @@ fn markdown(report: &Report) -> String {
             })
             .collect();
         out.push_str(&md_table(["level", "check", "where", "message"].map(String::from).to_vec(), rows));
-    }
-    if let Some(r) = &report.rotation {
-        out.push_str(&super::rotation::markdown(r, md_table));
     }
     out
 }
@@ -298,6 +309,9 @@ fn sarif(report: &Report) -> Value {
     }
     if let Some(load) = &report.load {
         run_properties.insert("providerLoad".into(), json!(load));
+    }
+    if let Some(b) = &report.blast_radius {
+        run_properties.insert("blastRadius".into(), super::blast::sarif_properties(b));
     }
     let mut doc = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",

@@ -478,28 +478,6 @@ fn row(
     }
 }
 
-/// A live pod's controller, `Kind/name`: the `controller: true` owner reference; a ReplicaSet
-/// named `<deployment>-<pod-template-hash>` is shown as its Deployment.
-pub fn controller_of(pod: &serde_json::Value) -> Option<String> {
-    let owners = pod.pointer("/metadata/ownerReferences")?.as_array()?;
-    let owner = owners.iter().find(|o| o.get("controller").and_then(serde_json::Value::as_bool) == Some(true))?;
-    let kind = owner.get("kind")?.as_str()?;
-    let name = owner.get("name")?.as_str()?;
-    let label = pod.pointer("/metadata/labels/pod-template-hash").and_then(serde_json::Value::as_str);
-    // Without the label: the Deployment controller's hash suffix, in the alphabet Kubernetes
-    // encodes it with (`rand.SafeEncodeString`).
-    let looks_hashed =
-        |h: &str| (6..=10).contains(&h.len()) && h.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c));
-    let deployment = match label {
-        Some(h) => name.strip_suffix(h).and_then(|n| n.strip_suffix('-')),
-        None => name.rsplit_once('-').filter(|(_, h)| looks_hashed(h)).map(|(n, _)| n),
-    };
-    match (kind, deployment) {
-        ("ReplicaSet", Some(d)) if !d.is_empty() => Some(format!("Deployment/{d}")),
-        _ => Some(format!("{kind}/{name}")),
-    }
-}
-
 /// `--cluster` rows, one per pod, merged per controller when everything but the pod is the same.
 fn by_controller(rows: Vec<RotationRow>) -> Vec<RotationRow> {
     let mut out: Vec<RotationRow> = Vec::new();
@@ -715,7 +693,7 @@ fn summary(r: &RotationReport) -> String {
 
 /// The `--path` section of the table output.
 pub fn table(r: &RotationReport, aligned: impl Fn(Vec<String>, Vec<Vec<String>>) -> String) -> String {
-    let mut out = format!("\nROTATION IMPACT\n{}", summary(r));
+    let mut out = format!("ROTATION IMPACT\n{}", summary(r));
     if r.workloads.is_empty() {
         return out;
     }
