@@ -1031,6 +1031,21 @@ mod tests {
         external_secret(&es, now)
     }
 
+    #[test]
+    fn a_replicaset_pod_is_shown_as_its_deployment() {
+        let pod = |owner: serde_json::Value, labels: serde_json::Value| serde_json::json!({"metadata": {"ownerReferences": [owner], "labels": labels}});
+        let rs = serde_json::json!({"kind": "ReplicaSet", "name": "api-7f9c6d8b5", "controller": true});
+        let by_label = pod(rs.clone(), serde_json::json!({"pod-template-hash": "7f9c6d8b5"}));
+        assert_eq!(controller_of(&by_label).as_deref(), Some("Deployment/api"));
+        assert_eq!(controller_of(&pod(rs, serde_json::json!({}))).as_deref(), Some("Deployment/api"));
+        let plain_rs = serde_json::json!({"kind": "ReplicaSet", "name": "web-blue", "controller": true});
+        assert_eq!(controller_of(&pod(plain_rs, serde_json::json!({}))).as_deref(), Some("ReplicaSet/web-blue"));
+        let sts = serde_json::json!({"kind": "StatefulSet", "name": "ledger", "controller": true});
+        assert_eq!(controller_of(&pod(sts, serde_json::json!({}))).as_deref(), Some("StatefulSet/ledger"));
+        let not_controller = serde_json::json!({"kind": "Node", "name": "n1"});
+        assert_eq!(controller_of(&pod(not_controller, serde_json::json!({}))), None);
+    }
+
     /// What ESO accepts (Go's `time.ParseDuration`) is judged, not called "not a duration".
     #[test]
     fn refresh_intervals_are_read_as_eso_reads_them() {

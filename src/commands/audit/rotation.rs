@@ -783,21 +783,6 @@ mod tests {
         assert_eq!(parse_path(arn, &c).unwrap().path, arn);
     }
 
-    #[test]
-    fn pods_are_grouped_by_their_controller() {
-        let pod = |owner: serde_json::Value, labels: serde_json::Value| serde_json::json!({"metadata": {"ownerReferences": [owner], "labels": labels}});
-        let rs = serde_json::json!({"kind": "ReplicaSet", "name": "api-7f9c6d8b5", "controller": true});
-        let by_label = pod(rs.clone(), serde_json::json!({"pod-template-hash": "7f9c6d8b5"}));
-        assert_eq!(controller_of(&by_label).as_deref(), Some("Deployment/api"));
-        assert_eq!(controller_of(&pod(rs, serde_json::json!({}))).as_deref(), Some("Deployment/api"));
-        let plain_rs = serde_json::json!({"kind": "ReplicaSet", "name": "web-blue", "controller": true});
-        assert_eq!(controller_of(&pod(plain_rs, serde_json::json!({}))).as_deref(), Some("ReplicaSet/web-blue"));
-        let sts = serde_json::json!({"kind": "StatefulSet", "name": "ledger", "controller": true});
-        assert_eq!(controller_of(&pod(sts, serde_json::json!({}))).as_deref(), Some("StatefulSet/ledger"));
-        let not_controller = serde_json::json!({"kind": "Node", "name": "n1"});
-        assert_eq!(controller_of(&pod(not_controller, serde_json::json!({}))), None);
-    }
-
     fn pod_row(pod: &str, controller: &str, app: &str) -> RotationRow {
         RotationRow {
             namespace: "shop".into(),
