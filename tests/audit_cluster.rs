@@ -18,45 +18,12 @@ use secretmode::commands::audit::{self, ClusterError, Format, Report};
 use secretmode::config::Config;
 use tower_test::mock;
 
-fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn config() -> Config {
     Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/audit/config.yaml")).unwrap()
 }
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z").unwrap().with_timezone(&Utc)
-}
-
-/// Answers requests by path like an API server would; records every request line.
-/// `routes`: (path, fixture, status) — the first route whose path prefixes the URI wins.
-async fn serve(
-    handle: mock::Handle<Request<Body>, Response<Body>>,
-    routes: Vec<(&'static str, &'static str, u16)>,
-    seen: Arc<Mutex<Vec<String>>>,
-) {
-    let mut handle = handle;
-    while let Some((request, send)) = handle.next_request().await {
-        let uri = request.uri().to_string();
-        seen.lock().unwrap().push(format!("{} {uri}", request.method()));
-        let page2 = uri.contains("continue=");
-        let (file, status) = routes
-            .iter()
-            .find(|(path, file, _)| {
-                uri.starts_with(path) && (*path != "/api/v1/pods" || page2 == file.ends_with("page2.json"))
-            })
-            .map(|(_, f, s)| (*f, *s))
-            .unwrap_or(("not-found.json", 404));
-        let response = Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(fixture(file)))
-            .unwrap();
-        send.send_response(response);
-    }
 }
 
 const ALL: [(&str, &str, u16); 5] = [
@@ -73,7 +40,7 @@ async fn run(
 ) -> (Result<Report, ClusterError>, Vec<String>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let server = tokio::spawn(serve(handle, routes, seen.clone()));
+    let server = tokio::spawn(support::audit::api_server(handle, routes, seen.clone()));
     let client = kube::Client::new(service, "default");
     let report = audit::audit_cluster(client, namespace, &config(), now()).await;
     server.abort();
@@ -163,7 +130,7 @@ async fn cluster_load_counts_live_pods() {
     let text = format!("{text}\nproviderLoad:\n  vault:\n    rateLimit: 20\n  aws:\n    costPer10kRequests: 0.05\n");
     let config = Config::from_yaml(&text, "load.yaml").unwrap();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve(handle, ALL.to_vec(), Arc::new(Mutex::new(Vec::new()))));
+    let server = tokio::spawn(support::audit::api_server(handle, ALL.to_vec(), Arc::new(Mutex::new(Vec::new()))));
     let client = kube::Client::new(service, "default");
     let report = audit::audit_cluster(client, None, &config, now()).await;
     server.abort();

