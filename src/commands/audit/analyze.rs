@@ -853,6 +853,7 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         },
         _ => None,
     };
+    let facts = facts(w, plan.as_ref(), mode, &csi, !env_refs.is_empty(), ctx, config);
     let staleness = mode.map(|m| match (m, &plan) {
         (Mode::Sidecar, Some(p)) => {
             format!("max {} (refresh {})", duration::format(p.max_staleness), duration::format(p.refresh_interval))
@@ -866,7 +867,10 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
                 None => "ESO refresh (no ExternalSecret found)".to_string(),
             }
         }
-        (Mode::Csi, _) => "driver rotation poll interval".to_string(),
+        (Mode::Csi, _) => match facts.choice.map(|c| c.delivery) {
+            Some(Delivery::Csi { rotation: Some(poll) }) => format!("CSI rotation {}", duration::format(poll)),
+            _ => "no CSI rotation (fixed at mount)".to_string(),
+        },
         (_, None) => "-".to_string(),
     });
 
@@ -888,7 +892,7 @@ fn judge(w: &Workload<'_>, config: &Config, ctx: &Context, report: &mut Report) 
         policy: PolicyResult { rule: verdict.rule, enforcement: verdict.enforcement, violations: verdict.violations },
         webhook: webhook.to_string(),
         injection,
-        facts: facts(w, plan.as_ref(), mode, &csi, !env_refs.is_empty(), ctx, config),
+        facts,
     });
     report.findings.extend(findings);
 }
