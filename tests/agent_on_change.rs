@@ -8,14 +8,12 @@
 mod agent_common;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use agent_common::apps::{App, Target, Volume};
+use agent_common::apps::{App, Target, Volume, Watcher};
 use agent_common::*;
-use secretmode::agent::spec::{WatchSpec, SPEC_VERSION};
 use secretmode::providers::aws::AwsAuth;
 use secretmode::vocabulary::on_change::OnChange;
 use serde_json::{json, Value};
@@ -176,78 +174,6 @@ fn aws_rotation_is_one_signal_to_the_main_process() {
 
 // --- secretmode watch ---
 
-struct Watcher {
-    child: Option<Child>,
-    root: PathBuf,
-    health: u16,
-    log: PathBuf,
-}
-
-impl Watcher {
-    /// `secretmode watch` on `dir` (an in-pod path under `root`).
-    fn start(root: &Path, dir: &str, action: OnChange) -> Watcher {
-        let health = free_port();
-        let spec = WatchSpec {
-            version: SPEC_VERSION,
-            dir: dir.into(),
-            on_change: Some(action),
-            render: None,
-            health_port: health,
-        };
-        let log = root.join("watch.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(agent_bin())
-            .arg("watch")
-            .env("SECRETMODE_WATCH_SPEC", serde_json::to_string(&spec).unwrap())
-            .env("SECRETMODE_WATCH_ROOT", root)
-            .env("SECRETMODE_WATCH_HEALTH_ADDRESS", "127.0.0.1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("start secretmode watch");
-        let w = Watcher { child: Some(child), root: root.to_path_buf(), health, log };
-        wait_for_explained("the watcher's /healthz", LONG, || (w.get("/healthz").0 == 200).then_some(()), || w.logs());
-        wait_for("the watcher's status file", LONG, || (w.status() != Value::Null).then_some(()));
-        w
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        match http("GET", &format!("http://127.0.0.1:{}{path}", self.health), &[], None) {
-            Ok((c, Value::String(s))) => (c, s),
-            Ok((c, v)) => (c, v.to_string()),
-            Err(e) => (0, e.to_string()),
-        }
-    }
-
-    fn metric(&self, name: &str, filter: &str) -> Option<f64> {
-        let (_, text) = self.get("/metrics");
-        text.lines()
-            .filter(|l| l.starts_with(name) && l.contains(filter))
-            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
-    }
-
-    fn status(&self) -> Value {
-        std::fs::read_to_string(self.root.join("var/run/secrets/secretmode/watch/status.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    fn logs(&self) -> String {
-        format!("; watcher log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 const SECRET_DIR: &str = "/etc/app/secrets";
 
 #[test]
@@ -256,7 +182,7 @@ fn watch_fires_once_per_kubelet_swap_never_for_the_initial_data_and_stops_on_sig
     let root = tempfile::tempdir().unwrap();
     let mut vol = Volume::create(&root.path().join("etc/app/secrets"), &[("password", "s1"), ("username", "u")]);
     let initial = vol.target();
-    let mut w = Watcher::start(root.path(), SECRET_DIR, app.action());
+    let mut w = Watcher::start(root.path(), SECRET_DIR, Some(app.action()), None);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(app.requests().len(), 0, "the initial ..data is what the app read at start");
     let status = w.status();
@@ -285,7 +211,7 @@ fn watch_fires_once_per_kubelet_swap_never_for_the_initial_data_and_stops_on_sig
     assert!(!text.contains("s2") && !text.contains("s3"), "no value in metrics");
 
     // SIGTERM: exit 0, promptly.
-    let child = w.child.as_mut().unwrap();
+    let child = w.child();
     signal(child.id(), "TERM");
     let exit = wait_exit(child, Duration::from_secs(5)).expect("the watcher exits on SIGTERM");
     assert_eq!(exit.code(), Some(0), "{}", w.logs());
@@ -297,7 +223,7 @@ fn watch_fires_once_for_a_csi_style_swap_of_nested_objects() {
     let root = tempfile::tempdir().unwrap();
     let files = |v: &'static str| [("db/password", v), ("db/username", "u"), ("tls.crt", "c")];
     let mut vol = Volume::create(&root.path().join("mnt/secrets-store"), &files("one"));
-    let w = Watcher::start(root.path(), "/mnt/secrets-store", app.action());
+    let w = Watcher::start(root.path(), "/mnt/secrets-store", Some(app.action()), None);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(app.requests().len(), 0);
     vol.swap(&files("two"));
@@ -312,7 +238,7 @@ fn watch_folds_a_storm_of_swaps_into_one_notification() {
     let app = App::start(0);
     let root = tempfile::tempdir().unwrap();
     let mut vol = Volume::create(&root.path().join("etc/app/secrets"), &[("password", "s0")]);
-    let w = Watcher::start(root.path(), SECRET_DIR, app.action());
+    let w = Watcher::start(root.path(), SECRET_DIR, Some(app.action()), None);
     // 20 swaps, 150 ms apart: 3 s of churn, every gap shorter than the 2 s quiet period and
     // the whole storm shorter than the 30 s hold, so exactly one notification.
     for n in 1..=20 {
@@ -334,7 +260,7 @@ fn watch_retries_until_the_app_listens_then_notifies_once() {
     let action: OnChange = format!("PUT http://localhost:{port}/reload?from=secretmode").parse().unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut vol = Volume::create(&root.path().join("etc/app/secrets"), &[("password", "s0")]);
-    let w = Watcher::start(root.path(), SECRET_DIR, action);
+    let w = Watcher::start(root.path(), SECRET_DIR, Some(action), None);
     vol.swap(&[("password", "s1")]);
     wait_for_explained(
         "retries while nothing listens",
@@ -374,7 +300,7 @@ fn watch_signal_waits_for_the_target_process_then_signals_it_once() {
     let _one = signals_lock();
     let root = tempfile::tempdir().unwrap();
     let mut vol = Volume::create(&root.path().join("etc/app/secrets"), &[("password", "s0")]);
-    let w = Watcher::start(root.path(), SECRET_DIR, "signal:SIGHUP".parse().unwrap());
+    let w = Watcher::start(root.path(), SECRET_DIR, Some("signal:SIGHUP".parse().unwrap()), None);
     vol.swap(&[("password", "s1")]);
     wait_for_explained(
         "retries while no target process runs",

@@ -11,13 +11,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_common::apps::Watcher;
 use agent_common::*;
-use secretmode::agent::spec::{AgentSpec, RenderSpec, WatchSpec, SPEC_VERSION};
+use secretmode::agent::spec::{AgentSpec, RenderSpec, SPEC_VERSION};
 use secretmode::providers::aws::AwsAuth;
 use secretmode::render::{Format, RenderSource, RenderedFile};
 use secretmode::vocabulary::on_change::OnChange;
@@ -402,76 +403,6 @@ fn render_once(root: &Path, spec: &RenderSpec) -> (i32, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-struct Watcher {
-    child: Option<Child>,
-    root: PathBuf,
-    health: u16,
-    log: PathBuf,
-}
-
-impl Watcher {
-    fn start(root: &Path, on_change: Option<OnChange>, render: RenderSpec) -> Watcher {
-        let health = free_port();
-        let spec = WatchSpec {
-            version: SPEC_VERSION,
-            dir: SECRET_DIR.into(),
-            on_change,
-            render: Some(render),
-            health_port: health,
-        };
-        let log = root.join("watch.log");
-        let f = std::fs::File::create(&log).unwrap();
-        let child = Command::new(agent_bin())
-            .arg("watch")
-            .env("SECRETMODE_WATCH_SPEC", serde_json::to_string(&spec).unwrap())
-            .env("SECRETMODE_WATCH_ROOT", root)
-            .env("SECRETMODE_WATCH_HEALTH_ADDRESS", "127.0.0.1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(f.try_clone().unwrap()))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("start secretmode watch");
-        let w = Watcher { child: Some(child), root: root.to_path_buf(), health, log };
-        wait_for_explained(
-            "the watcher's status file",
-            LONG,
-            || (w.status() != Value::Null).then_some(()),
-            || w.logs(),
-        );
-        w
-    }
-
-    fn metric(&self, name: &str, filter: &str) -> Option<f64> {
-        let text = match http("GET", &format!("http://127.0.0.1:{}/metrics", self.health), &[], None) {
-            Ok((_, Value::String(s))) => s,
-            _ => return None,
-        };
-        text.lines()
-            .filter(|l| l.starts_with(name) && l.contains(filter))
-            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
-    }
-
-    fn status(&self) -> Value {
-        std::fs::read_to_string(self.root.join("var/run/secrets/secretmode/watch/status.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null)
-    }
-
-    fn logs(&self) -> String {
-        format!("watcher log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default())
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// The init step renders from a kubelet-style volume into the same `..data` layout; a file it
 /// cannot render is exit 1 with one line naming the file and the item, nothing written.
 #[test]
@@ -518,7 +449,7 @@ fn watch_rerenders_once_per_swap_then_notifies_once() {
     let (code, stderr) = render_once(root.path(), &spec);
     assert_eq!(code, 0, "{stderr}");
     let initial = data_target(&dest);
-    let w = Watcher::start(root.path(), Some(app.action()), spec);
+    let w = Watcher::start(root.path(), SECRET_DIR, Some(app.action()), Some(spec));
     // The watcher renders at start; the files already match, so nothing is written.
     wait_for("the start render", LONG, || {
         w.metric("secretmode_watcher_renders_total", "success").filter(|n| *n >= 1.0)
@@ -568,7 +499,7 @@ fn watch_render_failure_keeps_the_previous_set_until_the_next_good_swap() {
     let spec = render_spec(vec![template("cert.pem", "{{ cert-b64 | base64decode }}")]);
     let (code, stderr) = render_once(root.path(), &spec);
     assert_eq!(code, 0, "{stderr}");
-    let w = Watcher::start(root.path(), None, spec);
+    let w = Watcher::start(root.path(), SECRET_DIR, None, Some(spec));
     let good = data_target(&dest);
 
     vol.swap(&cert("not base64: secret-two!"));

@@ -1,6 +1,7 @@
 //! The app side of the on-change drills: an HTTP app on loopback that records each request,
 //! a process marked as a signal target that records each SIGHUP, and a directory updated the
-//! way the kubelet's atomic writer (and the Secrets Store CSI driver) update a volume.
+//! way the kubelet's atomic writer (and the Secrets Store CSI driver) update a volume; and
+//! `secretmode watch` on such a directory, as the injected watcher runs it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -11,7 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
+use secretmode::agent::spec::{RenderSpec, WatchSpec, SPEC_VERSION};
 use secretmode::vocabulary::on_change::OnChange;
+use serde_json::Value;
+
+use super::{agent_bin, free_port, http, wait_for_explained};
 
 /// One request as the app saw it.
 #[derive(Clone, Debug)]
@@ -168,5 +175,84 @@ impl Volume {
 
     pub fn target(&self) -> String {
         std::fs::read_link(self.dir.join("..data")).unwrap().to_string_lossy().into_owned()
+    }
+}
+
+/// `secretmode watch` on `dir` (an in-pod path under `root`), with its on-change action and its
+/// rendered files; killed on drop.
+pub struct Watcher {
+    child: Option<Child>,
+    root: PathBuf,
+    health: u16,
+    log: PathBuf,
+}
+
+impl Watcher {
+    /// Starts it and waits until it serves /healthz and has written its status file.
+    pub fn start(root: &Path, dir: &str, on_change: Option<OnChange>, render: Option<RenderSpec>) -> Watcher {
+        const LONG: Duration = Duration::from_secs(30);
+        let health = free_port();
+        let spec = WatchSpec { version: SPEC_VERSION, dir: dir.into(), on_change, render, health_port: health };
+        let log = root.join("watch.log");
+        let f = std::fs::File::create(&log).unwrap();
+        let child = Command::new(agent_bin())
+            .arg("watch")
+            .env("SECRETMODE_WATCH_SPEC", serde_json::to_string(&spec).unwrap())
+            .env("SECRETMODE_WATCH_ROOT", root)
+            .env("SECRETMODE_WATCH_HEALTH_ADDRESS", "127.0.0.1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("start secretmode watch");
+        let w = Watcher { child: Some(child), root: root.to_path_buf(), health, log };
+        wait_for_explained("the watcher's /healthz", LONG, || (w.get("/healthz").0 == 200).then_some(()), || w.logs());
+        wait_for_explained(
+            "the watcher's status file",
+            LONG,
+            || (w.status() != Value::Null).then_some(()),
+            || w.logs(),
+        );
+        w
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        match http("GET", &format!("http://127.0.0.1:{}{path}", self.health), &[], None) {
+            Ok((c, Value::String(s))) => (c, s),
+            Ok((c, v)) => (c, v.to_string()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    pub fn metric(&self, name: &str, filter: &str) -> Option<f64> {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .find_map(|l| l.rsplit(' ').next().and_then(|v| v.parse().ok()))
+    }
+
+    pub fn status(&self) -> Value {
+        std::fs::read_to_string(self.root.join("var/run/secrets/secretmode/watch/status.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// `; watcher log:` and the log, for a failure message.
+    pub fn logs(&self) -> String {
+        format!("; watcher log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default())
+    }
+
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("running")
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
